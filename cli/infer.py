@@ -1,0 +1,117 @@
+"""driftline infer NAME: send rows to a server and print its predictions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from driftline.cli.common import add_server
+from driftline.datatypes import NUMPY_OF
+from driftline.errors import InvalidInput
+from driftline.proto import driftline_pb2 as dpb
+from driftline.proto import driftline_pb2_grpc
+from driftline.proto import grpc_service_pb2 as pb
+from driftline.proto import grpc_service_pb2_grpc
+from driftline.trainer.data import read_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="send rows to a server, print predictions", description=__doc__)
+    p.add_argument("name", help="model name")
+    add_server(p)
+    rows = p.add_mutually_exclusive_group(required=True)
+    rows.add_argument("--json", metavar="JSON", help='one row {"living_area": 84, ...} or a list of rows')
+    rows.add_argument("--csv", metavar="FILE", help="rows from a CSV or Parquet file (columns named as features)")
+    p.add_argument("--version", default="", help="ask for a specific loaded version")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds before giving up")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with grpc.insecure_channel(args.server) as channel:
+            features = feature_names(channel, args.name, args.version, args.timeout)
+            records = _records(args)
+            if args.csv:  # a file may carry more columns (the target, ids): use the features only
+                records = [{f: r[f] for f in features if f in r} for r in records]
+            response = infer(channel, args.name, args.version, rows_matrix(records, features), args.timeout)
+    except grpc.RpcError as exc:
+        print(f"driftline infer: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    print_predictions(response)
+    return 0
+
+
+def feature_names(channel: grpc.Channel, name: str, version: str = "", timeout: float = 30.0) -> list[str]:
+    stub = driftline_pb2_grpc.DriftlineStub(channel)
+    info = stub.VersionInfo(dpb.VersionInfoRequest(name=name, version=version), timeout=timeout)
+    return list(info.feature_names)
+
+
+def rows_matrix(records: Sequence[dict[str, object]], features: Sequence[str]) -> np.ndarray:
+    """Records as a float32 matrix in the model's feature order; missing or unknown keys are errors."""
+    matrix = np.empty((len(records), len(features)), dtype=np.float32)
+    for i, record in enumerate(records):
+        missing = [f for f in features if f not in record]
+        unknown = [k for k in record if k not in features]
+        if missing or unknown:
+            raise InvalidInput(
+                f"row {i}: missing features {missing}, unknown keys {unknown}; the model takes {', '.join(features)}"
+            )
+        matrix[i] = [float(record[f]) for f in features]  # type: ignore[arg-type]
+    return matrix
+
+
+def infer(channel: grpc.Channel, name: str, version: str, rows: np.ndarray, timeout: float = 30.0
+          ) -> pb.ModelInferResponse:
+    stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=name, version=version), timeout=timeout)
+    request = pb.ModelInferRequest(model_name=name, model_version=version)
+    request.inputs.add(name=metadata.inputs[0].name, datatype="FP32", shape=rows.shape)
+    request.raw_input_contents.append(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+    return stub.ModelInfer(request, timeout=timeout)
+
+
+def outputs_of(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    arrays = {}
+    for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+        arrays[tensor.name] = np.frombuffer(raw, dtype=NUMPY_OF[tensor.datatype]).reshape(tuple(tensor.shape))
+    return arrays
+
+
+def print_predictions(response: pb.ModelInferResponse) -> None:
+    arrays = outputs_of(response)
+    print(f"{response.model_name} version {response.model_version}:")
+    rows = next(iter(arrays.values())).shape[0] if arrays else 0
+    for i in range(rows):
+        cells = []
+        for name, array in arrays.items():
+            value = array[i]
+            cells.append(f"{name}={_format(value)}")
+        print(f"  row {i}: " + "  ".join(cells))
+
+
+def _format(value: np.ndarray) -> str:
+    flat = np.asarray(value).reshape(-1)
+    if flat.size == 1:
+        item = flat[0].item()
+        return f"{item:,.2f}" if isinstance(item, float) else str(item)
+    return "[" + ", ".join(f"{v:.3f}" for v in flat) + "]"
+
+
+def _records(args: argparse.Namespace) -> list[dict[str, object]]:
+    if args.json is not None:
+        try:
+            parsed = json.loads(args.json)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"--json is not valid JSON: {exc}") from exc
+        records = parsed if isinstance(parsed, list) else [parsed]
+        if not all(isinstance(r, dict) for r in records):
+            raise InvalidInput("--json must be an object or a list of objects")
+        return records
+    return read_table(args.csv).to_dicts()

@@ -1,0 +1,53 @@
+"""driftline train NAME: fit an estimator and publish it as the model's next version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from driftline.cli.common import add_registry, key_values
+from driftline.registry import Registry
+from driftline.trainer import estimators, synthetic
+from driftline.trainer.train import TrainConfig, publish, train
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model and publish a new version", description=__doc__)
+    p.add_argument("name", help="model name in the registry")
+    add_registry(p)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="PATH", help="training data, CSV or Parquet")
+    source.add_argument("--synthetic", choices=["housing"], default="housing", help="make data instead (default)")
+    p.add_argument("--target", metavar="COLUMN", help="target column (required with --data)")
+    p.add_argument("--features", metavar="A,B,...", help="feature columns in input order (default: all but target)")
+    p.add_argument("--rows", type=int, default=5000, help="rows of synthetic data (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="seed for synthetic data, the split and the estimator")
+    p.add_argument("--shift", choices=sorted(synthetic.SHIFTS), help="make drifted synthetic data")
+    p.add_argument("--estimator", choices=estimators.ESTIMATORS, default="gradient_boosting")
+    p.add_argument("--task", choices=["auto", "regression", "classification"], default="auto")
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction kept out for evaluation (default 0.2)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="estimator parameter override")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = TrainConfig(
+        model=args.name,
+        estimator=args.estimator,
+        data=args.data,
+        rows=args.rows,
+        shift=args.shift,
+        target=args.target,
+        features=tuple(args.features.split(",")) if args.features else None,
+        task=args.task,
+        seed=args.seed,
+        holdout=args.holdout,
+        params=key_values(args.param),
+    )
+    trained = train(config)
+    version = publish(Registry(args.registry), args.name, trained.onnx_model, trained.metadata)
+    metrics = {k: round(v, 4) for k, v in trained.metadata.metrics.items()}
+    print(f"published {args.name} version {version} ({trained.task}, {args.estimator}) to {args.registry}")
+    print(f"  holdout metrics: {json.dumps(metrics)}")
+    print(f"  data version: {trained.metadata.data_version}  code version: {trained.metadata.code_version}")
+    return 0

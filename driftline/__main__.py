@@ -1,0 +1,3 @@
+from driftline.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Domain errors, raised where a problem is understood.
+
+They carry no transport details: the gRPC boundary (``driftline.server.status``) maps each class
+to a status code, and the CLI prints the message. Messages are written for the person who has to
+fix the problem: they say what was wrong and what was expected.
+"""
+
+
+class DriftlineError(Exception):
+    """Base class of every error driftline raises on purpose."""
+
+
+class NotFound(DriftlineError):
+    """A model, version or file that does not exist."""
+
+
+class InvalidInput(DriftlineError):
+    """A request or argument that can never succeed as sent."""
+
+
+class Unavailable(DriftlineError):
+    """Exists, but cannot serve right now (failed to load, unloaded, shutting down)."""
+
+
+class CorruptArtifact(DriftlineError):
+    """A stored version whose files do not match its manifest, or cannot be read."""
+
+
+class PublishError(DriftlineError):
+    """A version could not be published; the registry is left as it was."""

@@ -1,0 +1,16 @@
+"""The registry: the one contract between the trainer and the server.
+
+Layout of a local registry::
+
+    <root>/<model>/<version>/model.onnx       the model, ONNX
+    <root>/<model>/<version>/metadata.json    features, outputs, lineage, metrics (metadata.py)
+    <root>/<model>/<version>/manifest.json    sha256 of every other file, written last
+
+Versions are integers from 1 and immutable. A version is visible only once its folder has its
+final name and holds a manifest, so a crashed publish never shows a half-written version.
+"""
+
+from driftline.registry.metadata import Feature, TensorSpec, VersionMetadata
+from driftline.registry.store import Registry, StoredVersion, default_root
+
+__all__ = ["Feature", "Registry", "StoredVersion", "TensorSpec", "VersionMetadata", "default_root"]

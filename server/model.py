@@ -1,0 +1,81 @@
+"""One loaded, immutable model version: its onnxruntime session and its signature."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from driftline.datatypes import NUMPY_OF, oip_from_ort
+from driftline.errors import CorruptArtifact
+from driftline.registry import StoredVersion, TensorSpec, VersionMetadata
+from driftline.registry.store import MODEL_FILE
+from driftline.server.stats import VersionStats
+
+log = logging.getLogger("driftline.server")
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    name: str
+    version: int
+    session: ort.InferenceSession
+    input: TensorSpec  # the one 2-D input: [-1, width]
+    outputs: tuple[TensorSpec, ...]
+    metadata: VersionMetadata
+    providers: tuple[str, ...]  # what the session really runs on
+    source: str  # registry location, for humans
+    stats: VersionStats = field(default_factory=VersionStats, compare=False)
+
+    @property
+    def width(self) -> int:
+        return self.input.shape[1]
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return NUMPY_OF[self.input.datatype]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+
+def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: int) -> ServedVersion:
+    """Verify the stored files, open an onnxruntime session and check it matches the metadata."""
+    model_bytes = stored.read(MODEL_FILE)  # verifies the sha256 in the manifest
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad models
+        raise CorruptArtifact(f"{stored.model} version {stored.version}: onnxruntime cannot load model.onnx: {exc}") from exc
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 2:
+        raise CorruptArtifact(f"{stored.model} version {stored.version}: driftline serves models with one 2-D input")
+    width = len(stored.metadata.features)
+    declared = inputs[0].shape[1]
+    if isinstance(declared, int) and declared != width:
+        raise CorruptArtifact(
+            f"{stored.model} version {stored.version}: model takes {declared} features, metadata lists {width}"
+        )
+    input_spec = TensorSpec(inputs[0].name, oip_from_ort(inputs[0].type), (-1, width))
+    outputs = tuple(
+        TensorSpec(o.name, oip_from_ort(o.type), tuple(d if isinstance(d, int) else -1 for d in o.shape))
+        for o in session.get_outputs()
+    )
+    served = ServedVersion(
+        name=stored.model,
+        version=stored.version,
+        session=session,
+        input=input_spec,
+        outputs=outputs,
+        metadata=stored.metadata,
+        providers=tuple(session.get_providers()),
+        source=str(stored.path),
+    )
+    log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))
+    return served

@@ -1,0 +1,176 @@
+"""``driftline train``: data -> fitted estimator -> checked ONNX -> a new registry version."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import polars as pl
+
+from driftline.errors import InvalidInput
+from driftline.lineage import code_version
+from driftline.registry import Feature, Registry, VersionMetadata
+from driftline.registry.store import METADATA_FILE, MODEL_FILE
+from driftline.trainer import estimators, synthetic
+from driftline.trainer.data import Dataset, read_table, split_columns
+from driftline.trainer.evaluate import holdout_metrics, onnx_agreement
+from driftline.trainer.export import export_onnx
+from driftline.trainer.signature import onnx_signature
+
+MAX_ONNX_DEVIATION = 1e-3  # relative; beyond it the exported model is not the trained one
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained version: the same config gives the same model."""
+
+    model: str
+    estimator: str = "gradient_boosting"
+    data: str | None = None  # CSV or Parquet; None means synthetic data
+    synthetic: str = "housing"
+    rows: int = 5000
+    shift: str | None = None
+    target: str | None = None  # default: "price" for synthetic housing
+    features: tuple[str, ...] | None = None
+    task: str = "auto"  # "regression", "classification" or "auto" (from the target)
+    seed: int = 0
+    holdout: float = 0.2
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    config: TrainConfig
+    estimator: Any
+    task: str
+    dataset: Dataset
+    holdout_rows: np.ndarray  # indices into dataset.X kept out of training
+    classes: tuple[Any, ...] | None
+    onnx_model: onnx.ModelProto
+    metadata: VersionMetadata
+
+
+def load_frame(config: TrainConfig) -> tuple[pl.DataFrame, str]:
+    """The training table and its target column name."""
+    if config.data is not None:
+        if config.target is None:
+            raise InvalidInput("--target COLUMN is required with --data")
+        return read_table(config.data), config.target
+    if config.synthetic != "housing":
+        raise InvalidInput(f"unknown synthetic data set {config.synthetic!r}; available: housing")
+    frame = synthetic.housing(config.rows, seed=config.seed, shift=config.shift)
+    target = config.target or (synthetic.CLASS_TARGET if config.estimator == "logistic" else synthetic.TARGET)
+    other = {synthetic.TARGET, synthetic.CLASS_TARGET} - {target}
+    return frame.drop(sorted(other)), target
+
+
+def train(config: TrainConfig) -> TrainedModel:
+    if not 0.0 < config.holdout < 0.9:
+        raise InvalidInput(f"--holdout must be between 0 and 0.9, got {config.holdout}")
+    frame, target = load_frame(config)
+    dataset = split_columns(frame, target, list(config.features) if config.features else None)
+    task = _task(config, dataset.y)
+    y, classes = _encode_target(dataset.y, task)
+
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(dataset.X))
+    n_holdout = max(1, int(round(len(order) * config.holdout)))
+    holdout, fit_rows = np.sort(order[:n_holdout]), np.sort(order[n_holdout:])
+    if len(fit_rows) < 2:
+        raise InvalidInput(f"only {len(dataset.X)} rows: too few to train and hold some out")
+
+    params = estimators.parameters(config.estimator, config.params, config.seed)
+    estimator = estimators.build(config.estimator, task, params)
+    estimators.fit(estimator, dataset.X[fit_rows], y[fit_rows], label=config.model)
+
+    model = export_onnx(estimator, len(dataset.features), model_name=config.model)
+    metrics = holdout_metrics(estimator, dataset.X[holdout], y[holdout], task)
+    deviation = onnx_agreement(model, estimator, dataset.X[holdout], task)
+    if deviation > MAX_ONNX_DEVIATION:
+        raise InvalidInput(
+            f"the exported ONNX model disagrees with the trained estimator (max relative deviation {deviation:.2e}); "
+            "nothing was published"
+        )
+    metrics["onnx_max_rel_deviation"] = deviation
+    inputs, outputs = onnx_signature(model)
+    metadata = VersionMetadata(
+        features=tuple(Feature(n, d) for n, d in zip(dataset.features, dataset.dtypes, strict=True)),
+        inputs=inputs,
+        outputs=outputs,
+        task=task,
+        estimator=config.estimator,
+        parameters=_jsonable(params),
+        metrics=metrics,
+        data_version=dataset.version,
+        data_rows=len(dataset.X),
+        code_version=code_version(),
+        created_at=now_utc(),
+        source="driftline train",
+        target=target,
+        classes=classes,
+        extra={
+            "data": config.data or f"synthetic:{config.synthetic}?rows={config.rows}&seed={config.seed}"
+            + (f"&shift={config.shift}" if config.shift else ""),
+            "holdout_fraction": config.holdout,
+            "holdout_rows": int(len(holdout)),
+            "seed": config.seed,
+        },
+    )
+    return TrainedModel(config, estimator, task, dataset, holdout, classes, model, metadata)
+
+
+def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: VersionMetadata) -> int:
+    return registry.publish(name, {MODEL_FILE: model.SerializeToString(), METADATA_FILE: metadata.to_json().encode()})
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _task(config: TrainConfig, y: np.ndarray | None) -> str:
+    offered = estimators.tasks_of(config.estimator)
+    if config.task != "auto":
+        if config.task not in ("regression", "classification"):
+            raise InvalidInput(f"--task must be regression, classification or auto, not {config.task!r}")
+        task = config.task
+    elif len(offered) == 1:
+        task = offered[0]
+    else:
+        task = "classification" if _looks_categorical(y) else "regression"
+    if task not in offered:
+        raise InvalidInput(f"estimator {config.estimator!r} does not do {task}; it does: {', '.join(offered)}")
+    return task
+
+
+def _looks_categorical(y: np.ndarray | None) -> bool:
+    if y is None:
+        return False
+    if y.dtype.kind in "OUSb":
+        return True
+    return y.dtype.kind in "iu" and len(np.unique(y)) <= 20
+
+
+def _encode_target(y: np.ndarray | None, task: str) -> tuple[np.ndarray, tuple[Any, ...] | None]:
+    if y is None:
+        raise InvalidInput("training needs a target column")
+    if task == "regression":
+        if y.dtype.kind not in "iuf":
+            raise InvalidInput(f"a regression target must be numeric, got {y.dtype}")
+        return y.astype(np.float64), None
+    classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise InvalidInput("a classification target needs at least two classes")
+    return codes.astype(np.int64), tuple(_jsonable(c) for c in classes.tolist())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
