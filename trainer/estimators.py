@@ -113,8 +113,8 @@ def _monitor(bar: tqdm) -> Callable[..., bool]:
 
 
 def _fit_in_chunks(estimator: Any, X: np.ndarray, y: np.ndarray, total: int, bar: tqdm) -> None:
-    # warm_start grows the same ensemble chunk by chunk; scikit-learn advances its random state so
-    # the result is the one a single fit would give.
+    # warm_start grows one ensemble chunk by chunk, so the bar moves while trees are added; with a
+    # fixed random_state the result is still deterministic.
     attr = "max_iter" if hasattr(estimator, "max_iter") else "n_estimators"
     step = max(1, total // 20)
     estimator.set_params(warm_start=True)

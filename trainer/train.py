@@ -84,7 +84,10 @@ def train(config: TrainConfig) -> TrainedModel:
 
     params = estimators.parameters(config.estimator, config.params, config.seed)
     estimator = estimators.build(config.estimator, task, params)
-    estimators.fit(estimator, dataset.X[fit_rows], y[fit_rows], label=config.model)
+    try:
+        estimators.fit(estimator, dataset.X[fit_rows], y[fit_rows], label=config.model)
+    except ValueError as exc:  # scikit-learn's parameter and data checks
+        raise InvalidInput(f"training {config.estimator} failed: {exc}") from exc
 
     model = export_onnx(estimator, len(dataset.features), model_name=config.model)
     metrics = holdout_metrics(estimator, dataset.X[holdout], y[holdout], task)

@@ -1,0 +1,78 @@
+"""Test helpers: the real CLI in a subprocess, and a real server on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_LINE = re.compile(r"driftline serving .* on (?P<host>[^ ]+):(?P<port>\d+) ")
+START_TIMEOUT_S = 120  # a cold start imports onnxruntime; CI machines are slow and shared
+
+
+def driftline(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``driftline`` command as a user would, in its own process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "driftline", *args],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"driftline {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def published_version(result: subprocess.CompletedProcess[str]) -> int:
+    match = re.search(r"published \S+ version (\d+)", result.stdout)
+    assert match, result.stdout
+    return int(match.group(1))
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    port: int
+    log: list[str]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextmanager
+def running_server(registry: Path, *extra: str) -> Iterator[RunningServer]:
+    """``driftline serve`` on port 0; the port is read from the line it prints once listening."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftline", "serve", "--registry", str(registry), "--port", "0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    log: list[str] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        port = None
+        while port is None:
+            line = process.stdout.readline()
+            if not line:
+                raise AssertionError("server exited before listening:\n" + "".join(log))
+            log.append(line)
+            match = READY_LINE.search(line)
+            if match:
+                port = int(match.group("port"))
+            elif time.monotonic() > deadline:
+                raise AssertionError("server did not start in time:\n" + "".join(log))
+        # Keep reading, so a chatty server never blocks on a full pipe.
+        threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()
+        yield RunningServer(process, port, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
