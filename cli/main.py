@@ -6,25 +6,38 @@ import argparse
 import logging
 import sys
 
+import importlib
+
 from driftline import __version__
-from driftline.cli import data, demo, infer, models, publish, serve, train
 from driftline.errors import DriftlineError
 
-COMMANDS = (train, publish, serve, models, infer, data, demo)
+# Subcommand -> module. Only the module of the command being run is imported: the server must not
+# carry the training stack (scikit-learn, polars, skl2onnx) it never uses.
+COMMANDS = {
+    "train": "driftline.cli.train",
+    "publish": "driftline.cli.publish",
+    "serve": "driftline.cli.serve",
+    "models": "driftline.cli.models",
+    "infer": "driftline.cli.infer",
+    "data": "driftline.cli.data",
+    "demo": "driftline.cli.demo",
+}
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="driftline", description=__doc__)
     root.add_argument("--version", action="version", version=f"driftline {__version__}")
     root.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(sub)
+    for name in commands or list(COMMANDS):
+        importlib.import_module(COMMANDS[name]).register(sub)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    named = next((a for a in argv if not a.startswith("-")), None)
+    args = parser([named] if named in COMMANDS else None).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

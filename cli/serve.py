@@ -8,7 +8,10 @@ import os
 
 from driftline.cli.common import add_registry
 from driftline.server.app import serve
-from driftline.server.settings import ServerSettings
+from driftline.errors import InvalidInput
+from driftline.server.batcher import BatchSettings
+from driftline.server.settings import ServerSettings, load_model_config
+from driftline.server.workers import run_workers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,13 +23,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve only these (repeatable); default: the latest version of every model")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: CUDA when a GPU is visible, else CPU")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="server processes sharing the port (default: one per core)")
     p.add_argument("--intra-op-threads", type=int, default=1, help="threads inside one onnxruntime call")
     p.add_argument("--inference-threads", type=int, default=os.cpu_count() or 1,
-                   help="onnxruntime calls running at once (default: one per core)")
+                   help="threads running onnxruntime calls (default: one per core)")
+    defaults = BatchSettings()
+    p.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
+                   help=f"rows per onnxruntime call (default {defaults.max_batch_size}; 1 turns batching off)")
+    p.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us,
+                   help=f"longest wait for company while a batch runs (default {defaults.max_queue_delay_us})")
+    p.add_argument("--max-queue-size", type=int, default=defaults.max_queue_size,
+                   help=f"requests waiting per model before UNAVAILABLE 'queue full' (default {defaults.max_queue_size})")
+    p.add_argument("--max-concurrent-batches", type=int, default=defaults.max_concurrent_batches,
+                   help=f"onnxruntime calls in flight per model (default {defaults.max_concurrent_batches})")
+    p.add_argument("--model-config", metavar="FILE.toml", help="per-model batching settings, one [model] table each")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        batching = BatchSettings(
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_us=args.max_queue_delay_us,
+            max_queue_size=args.max_queue_size,
+            max_concurrent_batches=args.max_concurrent_batches,
+        )
+        per_model = load_model_config(args.model_config, batching) if args.model_config else {}
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
     settings = ServerSettings(
         registry=args.registry,
         host=args.host,
@@ -35,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         intra_op_threads=args.intra_op_threads,
         inference_threads=args.inference_threads,
+        workers=args.workers,
+        batching=batching,
+        model_batching=per_model,
     )
+    if settings.workers > 1:
+        return run_workers(settings, settings.workers)
     asyncio.run(serve(settings))
     return 0

@@ -28,3 +28,7 @@ class CorruptArtifact(DriftlineError):
 
 class PublishError(DriftlineError):
     """A version could not be published; the registry is left as it was."""
+
+
+class DeadlineExpired(DriftlineError):
+    """The caller's deadline passed before the work could start."""

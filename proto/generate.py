@@ -15,7 +15,7 @@ from pathlib import Path
 from grpc_tools import protoc
 
 HERE = Path(__file__).resolve().parent
-PROTOS = ("grpc_service.proto", "driftline.proto")
+PROTOS = ("model_config.proto", "grpc_service.proto", "driftline.proto")
 
 
 def _rewrite(path: Path) -> None:
@@ -36,8 +36,10 @@ def main() -> int:
         if protoc.main(args) != 0:
             print(f"protoc failed on {name}", file=sys.stderr)
             return 1
-    for path in HERE.glob("*_pb2*.py"):
+    for path in [*HERE.glob("*_pb2*.py"), *HERE.glob("*_pb2.pyi")]:
         _rewrite(path)
+    # model_config.proto declares no service: its empty _grpc module is noise.
+    (HERE / "model_config_pb2_grpc.py").unlink(missing_ok=True)
     return 0
 
 

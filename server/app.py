@@ -3,53 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+from collections.abc import Callable
+from concurrent.futures import Executor
 
 import grpc
 
 from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 from driftline.registry import Registry
+from driftline.server.peers import Peers, socket_path
 from driftline.server.repository import ModelRepository
-from driftline.server.run import Runner
+from driftline.server import run
 from driftline.server.service import DriftlineService, InferenceService
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
 
 
-def build(settings: ServerSettings) -> tuple[grpc.aio.Server, int, ModelRepository, Runner]:
+def print_flush(line: str) -> None:
+    print(line, flush=True)
+
+
+def build(settings: ServerSettings) -> tuple[grpc.aio.Server, int, ModelRepository, Executor]:
     """Load the models, wire the services and bind the port (not started yet)."""
-    repository = ModelRepository(Registry(settings.registry), settings)
+    pool = run.executor(settings.inference_threads)
+    repository = ModelRepository(Registry(settings.registry), settings, pool)
     repository.load_startup()
-    runner = Runner(settings.inference_threads)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
-            # Two servers must never share a port by accident.
-            ("grpc.so_reuseport", 0),
+            # Workers share a port on purpose; otherwise two servers must never share one by accident.
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ]
     )
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(repository, runner), server)
+    peers = Peers(settings.peer_dir, settings.worker_index, settings.workers)
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(repository, peers), server)
     driftline_pb2_grpc.add_DriftlineServicer_to_server(DriftlineService(repository), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     port = server.add_insecure_port(f"{host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (in use, or not an address of this machine)")
-    return server, port, repository, runner
+    if settings.peer_dir is not None:
+        server.add_insecure_port(f"unix:{socket_path(settings.peer_dir, settings.worker_index)}")
+    return server, port, repository, pool
 
 
-async def serve(settings: ServerSettings) -> None:
-    server, port, repository, runner = build(settings)
+async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
+    server, port, repository, pool = build(settings)
+    # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
+    # full passes, which otherwise stall a request for ~100 ms now and then.
+    gc.collect()
+    gc.freeze()
     await server.start()
     summary = []
     for name in repository.names():
         slot = repository.slot(name)
-        summary.append(f"{name}:{slot.default.version}" if slot.default else f"{name}(unavailable)")
+        summary.append(f"{name}:{slot.default.served.version}" if slot.default else f"{name}(unavailable)")
     providers = ", ".join(repository.providers)
     # Tests and scripts read this line to learn the port (which may have been chosen by the OS).
-    print(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})", flush=True)
+    announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -57,4 +72,4 @@ async def serve(settings: ServerSettings) -> None:
     await stop.wait()
     log.info("shutting down: finishing in-flight requests (up to %.0f s)", settings.shutdown_grace_s)
     await server.stop(settings.shutdown_grace_s)
-    runner.close()
+    pool.shutdown(wait=True, cancel_futures=True)

@@ -1,36 +1,53 @@
 """Which loaded version answers for each model name.
 
-Each model has a slot holding its loaded versions and the one served by default. A handler takes
-the version it needs once, at the start of a request; loading replaces the slot's reference in
-one assignment, so a request never sees half of a change and finishes on the version it took.
+Each model has a slot holding its loaded versions (each with its own batcher) and the one served
+by default. A handler takes the endpoint it needs once, at the start of a request; loading
+replaces the slot's reference in one assignment, so a request never sees half of a change and
+finishes on the version it took.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from driftline.errors import DriftlineError, InvalidInput, NotFound, Unavailable
 from driftline.registry import Registry
 from driftline.server import providers
+from driftline.server.batcher import Batcher, BatchObserver
 from driftline.server.model import ServedVersion, load_version
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
 
+ObserverFactory = Callable[[ServedVersion], Sequence[BatchObserver]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A loaded version and the batcher in front of it."""
+
+    served: ServedVersion
+    batcher: Batcher
+
 
 @dataclass
 class ModelSlot:
     name: str
-    loaded: dict[int, ServedVersion] = field(default_factory=dict)
-    default: ServedVersion | None = None
+    loaded: dict[int, Endpoint] = field(default_factory=dict)
+    default: Endpoint | None = None
     reason: str = ""  # why the model is not serving, when it is not
 
 
 class ModelRepository:
-    def __init__(self, registry: Registry, settings: ServerSettings) -> None:
+    def __init__(self, registry: Registry, settings: ServerSettings, executor: Executor,
+                 observers: ObserverFactory = lambda _served: ()) -> None:
         self.registry = registry
         self.settings = settings
+        self.executor = executor
+        self.observers = observers
         self.providers = providers.choose(settings.device)
         self._slots: dict[str, ModelSlot] = {}
 
@@ -48,28 +65,28 @@ class ModelRepository:
             raise NotFound(f"model {name!r} is not served here (served models: {served})")
         return slot
 
-    def get(self, name: str, version: str = "") -> ServedVersion:
-        """The version that answers a request for ``name`` (and ``version``, when not empty)."""
+    def get(self, name: str, version: str = "") -> Endpoint:
+        """The endpoint that answers a request for ``name`` (and ``version``, when not empty)."""
         slot = self.slot(name)
         if not version:
             if slot.default is None:
                 raise Unavailable(f"model {name!r} is not available: {slot.reason or 'no version is loaded'}")
             return slot.default
         number = parse_version(version)
-        served = slot.loaded.get(number)
-        if served is None:
+        endpoint = slot.loaded.get(number)
+        if endpoint is None:
             have = ", ".join(map(str, sorted(slot.loaded))) or "none"
             raise NotFound(
                 f"model {name!r} version {number} is not loaded (loaded versions: {have}); "
                 "load it with RepositoryModelLoad or leave model_version empty"
             )
-        return served
+        return endpoint
 
     def ready(self) -> bool:
         return bool(self._slots) and all(s.default is not None for s in self._slots.values())
 
     # -- changing -----------------------------------------------------------------------------
-    def load(self, name: str, version: int | None = None) -> ServedVersion:
+    def load(self, name: str, version: int | None = None) -> Endpoint:
         """Load ``version`` (latest when None) and make it the default."""
         return self.activate(self.load_detached(name, version))
 
@@ -78,13 +95,17 @@ class ModelRepository:
         stored = self.registry.open(name, version)
         return load_version(stored, self.providers, self.settings.intra_op_threads)
 
-    def activate(self, served: ServedVersion) -> ServedVersion:
+    def activate(self, served: ServedVersion) -> Endpoint:
         """Make a loaded version the default for its name; earlier versions stay loaded for explicit requests."""
         slot = self._slots.setdefault(served.name, ModelSlot(served.name))
-        slot.loaded = {**slot.loaded, served.version: served}
-        slot.default = served
+        endpoint = slot.loaded.get(served.version)
+        if endpoint is None or endpoint.served is not served:
+            batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, self.observers(served))
+            endpoint = Endpoint(served, batcher)
+        slot.loaded = {**slot.loaded, served.version: endpoint}
+        slot.default = endpoint
         slot.reason = ""
-        return served
+        return endpoint
 
     def unload(self, name: str) -> None:
         slot = self.slot(name)

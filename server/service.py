@@ -14,23 +14,28 @@ from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
+from driftline.proto import model_config_pb2 as cpb
 from driftline.registry import TensorSpec
 from driftline.server import status
 from driftline.server.decode import decode_rows, requested_outputs
 from driftline.server.encode import encode_response
-from driftline.server.model import ServedVersion
-from driftline.server.repository import ModelRepository, parse_version
-from driftline.server.run import Runner
+from driftline.server.peers import Peers, is_peer_call
+from driftline.server.repository import Endpoint, ModelRepository, parse_version
 from driftline.server.stats import Duration
 
-EXTENSIONS = ("model_repository", "statistics", "driftline")
+EXTENSIONS = ("model_repository", "model_configuration", "statistics", "driftline")
 PLATFORM = "onnxruntime_onnx"
+STREAM_WINDOW = 256  # messages of one stream in flight at once; the reader pauses beyond it
 
 
 class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, repository: ModelRepository, runner: Runner) -> None:
+    def __init__(self, repository: ModelRepository, peers: Peers) -> None:
         self.repository = repository
-        self.runner = runner
+        self.peers = peers
+
+    def _fan_out(self, context: grpc.aio.ServicerContext) -> bool:
+        """Whether this call must also reach the other workers (it came from a client, not a peer)."""
+        return bool(self.peers) and not is_peer_call(context)
 
     # -- health and metadata ------------------------------------------------------------------
     @status.unary
@@ -55,7 +60,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def ModelMetadata(self, request, context):
-        served = self.repository.get(request.name, request.version)
+        served = self.repository.get(request.name, request.version).served
         slot = self.repository.slot(request.name)
         return pb.ModelMetadataResponse(
             name=served.name,
@@ -65,31 +70,53 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[_tensor_metadata(o) for o in served.outputs],
         )
 
+    @status.unary
+    async def ModelConfig(self, request, context):
+        endpoint = self.repository.get(request.name, request.version)
+        return pb.ModelConfigResponse(config=_model_config(endpoint))
+
     # -- inference ----------------------------------------------------------------------------
     @status.unary
     async def ModelInfer(self, request, context):
-        return await self._infer(request)
+        remaining = context.time_remaining()
+        return await self._infer(request, None if remaining is None else time.monotonic() + remaining)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        # Errors travel in-band, one per message, so one bad request does not end the stream.
-        async for request in request_iterator:
-            try:
-                response = await self._infer(request)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped like the unary boundary, in-band
-                _, message = status.message_of(exc)
-                yield pb.ModelStreamInferResponse(error_message=message)
-                continue
-            yield pb.ModelStreamInferResponse(infer_response=response)
+        # Messages are decoded and queued as they arrive (so one stream's requests share batches) and
+        # answered in the order they came; errors travel in-band, so one bad message ends nothing.
+        in_flight: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue(STREAM_WINDOW)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await in_flight.put(asyncio.ensure_future(self._infer(request, None)))
+            finally:
+                await in_flight.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await in_flight.get()) is not None:
+                try:
+                    yield pb.ModelStreamInferResponse(infer_response=await task)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped like the unary boundary, but in-band
+                    yield pb.ModelStreamInferResponse(error_message=status.message_of(exc)[1])
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         started = time.perf_counter_ns()
-        served = self.repository.get(request.model_name, request.model_version)
+        endpoint = self.repository.get(request.model_name, request.model_version)
+        served = endpoint.served
         try:
             rows = decode_rows(request, served)
             names = requested_outputs(request, served)
-            outputs = await self.runner.run(served, rows, names)
+            outputs = await endpoint.batcher.submit(rows, deadline)
+            if names != served.output_names:
+                by_name = dict(zip(served.output_names, outputs, strict=True))
+                outputs = [by_name[n] for n in names]
             response = encode_response(request, served, names, outputs)
         except BaseException:
             served.stats.failed(time.perf_counter_ns() - started)
@@ -105,12 +132,12 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         for name in names:
             loaded = self.repository.slot(name).loaded
             if request.version:
-                number = parse_version(request.version)
-                if number not in loaded:
-                    self.repository.get(name, request.version)  # raises NOT_FOUND with the loaded versions
-                loaded = {number: loaded[number]}
-            for served in loaded.values():
-                response.model_stats.append(_statistics(served))
+                loaded = {parse_version(request.version): self.repository.get(name, request.version)}
+            for endpoint in loaded.values():
+                response.model_stats.append(_statistics(endpoint))
+        if self._fan_out(context):
+            for other in await self.peers.call("ModelStatistics", request):
+                _merge_statistics(response, other)
         return response
 
     @status.unary
@@ -136,11 +163,17 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         loop = asyncio.get_running_loop()
         served = await loop.run_in_executor(None, self.repository.load_detached, request.model_name, version)
         self.repository.activate(served)
+        if self._fan_out(context):
+            if version is None:  # every worker must load the same version, even if a newer one lands meanwhile
+                request.parameters["version"].int64_param = served.version
+            await self.peers.call("RepositoryModelLoad", request)
         return pb.RepositoryModelLoadResponse()
 
     @status.unary
     async def RepositoryModelUnload(self, request, context):
         self.repository.unload(request.model_name)
+        if self._fan_out(context):
+            await self.peers.call("RepositoryModelUnload", request)
         return pb.RepositoryModelUnloadResponse()
 
 
@@ -150,7 +183,7 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
 
     @status.unary
     async def VersionInfo(self, request, context):
-        served = self.repository.get(request.name, request.version)
+        served = self.repository.get(request.name, request.version).served
         return dpb.VersionInfoResponse(
             name=served.name,
             version=str(served.version),
@@ -163,6 +196,33 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+
+
+def _model_config(endpoint: Endpoint) -> cpb.ModelConfig:
+    """Triton's view of the model: batching models list shapes without the batch dimension."""
+    served, batching = endpoint.served, endpoint.batcher.settings
+    config = cpb.ModelConfig(
+        name=served.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=batching.max_batch_size,
+        default_model_filename="model.onnx",
+        input=[cpb.ModelInput(name=served.input.name, data_type=_config_type(served.input.datatype),
+                              dims=served.input.shape[1:])],
+        output=[cpb.ModelOutput(name=o.name, data_type=_config_type(o.datatype), dims=o.shape[1:] or (1,))
+                for o in served.outputs],
+        instance_group=[cpb.ModelInstanceGroup(
+            name=served.name, count=batching.max_concurrent_batches,
+            kind=cpb.ModelInstanceGroup.KIND_GPU if "CUDAExecutionProvider" in served.providers
+            else cpb.ModelInstanceGroup.KIND_CPU)],
+    )
+    if batching.max_batch_size > 1:
+        config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+    return config
+
+
+def _config_type(datatype: str) -> int:
+    return cpb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
 
 
 def _version_parameter(parameters) -> int | None:
@@ -181,8 +241,34 @@ def _duration(source: Duration) -> pb.StatisticDuration:
     return pb.StatisticDuration(count=source.count, ns=source.ns)
 
 
-def _statistics(served: ServedVersion) -> pb.ModelStatistics:
-    s = served.stats
+def _merge_statistics(into: pb.ModelStatisticsResponse, other: pb.ModelStatisticsResponse) -> None:
+    """Add another worker's counters to ``into``, model version by model version."""
+    mine = {(m.name, m.version): m for m in into.model_stats}
+    for theirs in other.model_stats:
+        target = mine.get((theirs.name, theirs.version))
+        if target is None:
+            into.model_stats.append(theirs)
+            continue
+        target.last_inference = max(target.last_inference, theirs.last_inference)
+        target.inference_count += theirs.inference_count
+        target.execution_count += theirs.execution_count
+        for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+            _add_duration(getattr(target.inference_stats, field), getattr(theirs.inference_stats, field))
+        by_size = {b.batch_size: b for b in target.batch_stats}
+        for batch in theirs.batch_stats:
+            if batch.batch_size in by_size:
+                _add_duration(by_size[batch.batch_size].compute_infer, batch.compute_infer)
+            else:
+                target.batch_stats.append(batch)
+
+
+def _add_duration(into: pb.StatisticDuration, other: pb.StatisticDuration) -> None:
+    into.count += other.count
+    into.ns += other.ns
+
+
+def _statistics(endpoint: Endpoint) -> pb.ModelStatistics:
+    served, s = endpoint.served, endpoint.served.stats
     return pb.ModelStatistics(
         name=served.name,
         version=str(served.version),

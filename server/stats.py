@@ -23,6 +23,7 @@ class VersionStats:
     last_inference_ms: int = 0
     inference_count: int = 0  # rows answered
     execution_count: int = 0  # onnxruntime calls
+    expired: int = 0  # requests dropped from the queue because their deadline passed
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
     queue: Duration = field(default_factory=Duration)

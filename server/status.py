@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from driftline.errors import CorruptArtifact, DriftlineError, InvalidInput, NotFound, PublishError, Unavailable
+from driftline.errors import CorruptArtifact, DeadlineExpired, DriftlineError, InvalidInput, NotFound, PublishError, Unavailable
 
 log = logging.getLogger("driftline.server")
 
@@ -19,6 +19,7 @@ _CODES: dict[type[DriftlineError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     CorruptArtifact: grpc.StatusCode.DATA_LOSS,
     PublishError: grpc.StatusCode.FAILED_PRECONDITION,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 INTERNAL_MESSAGE = "internal error in driftline; the server log has the details"

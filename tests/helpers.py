@@ -48,6 +48,8 @@ class RunningServer:
 @contextmanager
 def running_server(registry: Path, *extra: str) -> Iterator[RunningServer]:
     """``driftline serve`` on port 0; the port is read from the line it prints once listening."""
+    if "--workers" not in extra:
+        extra = ("--workers", "1", *extra)  # one process is enough unless a test is about workers
     process = subprocess.Popen(
         [sys.executable, "-m", "driftline", "serve", "--registry", str(registry), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

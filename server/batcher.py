@@ -1,0 +1,183 @@
+"""The dynamic batcher: one per served version, between decoding and onnxruntime.
+
+Requests wait in a bounded queue; a batch leaves when it holds ``max_batch_size`` rows, when the
+oldest request has waited ``max_queue_delay_us``, or at once when nothing is executing (a lone
+request at low load never waits for company). The rows of every request in the batch are
+concatenated, run in one onnxruntime call off the event loop, and the outputs are split back by
+row offsets. Batching counts rows, not requests.
+
+Everything here runs on the event loop thread except the onnxruntime call itself, so the queue
+needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from driftline.errors import DeadlineExpired, Unavailable
+from driftline.server.model import ServedVersion
+from driftline.server.run import run_batch
+
+log = logging.getLogger("driftline.server")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch_size: int = 256  # rows per onnxruntime call; 1 turns batching off
+    max_queue_delay_us: int = 500  # longest a request waits for company while a batch is executing
+    max_queue_size: int = 1024  # requests waiting; beyond it requests are refused with UNAVAILABLE
+    max_concurrent_batches: int = 2  # onnxruntime calls in flight for this version
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if self.max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {self.max_queue_size}")
+        if self.max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}")
+
+
+@dataclass(eq=False)
+class Pending:
+    rows: np.ndarray
+    future: asyncio.Future[list[np.ndarray]]
+    enqueued_ns: int
+    deadline: float | None  # time.monotonic() seconds; None: no deadline
+
+
+@dataclass
+class Batch:
+    """What one onnxruntime call did, handed to observers (monitoring) after the callers are answered."""
+
+    version: ServedVersion
+    rows: np.ndarray
+    outputs: dict[str, np.ndarray]
+    requests: int
+
+
+BatchObserver = Callable[[Batch], None]
+
+
+@dataclass(eq=False)
+class Batcher:
+    served: ServedVersion
+    settings: BatchSettings
+    executor: Executor
+    observers: Sequence[BatchObserver] = ()
+    _queue: deque[Pending] = field(default_factory=deque)
+    _queued_rows: int = 0
+    _running: int = 0
+    _timer: asyncio.TimerHandle | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, rows: np.ndarray, deadline: float | None) -> asyncio.Future[list[np.ndarray]]:
+        """Queue ``rows``; the future resolves to every output of the model, in output order, for these rows."""
+        if len(self._queue) >= self.settings.max_queue_size:
+            raise Unavailable(
+                f"queue full: {self.served.name} version {self.served.version} already has "
+                f"{len(self._queue)} requests waiting (max_queue_size); retry later or raise --max-queue-size"
+            )
+        loop = asyncio.get_running_loop()
+        pending = Pending(rows, loop.create_future(), time.perf_counter_ns(), deadline)
+        self._queue.append(pending)
+        self._queued_rows += len(rows)
+        self._dispatch()
+        return pending.future
+
+    # -- forming batches ------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Start every batch that may start now; otherwise arm a timer for the oldest request."""
+        while self._queue and self._running < self.settings.max_concurrent_batches:
+            full = self._queued_rows >= self.settings.max_batch_size
+            idle = self._running == 0
+            waited_us = (time.perf_counter_ns() - self._queue[0].enqueued_ns) / 1000
+            if not (full or idle or waited_us >= self.settings.max_queue_delay_us):
+                self._arm_timer(self.settings.max_queue_delay_us - waited_us)
+                return
+            self._start(self._take())
+
+    def _arm_timer(self, delay_us: float) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(max(delay_us, 0) / 1e6, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _take(self) -> list[Pending]:
+        """Up to max_batch_size rows of live requests, oldest first; expired and cancelled ones leave here."""
+        taken: list[Pending] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            head = self._queue[0]
+            if taken and rows + len(head.rows) > self.settings.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_rows -= len(head.rows)
+            if head.future.done():  # the caller went away (cancelled)
+                continue
+            if head.deadline is not None and now >= head.deadline:
+                self.served.stats.expired += 1
+                head.future.set_exception(
+                    DeadlineExpired(f"deadline expired after {_waited_ms(head):.1f} ms in the queue; nothing was run")
+                )
+                continue
+            taken.append(head)
+            rows += len(head.rows)
+        return taken
+
+    # -- executing ------------------------------------------------------------------------------
+    def _start(self, members: list[Pending]) -> None:
+        if not members:
+            return
+        self._running += 1
+        task = asyncio.get_running_loop().create_task(self._execute(members))
+        task.add_done_callback(self._finished)
+
+    def _finished(self, _task: asyncio.Task[None]) -> None:
+        self._running -= 1
+        self._dispatch()
+
+    async def _execute(self, members: list[Pending]) -> None:
+        served = self.served
+        started = time.perf_counter_ns()
+        for member in members:
+            served.stats.queue.add(started - member.enqueued_ns)
+        rows = members[0].rows if len(members) == 1 else np.concatenate([m.rows for m in members])
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, run_batch, served, rows)
+        except Exception as exc:  # noqa: BLE001 - every member must hear about it
+            log.exception("%s version %d: batch of %d rows failed", served.name, served.version, len(rows))
+            for member in members:
+                if not member.future.done():
+                    member.future.set_exception(exc)
+            return
+        served.stats.executed(len(rows), time.perf_counter_ns() - started)
+        offset = 0
+        for member in members:
+            end = offset + len(member.rows)
+            if not member.future.done():
+                member.future.set_result([out[offset:end] for out in outputs])
+            offset = end
+        if self.observers:
+            batch = Batch(served, rows, dict(zip(served.output_names, outputs, strict=True)), len(members))
+            for observe in self.observers:
+                observe(batch)
+
+
+def _waited_ms(pending: Pending) -> float:
+    return (time.perf_counter_ns() - pending.enqueued_ns) / 1e6

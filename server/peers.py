@@ -1,0 +1,57 @@
+"""The other worker processes of the same server, reached over private unix sockets.
+
+With ``--workers N`` every process owns its own models, batchers and statistics. Calls that read
+or change per-model state (statistics, loading, unloading) are answered by whichever worker the
+client reached; that worker applies or collects the call across its peers, so the client sees one
+server. A call forwarded to a peer carries a marker so the peer answers for itself only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from driftline.proto import grpc_service_pb2_grpc
+
+PEER_MARKER = ("x-driftline-peer", "1")
+PEER_TIMEOUT_S = 60.0
+
+
+
+def socket_path(directory: str, index: int) -> str:
+    return str(Path(directory) / f"worker-{index}.sock")
+
+
+def is_peer_call(context: grpc.aio.ServicerContext) -> bool:
+    return any((m.key, m.value) == PEER_MARKER for m in context.invocation_metadata() or ())
+
+
+class Peers:
+    def __init__(self, directory: str | None, index: int, count: int) -> None:
+        self._addresses = [] if directory is None else [
+            f"unix:{socket_path(directory, i)}" for i in range(count) if i != index
+        ]
+        self._stubs: list[grpc_service_pb2_grpc.GRPCInferenceServiceStub] = []
+        self._channels: list[grpc.aio.Channel] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._addresses)
+
+    async def call(self, method: str, request: Any) -> list[Any]:
+        """``method`` on every peer, concurrently; raises the first failure."""
+        if not self._stubs:
+            self._channels = [grpc.aio.insecure_channel(a) for a in self._addresses]
+            self._stubs = [grpc_service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
+        calls: list[Awaitable[Any]] = [
+            getattr(stub, method)(request, metadata=(PEER_MARKER,), timeout=PEER_TIMEOUT_S) for stub in self._stubs
+        ]
+        return list(await asyncio.gather(*calls))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels))
+
+
