@@ -223,8 +223,8 @@ def merge_into(dst: DriftState, src: DriftState) -> None:
     """``dst`` becomes ``merge(dst, src)``, in place."""
     _check_same_shape(dst, src)
     merge_moments_into(dst, src.n, src.mean, src.m2)
-    dst.counts += src.counts
-    dst.missing += src.missing
+    np.add(dst.counts, src.counts, out=dst.counts)
+    np.add(dst.missing, src.missing, out=dst.missing)
     np.minimum(dst.min, src.min, out=dst.min)
     np.maximum(dst.max, src.max, out=dst.max)
 
@@ -239,7 +239,7 @@ def merge_moments_into(dst: DriftState, n_b: np.ndarray, mean_b: np.ndarray, m2_
         delta = np.where(nb > 0, mean_b - dst.mean, 0.0)
         dst.mean[:] = dst.mean + delta * frac_b
         dst.m2[:] = dst.m2 + np.where(nb > 0, m2_b, 0.0) + delta * delta * n_a * frac_b
-    dst.n += np.asarray(n_b, dtype=np.int64)
+    np.add(dst.n, np.asarray(n_b, dtype=np.int64), out=dst.n)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -336,7 +336,8 @@ def update(counts, missing, n, mean, m2, vmin, vmax, X, edges, n_edges, is_categ
 def update_state(state: DriftState, X: np.ndarray, layout: BinLayout) -> None:
     """:func:`update` after checking that the batch, the state and the layout agree."""
     if not isinstance(X, np.ndarray) or X.ndim != 2:
-        raise ValueError(f"a batch must be a 2-D array [rows, columns], got {type(X).__name__} {getattr(X, 'shape', '')}")
+        shape = getattr(X, "shape", "")
+        raise ValueError(f"a batch must be a 2-D array [rows, columns], got {type(X).__name__} {shape}")
     if X.dtype not in (np.float32, np.float64):
         raise ValueError(f"a batch must be float32 or float64, got {X.dtype}")
     if X.shape[1] != layout.columns or state.counts.shape != (layout.columns, layout.width):

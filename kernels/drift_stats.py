@@ -42,15 +42,17 @@ class Thresholds:
     """When a column alarms. A statistic alarms when it is strictly above its threshold (None disables it).
 
     Defaults, chosen for ~20 quantile bins and at least ``min_rows`` live values against a training set of
-    thousands of rows:
+    thousands of rows. Simulated with 500 live vs 5000 training rows of one distribution (22 bins), the 99th
+    percentiles of pure sampling noise were PSI 0.08, JS 0.12, KS 0.076, |mean shift| 0.13; a normal column
+    shifted by 0.25 sd gave PSI 0.11, JS 0.14, KS 0.11, and by 0.5 sd PSI 0.29, JS 0.23, KS 0.20.
 
     * ``psi = 0.2``: the industry rule of thumb (< 0.1 stable, 0.1-0.2 moderate, > 0.2 significant shift).
-      Pure sampling noise at 500 live rows and 22 bins gives PSI ~ (bins - 1) / n ~ 0.04.
+      Sampling noise at 500 live rows and 22 bins gives PSI ~ (bins - 1) / n ~ 0.04.
     * ``js = 0.2``: a JS distance of 0.2 is about what PSI 0.2 means for small shifts (PSI ~ chi2 / n and
       JS divergence ~ chi2 / (8 n ln 2), so JS distance ~ sqrt(PSI / 5.5) ~ 0.19). Lower values such as 0.1
       sit inside the sampling noise at 500 rows (~0.09 at 22 bins).
     * ``ks = 0.1``: the two-sample KS critical value at 500 vs 5000 rows is ~0.064 at p = 0.05 and ~0.1 at
-      p ~ 5e-4; 0.1 also corresponds to a shift of ~0.25 sd of a normal column.
+      p ~ 2e-4; 0.1 also corresponds to a shift of ~0.25 sd of a normal column.
     * ``mean_shift = 0.5``: half a training standard deviation (Cohen's "medium" effect); at 500 rows the
       mean's standard error is 0.045 sd, so this is never noise, and it catches shifts in heavy-tailed
       columns that the bounded statistics (KS, JS) see only weakly.
@@ -177,7 +179,8 @@ def _wasserstein(d: np.ndarray, live: DriftState, reference: DriftState, layout:
     x[:, 0] = lo
     x[:, 1:] = np.where(np.arange(1, width + 1)[None, :] <= k[:, None],
                         np.concatenate([layout.edges, np.full((cols, 1), np.inf)], axis=1)[:, :width], hi[:, None])
-    widths = np.nan_to_num(np.diff(x, axis=1), nan=0.0)  # [cols, width]; inf - inf only past the last bin
+    widths = np.diff(x, axis=1)  # [cols, width]
+    widths[np.isnan(widths)] = 0.0  # inf - inf: a zero-width bin past the last one
     a = np.concatenate([np.zeros((cols, 1)), d[:, :-1]], axis=1)  # F_p - F_q at each bin's left end
     b = d  # ... and right end
     abs_a, abs_b = np.abs(a), np.abs(b)

@@ -12,9 +12,11 @@ import dataclasses
 import logging
 import multiprocessing as mp
 import os
+import queue
 import signal
 import socket
 import tempfile
+import sys
 import time
 
 from driftline.server.settings import ServerSettings
@@ -39,7 +41,9 @@ def run_workers(settings: ServerSettings, count: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        summaries = [ready.get(timeout=START_TIMEOUT_S) for _ in range(count)]
+        summaries = _wait_ready(processes, ready, count)
+        if summaries is None:
+            return 2
         print(f"{summaries[0]} [{count} workers]", flush=True)
         while not stopping:
             time.sleep(0.2)
@@ -59,6 +63,21 @@ def run_workers(settings: ServerSettings, count: int) -> int:
     return 0
 
 
+def _wait_ready(processes: dict[int, mp.Process], ready: mp.Queue, count: int) -> list[str] | None:
+    """Each worker's start line; None when a worker dies first (it has logged why)."""
+    summaries: list[str] = []
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while len(summaries) < count:
+        try:
+            summaries.append(ready.get(timeout=0.2))
+        except queue.Empty:
+            dead = [i for i, p in processes.items() if not p.is_alive()]
+            if dead or time.monotonic() > deadline:
+                log.error("worker %s did not start; stopping", dead or "(timeout)")
+                return None
+    return summaries
+
+
 def _start(context: mp.context.SpawnContext, settings: ServerSettings, index: int, ready: mp.Queue) -> mp.Process:
     process = context.Process(target=_worker_main, args=(dataclasses.replace(settings, worker_index=index), ready),
                               name=f"driftline-worker-{index}", daemon=False)
@@ -71,9 +90,15 @@ def _worker_main(settings: ServerSettings, ready: mp.Queue) -> None:
 
     from driftline.server.app import serve
 
+    from driftline.errors import DriftlineError
+
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker-{settings.worker_index} "
                         "%(name)s: %(message)s")
-    asyncio.run(serve(settings, announce=ready.put))
+    try:
+        asyncio.run(serve(settings, announce=ready.put))
+    except DriftlineError as exc:
+        print(f"driftline serve: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _reserve_port(host: str, port: int) -> tuple[socket.socket, int]:

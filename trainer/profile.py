@@ -220,14 +220,7 @@ def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds:
     ``categories[name]`` categories if given, else ``max code + 1``. Pass ``X`` exactly as it is served
     (float32 features stay float32) so training and live values are binned identically.
     """
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D [rows, columns], got shape {X.shape}")
-    if X.dtype not in (np.float32, np.float64):
-        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
-            raise ValueError(f"X must be numeric, got {X.dtype}")
-        X = X.astype(np.float64)
-    X = np.ascontiguousarray(X)
+    X = _as_float_rows(X)
     names = [str(n) for n in names]
     if len(names) != X.shape[1]:
         raise ValueError(f"{len(names)} names for {X.shape[1]} columns")
@@ -275,6 +268,18 @@ def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds:
             categories=n_categories[c],
         ))
     return Profile(columns=tuple(columns), rows=int(X.shape[0]), bins=int(bins), quantile_levels=levels)
+
+
+def _as_float_rows(X: np.ndarray) -> np.ndarray:
+    """float32/float64 stay as they are (served values are binned as trained); other numbers become float64."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D [rows, columns], got shape {X.shape}")
+    if X.dtype not in (np.float32, np.float64):
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+            raise ValueError(f"X must be numeric, got {X.dtype}")
+        X = X.astype(np.float64)
+    return np.ascontiguousarray(X)
 
 
 def quantile_edges(finite: np.ndarray, bins: int) -> list[float]:

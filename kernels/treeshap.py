@@ -1,0 +1,700 @@
+"""Exact path-dependent TreeSHAP for tree ensembles, as numba kernels.
+
+What is computed
+----------------
+The SHAP values of Lundberg et al., "Consistent individualized feature attribution for tree ensembles"
+(Algorithm 2, *path-dependent* TreeSHAP, ``shap.TreeExplainer(model)`` with its default
+``feature_perturbation="tree_path_dependent"``): the conditional expectation ``E[f(x) | x_S]`` is taken
+by following ``x`` at splits on features in ``S`` and weighting both children by their cover (training
+rows through the node) elsewhere. Interventional TreeSHAP (a background data set) is not implemented.
+
+How (per leaf, closed form)
+---------------------------
+For a leaf ``l`` with value ``v``, let ``U`` be the distinct features split on along its root path
+(``d = |U|``), ``z_j`` the product of ``cover(child) / cover(node)`` over the path's splits on ``j`` and
+``o_j`` in {0, 1} whether ``x`` takes the path's direction at all of them; ``A = {j: o_j = 1}``. Writing the
+Shapley weight as a Beta integral, ``|S|!(d-|S|-1)!/d! = int_0^1 t^|S| (1-t)^(d-1-|S|) dt``, turns the
+leaf's contribution into (the "multilinear extension" form that Linear TreeSHAP and GPUTreeShap also use)::
+
+    phi_i += v (o_i - z_i) int_0^1 prod_{j in U, j != i} (z_j + (o_j - z_j) t) dt
+           = v (1 - z_i) Z(U\\A) K(A\\{i})      for i in A
+           = -v          Z(U\\A) K(A)           for i not in A   (the same for every such i)
+
+with ``Z(B) = prod_{j in B} z_j`` and ``K(B) = int_0^1 (1-t)^(d-1-|B|) prod_{j in B} (z_j + (1-z_j) t) dt``,
+a polynomial of degree ``d - 1`` that ``ceil(d/2)``-point Gauss-Legendre quadrature integrates *exactly*.
+Repeated features on a path merge multiplicatively, as in Algorithm 2's unwind step. Summing over all leaves
+gives exactly Algorithm 2's values; efficiency holds by construction: ``sum_i phi_i + E[f] = f(x)`` with
+``E[f] = sum_l v_l prod_j z_j`` (the cover-weighted mean leaf value, ``base``).
+
+Per row and tree, one pass over the nodes in preorder routes ``x`` at every split (which path features
+each leaf's path satisfies: one bit mask per depth), then every leaf adds ``d`` terms:
+
+* ``"table"`` (FastTreeSHAP-v2 style): ``K(B)`` for every subset ``B`` of the leaf's path features is
+  precomputed by :func:`prepare` (``2**d`` float64 per leaf); a leaf costs ``d + 1`` table reads.
+* ``"quad"`` (no tables): the two integrals are evaluated at the row with ``ceil(d/2)`` Gauss-Legendre
+  nodes, prefix/suffix products over the satisfied features only; ``O(d * ceil(d/2))`` flops per leaf and no
+  memory beyond the path arrays. Also what the CUDA twin runs.
+
+Both are O(nodes + leaves * depth) per row and tree (Algorithm 2 is O(leaves * depth**2)). :func:`prepare`
+gives tables to leaves whose path has at most ``max_table_depth`` distinct features, shallowest first, until
+``table_budget_bytes`` is spent; other leaves use quadrature (see ``algorithm`` there for the measured choice).
+
+Routing is ONNX ``BRANCH_LEQ`` on float32: ``x <= threshold`` goes ``left``, a NaN goes ``left`` iff
+``default_left`` (ONNX's ``nodes_missing_value_tracks_true`` on a ``BRANCH_LEQ`` node). The kernels are
+``nogil``; none is ``parallel=True`` (a small batch runs on one core); ``shap_values(..., n_threads=k)``
+splits a large batch over ``k`` Python threads instead.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "MAX_PATH_FEATURES",
+    "TreeEnsemble",
+    "TreeShapModel",
+    "compute_cover",
+    "predict_raw",
+    "prepare",
+    "shap_values",
+]
+
+MAX_PATH_FEATURES = 62  # distinct features on one root-to-leaf path: one bit each in an int64 mask
+DEFAULT_MAX_TABLE_DEPTH = 8
+DEFAULT_TABLE_BUDGET_BYTES = 64 << 20
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the ensemble
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TreeEnsemble:
+    """A tree ensemble as flat per-node arrays (``n_nodes`` nodes over ``n_trees`` trees).
+
+    Per node (global index ``k``; any order, e.g. the ONNX attribute order):
+
+    - ``feature`` int32: feature index split on, -1 for a leaf;
+    - ``threshold`` float32: a row goes to ``left[k]`` iff ``x[feature] <= threshold`` (float32 compare);
+    - ``default_left`` bool: where a NaN goes (True: ``left``);
+    - ``left`` / ``right`` int32: global child indices, -1 for a leaf;
+    - ``value`` float64 ``[n_nodes, n_outputs]``: leaf values (rows of zeros for split nodes); the raw output
+      for output ``o`` is ``base_values[o] + sum over trees of value[leaf reached, o]``;
+    - ``cover`` float64: rows (or weight) reaching the node in the reference data; all NaN when unknown
+      (see :func:`compute_cover`, :meth:`with_cover`).
+
+    Per tree: ``roots`` int32 ``[n_trees]``. Ensemble: ``n_features``, ``n_outputs``, ``base_values`` float64
+    ``[n_outputs]``, ``post_transform`` (the ONNX name: ``NONE``, ``LOGISTIC``, ``SOFTMAX``, ...: applied to the
+    raw output to get the served scores; attributions are always of the raw output), ``n_classes`` (0 for a
+    regressor; a binary classifier with ``n_outputs == 1`` scores the positive class only).
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    default_left: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    value: np.ndarray
+    cover: np.ndarray
+    roots: np.ndarray
+    n_features: int
+    n_outputs: int
+    base_values: np.ndarray
+    post_transform: str = "NONE"
+    n_classes: int = 0
+
+    def __post_init__(self) -> None:
+        conv = {
+            "feature": np.int32, "threshold": np.float32, "default_left": np.bool_, "left": np.int32,
+            "right": np.int32, "value": np.float64, "cover": np.float64, "roots": np.int32,
+            "base_values": np.float64,
+        }  # fmt: skip
+        for name, dtype in conv.items():
+            object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
+        n = self.feature.shape[0]
+        for name in ("threshold", "default_left", "left", "right", "cover"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"TreeEnsemble.{name} must have shape ({n},), got {getattr(self, name).shape}")
+        if self.value.shape != (n, self.n_outputs):
+            raise ValueError(f"TreeEnsemble.value must have shape ({n}, {self.n_outputs}), got {self.value.shape}")
+        if self.base_values.shape != (self.n_outputs,):
+            raise ValueError(f"TreeEnsemble.base_values must have shape ({self.n_outputs},)")
+        if self.roots.ndim != 1 or self.roots.size == 0:
+            raise ValueError("TreeEnsemble needs at least one tree")
+        for name in ("left", "right", "roots"):
+            a = getattr(self, name)
+            if a.size and (a.min() < -1 or a.max() >= n or (name == "roots" and a.min() < 0)):
+                raise ValueError(f"TreeEnsemble.{name} holds node indices outside [0, {n})")
+        split = self.left >= 0
+        if np.any(split != (self.right >= 0)):
+            raise ValueError("TreeEnsemble: a node has exactly one child")
+        if np.any(self.feature[split] < 0) or np.any(self.feature >= self.n_features):
+            raise ValueError(f"TreeEnsemble: split features must lie in [0, {self.n_features})")
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.feature.shape[0])
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.roots.shape[0])
+
+    @property
+    def has_cover(self) -> bool:
+        return bool(np.all(np.isfinite(self.cover)) and np.all(self.cover >= 0))
+
+    def with_cover(self, cover: np.ndarray) -> TreeEnsemble:
+        """A copy with ``cover`` (float64 ``[n_nodes]``, e.g. from :func:`compute_cover`)."""
+        cover = np.ascontiguousarray(cover, dtype=np.float64)
+        if cover.shape != (self.n_nodes,):
+            raise ValueError(f"cover must have shape ({self.n_nodes},), got {cover.shape}")
+        if not (np.all(np.isfinite(cover)) and np.all(cover >= 0)):
+            raise ValueError("cover must be finite and non-negative")
+        return replace(self, cover=cover)
+
+
+def _rows(X: np.ndarray, n_features: int) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"expected rows of shape [n, {n_features}], got {X.shape}")
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# routing, cover, raw prediction
+# --------------------------------------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _goes_left(x, threshold, default_left):  # noqa: ANN001, ANN202
+    if x != x:  # NaN
+        return default_left
+    return x <= threshold
+
+
+@njit(nogil=True, cache=True)
+def _cover_kernel(X, weight, roots, feature, threshold, default_left, left, right, cover):  # noqa: ANN001, ANN202
+    for r in range(X.shape[0]):
+        w = weight[r]
+        for t in range(roots.shape[0]):
+            k = roots[t]
+            while True:
+                cover[k] += w
+                if left[k] < 0:
+                    break
+                if _goes_left(X[r, feature[k]], threshold[k], default_left[k]):
+                    k = left[k]
+                else:
+                    k = right[k]
+
+
+@njit(nogil=True, cache=True)
+def _predict_kernel(X, roots, feature, threshold, default_left, left, right, value, out):  # noqa: ANN001, ANN202
+    n_out = value.shape[1]
+    for r in range(X.shape[0]):
+        for t in range(roots.shape[0]):
+            k = roots[t]
+            while left[k] >= 0:
+                if _goes_left(X[r, feature[k]], threshold[k], default_left[k]):
+                    k = left[k]
+                else:
+                    k = right[k]
+            for o in range(n_out):
+                out[r, o] += value[k, o]
+
+
+def compute_cover(ensemble: TreeEnsemble, X: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``X`` (float32 ``[n, n_features]``, e.g. the training rows) reaching each node: float64 ``[n_nodes]``.
+
+    With ``sample_weight`` (``[n]``) the weights are summed instead. Call at publish time and keep the result
+    (:meth:`TreeEnsemble.with_cover`, :func:`driftline.onnx_trees.with_cover`): ONNX stores no cover.
+    """
+    X = _rows(X, ensemble.n_features)
+    w = np.ones(X.shape[0]) if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float64)
+    if w.shape != (X.shape[0],):
+        raise ValueError(f"sample_weight must have shape ({X.shape[0]},)")
+    cover = np.zeros(ensemble.n_nodes)
+    e = ensemble
+    _cover_kernel(X, w, e.roots, e.feature, e.threshold, e.default_left, e.left, e.right, cover)
+    return cover
+
+
+def predict_raw(ensemble: TreeEnsemble, X: np.ndarray) -> np.ndarray:
+    """The raw output (margin, before ``post_transform``) for rows ``X``: float64 ``[n, n_outputs]``."""
+    X = _rows(X, ensemble.n_features)
+    e = ensemble
+    out = np.zeros((X.shape[0], e.n_outputs))
+    _predict_kernel(X, e.roots, e.feature, e.threshold, e.default_left, e.left, e.right, e.value, out)
+    return out + e.base_values
+
+
+# --------------------------------------------------------------------------------------------------------------
+# prepare: preorder layout, per-leaf path features, tables
+# --------------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _preorder(roots, left, right):  # noqa: ANN001, ANN202
+    """Preorder of every tree; returns (order, tree_start, depth, is_left, parent) or order[0] = -1 on a bad graph."""
+    n = left.shape[0]
+    seen = np.zeros(n, np.bool_)
+    order = np.empty(n, np.int64)
+    depth = np.empty(n, np.int64)
+    is_left = np.zeros(n, np.bool_)
+    parent = np.full(n, -1, np.int64)
+    tree_start = np.empty(roots.shape[0] + 1, np.int64)
+    stack = np.empty(n + 1, np.int64)
+    sdepth = np.empty(n + 1, np.int64)
+    sparent = np.empty(n + 1, np.int64)
+    sleft = np.empty(n + 1, np.bool_)
+    m = 0
+    for t in range(roots.shape[0]):
+        tree_start[t] = m
+        top = 0
+        stack[0] = roots[t]
+        sdepth[0] = 0
+        sparent[0] = -1
+        sleft[0] = False
+        top = 1
+        while top > 0:
+            top -= 1
+            k = stack[top]
+            if seen[k] or m >= n:
+                order[0] = -1  # a node shared by two parents / trees, or a cycle
+                return order, tree_start, depth, is_left, parent
+            seen[k] = True
+            order[m] = k
+            depth[m] = sdepth[top]
+            is_left[m] = sleft[top]
+            parent[m] = sparent[top]
+            here = m
+            dk = sdepth[top]
+            m += 1
+            if left[k] >= 0:
+                stack[top] = right[k]  # pushed first, popped after the whole left subtree
+                sdepth[top] = dk + 1
+                sparent[top] = here
+                sleft[top] = False
+                stack[top + 1] = left[k]
+                sdepth[top + 1] = dk + 1
+                sparent[top + 1] = here
+                sleft[top + 1] = True
+                top += 2
+    tree_start[roots.shape[0]] = m
+    return order[:m], tree_start, depth[:m], is_left[:m], parent[:m]
+
+
+@njit(cache=True)
+def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capacity):  # noqa: ANN001, ANN202
+    """Per edge into node k: the bit of its split feature's slot on the path; per leaf: slots' features and z.
+
+    Nodes are in preorder. A slot is a distinct feature on the root path, numbered by first occurrence;
+    z is the product of cover(child) / cover(parent) over the path's splits on that feature (0/0 -> 1/2).
+    Returns edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, n_slots; leaf_d[0] = -1 if a path has
+    more than MAX_PATH_FEATURES distinct features.
+    """
+    n = feature.shape[0]
+    edge_bit = np.zeros(n, np.int64)
+    leaf_of = np.full(n, -1, np.int64)
+    n_leaves = 0
+    for k in range(n):
+        if is_leaf[k]:
+            n_leaves += 1
+    leaf_d = np.zeros(max(n_leaves, 1), np.int64)
+    leaf_lo = np.zeros(max(n_leaves, 1), np.int64)
+    slot_feature = np.empty(slot_capacity, np.int64)
+    slot_z = np.empty(slot_capacity, np.float64)
+    st_f = np.empty((max_depth + 1, max_depth + 1), np.int64)
+    st_z = np.empty((max_depth + 1, max_depth + 1), np.float64)
+    st_n = np.zeros(max_depth + 1, np.int64)
+    leaf = 0
+    pos = 0
+    for k in range(n):
+        dk = depth[k]
+        if dk == 0:
+            st_n[0] = 0
+        else:
+            p = parent[k]
+            ns = st_n[dk - 1]
+            for s in range(ns):
+                st_f[dk, s] = st_f[dk - 1, s]
+                st_z[dk, s] = st_z[dk - 1, s]
+            f = feature[p]
+            slot = ns
+            for s in range(ns):
+                if st_f[dk, s] == f:
+                    slot = s
+                    break
+            if slot == ns:
+                if ns >= 62:
+                    leaf_d[0] = -1
+                    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, 0
+                st_f[dk, slot] = f
+                st_z[dk, slot] = 1.0
+                ns += 1
+            ratio = cover[k] / cover[p] if cover[p] > 0 else 0.5
+            st_z[dk, slot] *= ratio
+            st_n[dk] = ns
+            edge_bit[k] = np.int64(1) << slot
+        if is_leaf[k]:
+            ns = st_n[dk]
+            leaf_of[k] = leaf
+            leaf_d[leaf] = ns
+            leaf_lo[leaf] = pos
+            for s in range(ns):
+                slot_feature[pos + s] = st_f[dk, s]
+                slot_z[pos + s] = st_z[dk, s]
+            pos += ns
+            leaf += 1
+    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature[:pos], slot_z[:pos], pos
+
+
+@njit(cache=True)
+def _build_tables(leaf_d, leaf_lo, slot_z, table_off, tables, gl_t, gl_w, gl_pw, max_table_depth):  # noqa: ANN001, ANN202
+    """tables[off + B] = K(B) = int_0^1 (1-t)^(d-1-|B|) prod_{j in B} (z_j + (1-z_j) t) dt for B != all."""
+    size = 1 << max_table_depth
+    m_max = max(1, (max_table_depth + 1) >> 1)
+    prod = np.empty((size, m_max))
+    pc = np.empty(size, np.int64)
+    for leaf in range(leaf_d.shape[0]):
+        off = table_off[leaf]
+        if off < 0:
+            continue
+        d = leaf_d[leaf]
+        lo = leaf_lo[leaf]
+        m = (d + 1) >> 1
+        full = (1 << d) - 1
+        for q in range(m):
+            prod[0, q] = 1.0
+        pc[0] = 0
+        for b in range(1, full + 1):
+            j = 0
+            while not (b >> j) & 1:
+                j += 1
+            prev = b ^ (1 << j)
+            zj = slot_z[lo + j]
+            pc[b] = pc[prev] + 1
+            for q in range(m):
+                prod[b, q] = prod[prev, q] * (zj + (1.0 - zj) * gl_t[m, q])
+        for b in range(full):
+            e = d - 1 - pc[b]
+            acc = 0.0
+            for q in range(m):
+                acc += gl_w[m, q] * gl_pw[m, q, e] * prod[b, q]
+            tables[off + b] = acc
+        tables[off + full] = 0.0  # never read
+
+
+def _gauss_legendre(max_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes/weights on [0, 1] for m = 1..ceil(max_slots/2) points, and (1 - t)^u for u = 0..max_slots."""
+    m_max = max(1, (max_slots + 1) // 2)
+    t = np.zeros((m_max + 1, m_max))
+    w = np.zeros((m_max + 1, m_max))
+    for m in range(1, m_max + 1):
+        x, wx = np.polynomial.legendre.leggauss(m)
+        t[m, :m] = (x + 1.0) / 2.0
+        w[m, :m] = wx / 2.0
+    pw = (1.0 - t)[:, :, None] ** np.arange(max_slots + 1)[None, None, :]
+    return t, w, np.ascontiguousarray(pw)
+
+
+@dataclass(frozen=True, eq=False)
+class TreeShapModel:
+    """Per-model arrays for the kernels, built once by :func:`prepare`. Nodes are in preorder per tree."""
+
+    n_features: int
+    n_outputs: int
+    expected_value: np.ndarray  # float64 [n_outputs]: base_values + cover-weighted mean leaf value
+    tree_start: np.ndarray  # int64 [n_trees + 1]: preorder node range of each tree
+    feature: np.ndarray  # int32 [n]
+    threshold: np.ndarray  # float32 [n]
+    default_left: np.ndarray  # bool [n]
+    depth: np.ndarray  # int64 [n]
+    is_left: np.ndarray  # bool [n]: the edge into the node is its parent's left edge
+    edge_bit: np.ndarray  # int64 [n]: 1 << slot of the parent's feature on the path
+    leaf_of: np.ndarray  # int64 [n]: leaf number, -1 for split nodes
+    tree_out: np.ndarray  # int64 [n_trees]: the only output a tree's leaves feed, -1 if several
+    leaf_d: np.ndarray  # int64 [L]: distinct features on the leaf's path
+    leaf_lo: np.ndarray  # int64 [L]: offset into slot_feature / slot_z
+    slot_feature: np.ndarray  # int64 [sum d]
+    slot_z: np.ndarray  # float64 [sum d]
+    leaf_value: np.ndarray  # float64 [L, n_outputs]
+    table_off: np.ndarray  # int64 [L]: offset of the leaf's 2**d table, -1 for quadrature
+    tables: np.ndarray  # float64
+    gl_t: np.ndarray
+    gl_w: np.ndarray
+    gl_pw: np.ndarray
+    max_depth: int
+    max_slots: int
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def table_bytes(self) -> int:
+        return int(self.tables.nbytes)
+
+
+def prepare(
+    ensemble: TreeEnsemble,
+    *,
+    algorithm: str = "auto",
+    max_table_depth: int = DEFAULT_MAX_TABLE_DEPTH,
+    table_budget_bytes: int = DEFAULT_TABLE_BUDGET_BYTES,
+) -> TreeShapModel:
+    """Build the per-model arrays (once, at model load). Needs ``ensemble.cover``.
+
+    ``algorithm``: ``"table"`` gives every leaf with at most ``max_table_depth`` distinct path features a
+    ``2**d`` float64 table while ``table_budget_bytes`` lasts (shallowest leaves first), ``"quad"`` uses no
+    tables; ``"auto"`` is ``"table"`` (see the module docstring; both are exact, tables are faster).
+    """
+    if algorithm not in ("auto", "table", "quad"):
+        raise ValueError(f"algorithm must be 'auto', 'table' or 'quad', got {algorithm!r}")
+    if not ensemble.has_cover:
+        raise ValueError(
+            "the ensemble has no node cover: pass the reference (training) rows through compute_cover() and "
+            "use ensemble.with_cover(cover) (ONNX models store none unless written by onnx_trees.with_cover)"
+        )
+    if not 0 <= max_table_depth <= 20:
+        raise ValueError("max_table_depth must lie in [0, 20]")
+    e = ensemble
+    order, tree_start, depth, is_left, parent = _preorder(e.roots, e.left, e.right)
+    if order.size == 0 or order[0] < 0:
+        raise ValueError("TreeEnsemble: the trees are not disjoint binary trees (a node has two parents or a cycle)")
+    feature = np.ascontiguousarray(e.feature[order])
+    is_leaf = e.left[order] < 0
+    cover = np.ascontiguousarray(e.cover[order])
+    max_depth = int(depth.max())
+    capacity = int(depth[is_leaf].sum())
+    edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, _ = _path_features(
+        feature, depth, parent, is_leaf, cover, max_depth, capacity
+    )
+    if leaf_d.size and leaf_d[0] < 0:
+        raise ValueError(f"a root-to-leaf path splits on more than {MAX_PATH_FEATURES} distinct features")
+    n_leaves = int(is_leaf.sum())
+    leaf_d = leaf_d[:n_leaves]
+    leaf_lo = leaf_lo[:n_leaves]
+    leaf_value = np.ascontiguousarray(e.value[order[is_leaf]])
+    max_slots = int(leaf_d.max()) if n_leaves else 0
+
+    # expected value: sum over leaves of v * prod z
+    zprod = np.ones(n_leaves)
+    if slot_z.size:
+        owner = np.repeat(np.arange(n_leaves), leaf_d)
+        np.multiply.at(zprod, owner, slot_z)
+    expected = e.base_values + zprod @ leaf_value
+
+    # the single output each tree feeds (GB multiclass: one tree per class), else -1
+    leaf_tree = np.searchsorted(tree_start, np.flatnonzero(is_leaf), side="right") - 1
+    tree_out = np.full(e.n_trees, -1, np.int64)
+    if e.n_outputs == 1:
+        tree_out[:] = 0
+    else:
+        nz = leaf_value != 0.0
+        for t in range(e.n_trees):
+            cols = np.flatnonzero(nz[leaf_tree == t].any(axis=0))
+            if cols.size <= 1:
+                tree_out[t] = cols[0] if cols.size else 0
+
+    # tables, shallowest leaves first, within the budget
+    table_off = np.full(n_leaves, -1, np.int64)
+    total = 0
+    if algorithm in ("auto", "table") and n_leaves:
+        cand = np.flatnonzero((leaf_d <= max_table_depth) & (leaf_d > 0))
+        cand = cand[np.argsort(leaf_d[cand], kind="stable")]
+        sizes = (np.int64(1) << leaf_d[cand]).astype(np.int64)
+        fits = np.cumsum(sizes) * 8 <= table_budget_bytes
+        cand, sizes = cand[fits], sizes[fits]
+        cand_sorted = np.sort(cand)  # tables laid out in leaf order (tree order): better locality
+        size_of = np.zeros(n_leaves, np.int64)
+        size_of[cand] = sizes
+        offs = np.cumsum(size_of[cand_sorted]) - size_of[cand_sorted]
+        table_off[cand_sorted] = offs
+        total = int(sizes.sum())
+    gl_t, gl_w, gl_pw = _gauss_legendre(max(max_slots, 1))
+    tables = np.zeros(max(total, 1))
+    if total:
+        _build_tables(leaf_d, leaf_lo, slot_z, table_off, tables, gl_t, gl_w, gl_pw, max_table_depth)
+    stats = {
+        "n_trees": e.n_trees,
+        "n_nodes": int(order.size),
+        "n_leaves": n_leaves,
+        "max_depth": max_depth,
+        "max_path_features": max_slots,
+        "table_leaves": int((table_off >= 0).sum()),
+        "table_bytes": int(total * 8),
+    }
+    return TreeShapModel(
+        n_features=e.n_features, n_outputs=e.n_outputs, expected_value=expected, tree_start=tree_start,
+        feature=feature.astype(np.int32), threshold=np.ascontiguousarray(e.threshold[order]),
+        default_left=np.ascontiguousarray(e.default_left[order]), depth=depth, is_left=is_left,
+        edge_bit=edge_bit, leaf_of=leaf_of, tree_out=tree_out, leaf_d=leaf_d, leaf_lo=leaf_lo,
+        slot_feature=slot_feature, slot_z=slot_z, leaf_value=leaf_value, table_off=table_off, tables=tables,
+        gl_t=gl_t, gl_w=gl_w, gl_pw=gl_pw, max_depth=max_depth, max_slots=max(max_slots, 1), stats=stats,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the SHAP kernel
+# --------------------------------------------------------------------------------------------------------------
+
+
+def leaf_quadrature_py(mask, d, lo, slot_z, gl_t, gl_w, gl_pw, coef, g, pre, acc, idx):  # noqa: ANN001, ANN201
+    """Coefficients ``coef[s]`` (times the leaf value: the leaf's phi for slot ``s``) by Gauss-Legendre.
+
+    ``mask`` has bit ``s`` set when the row leaves the path at a split on slot ``s``. Plain Python on
+    purpose: compiled by ``njit`` here and by ``cuda.jit(device=True)`` in ``treeshap_cuda``. Returns False
+    when every coefficient is 0 (a zero-cover branch).
+    """
+    za = 1.0
+    a = 0
+    for s in range(d):
+        if (mask >> s) & 1:
+            za *= slot_z[lo + s]
+        else:
+            idx[a] = s
+            a += 1
+    if za == 0.0:
+        return False
+    m = (d + 1) >> 1
+    u = d - a
+    acc_out = 0.0
+    for j in range(a):
+        acc[j] = 0.0
+    for q in range(m):
+        tq = gl_t[m, q]
+        wq = gl_w[m, q]
+        p = 1.0
+        for j in range(a):
+            zj = slot_z[lo + idx[j]]
+            gj = zj + (1.0 - zj) * tq
+            g[j] = gj
+            pre[j] = p
+            p *= gj
+        if u > 0:
+            acc_out += wq * gl_pw[m, q, u - 1] * p
+        sfx = wq * gl_pw[m, q, u]
+        for jj in range(a):
+            j = a - 1 - jj
+            acc[j] += pre[j] * sfx
+            sfx *= g[j]
+    c_out = -za * acc_out
+    for s in range(d):
+        coef[s] = c_out
+    for j in range(a):
+        s = idx[j]
+        coef[s] = za * (1.0 - slot_z[lo + s]) * acc[j]
+    return True
+
+
+_leaf_quadrature = njit(nogil=True, cache=True, inline="always")(leaf_quadrature_py)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _leaf_table(mask, d, lo, slot_z, tables, off, coef):  # noqa: ANN001, ANN202
+    # coef[s] = za * (1 - z_s) * K(A \ {s}) for s in A, -za * K(A) otherwise; A \ {s} = A & ~bit covers both
+    za = 1.0
+    for s in range(d):
+        unsat = (mask >> s) & 1
+        za *= slot_z[lo + s] if unsat else 1.0
+    if za == 0.0:
+        return False
+    sat = ((np.int64(1) << d) - 1) & ~mask
+    for s in range(d):
+        bit = np.int64(1) << s
+        f = (1.0 - slot_z[lo + s]) if sat & bit else -1.0
+        coef[s] = za * f * tables[off + (sat & ~bit)]
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _shap_kernel(X, phi, tree_start, feature, threshold, default_left, depth, is_left, edge_bit, leaf_of,  # noqa: ANN001, ANN202
+                 tree_out, leaf_d, leaf_lo, slot_feature, slot_z, leaf_value, table_off, tables,
+                 gl_t, gl_w, gl_pw, max_depth, max_slots):  # fmt: skip
+    n_out = leaf_value.shape[1]
+    mask = np.zeros(max_depth + 1, np.int64)
+    dec = np.zeros(max_depth + 1, np.bool_)
+    coef = np.empty(max_slots + 1)
+    g = np.empty(max_slots + 1)
+    pre = np.empty(max_slots + 1)
+    acc = np.empty(max_slots + 1)
+    idx = np.empty(max_slots + 1, np.int64)
+    for r in range(X.shape[0]):
+        for t in range(tree_start.shape[0] - 1):
+            out = tree_out[t]
+            for k in range(tree_start[t], tree_start[t + 1]):
+                dk = depth[k]
+                mk = np.int64(0)
+                if dk > 0:
+                    mk = mask[dk - 1]
+                    if dec[dk - 1] != is_left[k]:
+                        mk |= edge_bit[k]
+                mask[dk] = mk
+                leaf = leaf_of[k]
+                if leaf < 0:
+                    dec[dk] = _goes_left(X[r, feature[k]], threshold[k], default_left[k])
+                    continue
+                d = leaf_d[leaf]
+                if d == 0:
+                    continue
+                if out >= 0 and leaf_value[leaf, out] == 0.0:
+                    continue
+                lo = leaf_lo[leaf]
+                off = table_off[leaf]
+                if off >= 0:
+                    nonzero = _leaf_table(mk, d, lo, slot_z, tables, off, coef)
+                else:
+                    nonzero = _leaf_quadrature(mk, d, lo, slot_z, gl_t, gl_w, gl_pw, coef, g, pre, acc, idx)
+                if not nonzero:
+                    continue
+                if out >= 0:
+                    v = leaf_value[leaf, out]
+                    for s in range(d):
+                        phi[r, slot_feature[lo + s], out] += coef[s] * v
+                else:
+                    for s in range(d):
+                        f = slot_feature[lo + s]
+                        c = coef[s]
+                        for o in range(n_out):
+                            phi[r, f, o] += c * leaf_value[leaf, o]
+
+
+def _run(model: TreeShapModel, X: np.ndarray, phi: np.ndarray) -> None:
+    m = model
+    _shap_kernel(
+        X, phi, m.tree_start, m.feature, m.threshold, m.default_left, m.depth, m.is_left, m.edge_bit, m.leaf_of,
+        m.tree_out, m.leaf_d, m.leaf_lo, m.slot_feature, m.slot_z, m.leaf_value, m.table_off, m.tables,
+        m.gl_t, m.gl_w, m.gl_pw, m.max_depth, m.max_slots,
+    )  # fmt: skip
+
+
+def shap_values(
+    model: TreeShapModel | TreeEnsemble, X: np.ndarray, *, n_threads: int = 1, min_rows_per_thread: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact path-dependent SHAP values of the raw output for rows ``X`` (float32 ``[n, n_features]``).
+
+    Returns ``(phi, base)``: ``phi`` float64 ``[n, n_features, n_outputs]`` and ``base`` float64
+    ``[n_outputs]`` (the expected value) with ``phi[r].sum(axis=0) + base == raw output of row r`` (the margin:
+    before ``post_transform``, e.g. log-odds for a boosted classifier). ``model`` is :func:`prepare`'s result
+    (a bare :class:`TreeEnsemble` is prepared on every call). ``n_threads > 1`` splits batches of at least
+    ``2 * min_rows_per_thread`` rows over that many threads (the kernel releases the GIL); the default runs
+    on the calling thread.
+    """
+    if isinstance(model, TreeEnsemble):
+        model = prepare(model)
+    X = _rows(X, model.n_features)
+    n = X.shape[0]
+    phi = np.zeros((n, model.n_features, model.n_outputs))
+    chunks = min(int(n_threads), n // max(1, int(min_rows_per_thread)))
+    if chunks <= 1:
+        _run(model, X, phi)
+    else:
+        bounds = np.linspace(0, n, chunks + 1).astype(np.int64)
+        with ThreadPoolExecutor(max_workers=chunks) as pool:
+            jobs = [pool.submit(_run, model, X[a:b], phi[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            for job in jobs:
+                job.result()
+    return phi, model.expected_value.copy()
