@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/driftline demo
 
+# The CUDA twins of the kernels run in numba's simulator in a second pass: the simulator must be
+# switched on before numba is first imported, so it cannot share a process with the other tests.
 test: setup
 	$(PY) -m pytest
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/kernels -k cuda
 
 bench: setup
 	$(PY) benchmarks/load.py

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from driftline.cli import infer
+from driftline.cli import drift, infer
 from driftline.cli.models import run_list
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     step("1. Train a gradient-boosting price model on synthetic housing data and publish it")
     first = train(TrainConfig(model="housing", estimator="gradient_boosting", rows=args.rows, seed=1))
-    v1 = publish(registry, "housing", first.onnx_model, first.metadata)
+    v1 = publish(registry, "housing", first.onnx_model, first.metadata, first.profile)
     print(f"published housing version {v1}: holdout r2={first.metadata.metrics['r2']:.3f}, "
           f"mae={first.metadata.metrics['mae']:,.0f} PLN, data {first.metadata.data_version[:19]}...")
 
@@ -55,15 +55,19 @@ def run(args: argparse.Namespace) -> int:
         info = driftline_pb2_grpc.DriftlineStub(channel).VersionInfo(dpb.VersionInfoRequest(name="housing"))
         print(f"server at {address}; housing version {info.version} runs on {', '.join(info.execution_providers)}")
 
-        step("3. Price five ordinary houses")
+        step("3. Price five ordinary houses, then send 1,000 more: drift against the training baseline stays quiet")
         send(channel, synthetic.housing(5, seed=11))
+        traffic(channel, synthetic.housing(1000, seed=12))
+        show_drift(channel, address, rows=1005)
 
-        step("4. Price five houses with garages far larger than any in training (drifted data)")
+        step("4. Houses with garages far larger than any in training: the garage feature alarms")
         send(channel, synthetic.housing(5, seed=11, shift="big_garages"))
+        traffic(channel, synthetic.housing(1000, seed=13, shift="big_garages"))
+        show_drift(channel, address, rows=2010, plot=workdir / "drift.png")
 
         step("5. Retrain with another estimator, publish version 2 and load it into the running server")
         second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", rows=args.rows, seed=2))
-        v2 = publish(registry, "housing", second.onnx_model, second.metadata)
+        v2 = publish(registry, "housing", second.onnx_model, second.metadata, second.profile)
         load = pb.RepositoryModelLoadRequest(model_name="housing")
         load.parameters["version"].int64_param = v2
         grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryModelLoad(load)
@@ -73,6 +77,26 @@ def run(args: argparse.Namespace) -> int:
         run_list(argparse.Namespace(registry=str(root)))
     print("\ndone: the demo registry is in", root)
     return 0
+
+
+def traffic(channel: grpc.Channel, frame, chunk: int = 50) -> None:
+    features = infer.feature_names(channel, "housing")
+    rows = frame.select(features).to_numpy().astype("float32")
+    for start in range(0, len(rows), chunk):
+        infer.infer(channel, "housing", "", rows[start:start + chunk])
+    print(f"  sent {len(rows)} houses in requests of {chunk}")
+
+
+def show_drift(channel: grpc.Channel, address: str, rows: int, plot: Path | None = None) -> None:
+    # Drift updates run off the response path: wait until every row sent has been counted.
+    monitoring = driftline_pb2_grpc.MonitoringStub(channel)
+    deadline = time.monotonic() + 10
+    while monitoring.DriftReport(dpb.DriftRequest(name="housing")).current.rows < rows:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    argv = ["housing", "--server", address] + (["--plot", str(plot)] if plot else [])
+    drift.run(drift.parser_for(argv))
 
 
 def step(title: str) -> None:

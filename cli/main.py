@@ -21,6 +21,8 @@ COMMANDS = {
     "infer": "driftline.cli.infer",
     "data": "driftline.cli.data",
     "demo": "driftline.cli.demo",
+    "drift": "driftline.cli.drift",
+    "bench": "driftline.cli.bench",
 }
 
 

@@ -9,7 +9,9 @@ import os
 from driftline.cli.common import add_registry
 from driftline.server.app import serve
 from driftline.errors import InvalidInput
+from driftline.kernels.drift_stats import Thresholds
 from driftline.server.batcher import BatchSettings
+from driftline.server.monitor import DriftSettings
 from driftline.server.settings import ServerSettings, load_model_config
 from driftline.server.workers import run_workers
 
@@ -37,7 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"requests waiting per model before UNAVAILABLE 'queue full' (default {defaults.max_queue_size})")
     p.add_argument("--max-concurrent-batches", type=int, default=defaults.max_concurrent_batches,
                    help=f"onnxruntime calls in flight per model (default {defaults.max_concurrent_batches})")
-    p.add_argument("--model-config", metavar="FILE.toml", help="per-model batching settings, one [model] table each")
+    p.add_argument("--drift-window-rows", type=int, default=DriftSettings().window_rows,
+                   help="drift is judged over about the last N rows (default %(default)s)")
+    p.add_argument("--drift-window-seconds", type=float, help="...or over the last T seconds instead")
+    p.add_argument("--drift-min-rows", type=int, default=Thresholds().min_rows,
+                   help="rows a window needs before it may alarm (default %(default)s)")
+    p.add_argument("--model-config", metavar="FILE.toml",
+                   help="per-model batching and drift settings, one [model] table each (see README)")
     p.set_defaults(run=run)
 
 
@@ -49,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
             max_queue_size=args.max_queue_size,
             max_concurrent_batches=args.max_concurrent_batches,
         )
-        per_model = load_model_config(args.model_config, batching) if args.model_config else {}
+        drift = DriftSettings(window_rows=args.drift_window_rows, window_seconds=args.drift_window_seconds,
+                              thresholds=Thresholds(min_rows=args.drift_min_rows))
+        per_model, per_model_drift = (load_model_config(args.model_config, batching, drift)
+                                      if args.model_config else ({}, {}))
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
     settings = ServerSettings(
@@ -63,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         batching=batching,
         model_batching=per_model,
+        drift=drift,
+        model_drift=per_model_drift,
     )
     if settings.workers > 1:
         return run_workers(settings, settings.workers)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         params=key_values(args.param),
     )
     trained = train(config)
-    version = publish(Registry(args.registry), args.name, trained.onnx_model, trained.metadata)
+    version = publish(Registry(args.registry), args.name, trained.onnx_model, trained.metadata, trained.profile)
     metrics = {k: round(v, 4) for k, v in trained.metadata.metrics.items()}
     print(f"published {args.name} version {version} ({trained.task}, {args.estimator}) to {args.registry}")
     print(f"  holdout metrics: {json.dumps(metrics)}")

@@ -32,3 +32,7 @@ class PublishError(DriftlineError):
 
 class DeadlineExpired(DriftlineError):
     """The caller's deadline passed before the work could start."""
+
+
+class Unsupported(DriftlineError):
+    """The request is valid, but this model or version cannot do it (e.g. no training profile)."""

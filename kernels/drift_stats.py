@@ -86,7 +86,7 @@ class ColumnDrift:
 
 
 class ReferenceLike(Protocol):
-    """What :func:`report` needs from a training profile (``driftline.trainer.profile.Profile`` has it)."""
+    """What :func:`report` needs from a training profile (``driftline.registry.profile.Profile`` has it)."""
 
     @property
     def names(self) -> Sequence[str]: ...

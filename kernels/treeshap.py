@@ -405,37 +405,76 @@ def _gauss_legendre(max_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 @dataclass(frozen=True, eq=False)
 class TreeShapModel:
-    """Per-model arrays for the kernels, built once by :func:`prepare`. Nodes are in preorder per tree."""
+    """Per-model arrays for the kernels, built once by :func:`prepare` (read-only afterwards; thread-safe).
+
+    Split nodes ("inner") and leaves are numbered tree by tree, each in preorder; node ids inside a tree
+    are tree-local preorder positions (the root is 0).
+    """
 
     n_features: int
     n_outputs: int
     expected_value: np.ndarray  # float64 [n_outputs]: base_values + cover-weighted mean leaf value
-    tree_start: np.ndarray  # int64 [n_trees + 1]: preorder node range of each tree
-    feature: np.ndarray  # int32 [n]
-    threshold: np.ndarray  # float32 [n]
-    default_left: np.ndarray  # bool [n]
-    depth: np.ndarray  # int64 [n]
-    is_left: np.ndarray  # bool [n]: the edge into the node is its parent's left edge
-    edge_bit: np.ndarray  # int64 [n]: 1 << slot of the parent's feature on the path
-    leaf_of: np.ndarray  # int64 [n]: leaf number, -1 for split nodes
+    tree_inner_start: np.ndarray  # int64 [n_trees + 1]
+    tree_leaf_start: np.ndarray  # int64 [n_trees + 1]
     tree_out: np.ndarray  # int64 [n_trees]: the only output a tree's leaves feed, -1 if several
+    inner_node: np.ndarray  # int64 [I]: tree-local id of the split node
+    inner_feature: np.ndarray  # int64 [I]
+    inner_threshold: np.ndarray  # float32 [I]: left iff x <= threshold
+    inner_default_left: np.ndarray  # bool [I]: NaN goes left
+    inner_bit: np.ndarray  # int64 [I]: 1 << slot of the split's feature on the path to it
+    inner_left: np.ndarray  # int64 [I]: tree-local id of the left child
+    inner_right: np.ndarray  # int64 [I]
+    leaf_node: np.ndarray  # int64 [L]: tree-local id of the leaf
     leaf_d: np.ndarray  # int64 [L]: distinct features on the leaf's path
     leaf_lo: np.ndarray  # int64 [L]: offset into slot_feature / slot_z
-    slot_feature: np.ndarray  # int64 [sum d]
-    slot_z: np.ndarray  # float64 [sum d]
     leaf_value: np.ndarray  # float64 [L, n_outputs]
-    table_off: np.ndarray  # int64 [L]: offset of the leaf's 2**d table, -1 for quadrature
-    tables: np.ndarray  # float64
-    gl_t: np.ndarray
-    gl_w: np.ndarray
-    gl_pw: np.ndarray
-    max_depth: int
+    table_off: np.ndarray  # int64 [L]: offset of the leaf's 2**d table, -1: quadrature
+    slot_feature: np.ndarray  # int64 [sum d]: a leaf's path features in first-occurrence order
+    slot_z: np.ndarray  # float64 [sum d]: their cover fractions (product over repeated splits)
+    tables: np.ndarray  # float64 [sum of 2**d over table leaves]: K(B) per leaf
+    gl_t: np.ndarray  # Gauss-Legendre nodes on [0, 1]: gl_t[m, :m]
+    gl_w: np.ndarray  # and weights
+    gl_pw: np.ndarray  # (1 - gl_t[m, q]) ** u: gl_pw[m, q, u]
+    max_tree_nodes: int
     max_slots: int
     stats: dict = field(default_factory=dict)
 
     @property
+    def n_trees(self) -> int:
+        return int(self.tree_out.shape[0])
+
+    @property
     def table_bytes(self) -> int:
-        return int(self.tables.nbytes)
+        return int(self.stats.get("table_bytes", 0))
+
+
+def _children(parent: np.ndarray, is_left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = parent.shape[0]
+    left = np.full(n, -1, np.int64)
+    right = np.full(n, -1, np.int64)
+    idx = np.arange(n)
+    has = parent >= 0
+    left[parent[has & is_left]] = idx[has & is_left]
+    right[parent[has & ~is_left]] = idx[has & ~is_left]
+    return left, right
+
+
+def _table_offsets(leaf_d: np.ndarray, algorithm: str, max_table_depth: int, budget: int) -> tuple[np.ndarray, int]:
+    """Tables for the leaves with the fewest path features first, laid out in leaf order; -1: none."""
+    n_leaves = leaf_d.shape[0]
+    table_off = np.full(n_leaves, -1, np.int64)
+    if algorithm == "quad" or n_leaves == 0:
+        return table_off, 0
+    cand = np.flatnonzero((leaf_d <= max_table_depth) & (leaf_d > 0))
+    cand = cand[np.argsort(leaf_d[cand], kind="stable")]
+    sizes = np.left_shift(np.int64(1), leaf_d[cand]).astype(np.int64)
+    fits = np.cumsum(sizes) * 8 <= budget
+    cand, sizes = cand[fits], sizes[fits]
+    size_of = np.zeros(n_leaves, np.int64)
+    size_of[cand] = sizes
+    chosen = np.sort(cand)
+    table_off[chosen] = np.cumsum(size_of[chosen]) - size_of[chosen]
+    return table_off, int(sizes.sum())
 
 
 def prepare(
@@ -447,9 +486,10 @@ def prepare(
 ) -> TreeShapModel:
     """Build the per-model arrays (once, at model load). Needs ``ensemble.cover``.
 
-    ``algorithm``: ``"table"`` gives every leaf with at most ``max_table_depth`` distinct path features a
-    ``2**d`` float64 table while ``table_budget_bytes`` lasts (shallowest leaves first), ``"quad"`` uses no
-    tables; ``"auto"`` is ``"table"`` (see the module docstring; both are exact, tables are faster).
+    ``algorithm``: ``"table"`` / ``"auto"`` give every leaf with at most ``max_table_depth`` distinct path
+    features a ``2**d`` float64 table while ``table_budget_bytes`` lasts (fewest features first); the other
+    leaves use quadrature. ``"quad"`` uses no tables. Both are exact; tables are about twice as fast on
+    depth-6 boosting (see the module docstring), quadrature needs no memory.
     """
     if algorithm not in ("auto", "table", "quad"):
         raise ValueError(f"algorithm must be 'auto', 'table' or 'quad', got {algorithm!r}")
@@ -464,76 +504,59 @@ def prepare(
     order, tree_start, depth, is_left, parent = _preorder(e.roots, e.left, e.right)
     if order.size == 0 or order[0] < 0:
         raise ValueError("TreeEnsemble: the trees are not disjoint binary trees (a node has two parents or a cycle)")
-    feature = np.ascontiguousarray(e.feature[order])
+    feature = np.ascontiguousarray(e.feature[order]).astype(np.int64)
     is_leaf = e.left[order] < 0
     cover = np.ascontiguousarray(e.cover[order])
     max_depth = int(depth.max())
-    capacity = int(depth[is_leaf].sum())
-    edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, _ = _path_features(
-        feature, depth, parent, is_leaf, cover, max_depth, capacity
+    edge_bit, _, leaf_d, leaf_lo, slot_feature, slot_z, _ = _path_features(
+        feature, depth, parent, is_leaf, cover, max_depth, int(depth[is_leaf].sum())
     )
     if leaf_d.size and leaf_d[0] < 0:
         raise ValueError(f"a root-to-leaf path splits on more than {MAX_PATH_FEATURES} distinct features")
     n_leaves = int(is_leaf.sum())
-    leaf_d = leaf_d[:n_leaves]
-    leaf_lo = leaf_lo[:n_leaves]
-    leaf_value = np.ascontiguousarray(e.value[order[is_leaf]])
+    leaf_d, leaf_lo = leaf_d[:n_leaves], leaf_lo[:n_leaves]
+    leaves = np.flatnonzero(is_leaf)
+    inner = np.flatnonzero(~is_leaf)
+    leaf_value = np.ascontiguousarray(e.value[order[leaves]])
     max_slots = int(leaf_d.max()) if n_leaves else 0
+    left, right = _children(parent, is_left)
+    node_tree = np.searchsorted(tree_start, np.arange(order.size), side="right") - 1
+    local = np.arange(order.size) - tree_start[node_tree]
+    tree_inner_start = np.searchsorted(inner, tree_start)
+    tree_leaf_start = np.searchsorted(leaves, tree_start)
 
-    # expected value: sum over leaves of v * prod z
-    zprod = np.ones(n_leaves)
-    if slot_z.size:
-        owner = np.repeat(np.arange(n_leaves), leaf_d)
-        np.multiply.at(zprod, owner, slot_z)
+    zprod = np.ones(n_leaves)  # expected value: sum over leaves of v * prod z
+    np.multiply.at(zprod, np.repeat(np.arange(n_leaves), leaf_d), slot_z)
     expected = e.base_values + zprod @ leaf_value
 
-    # the single output each tree feeds (GB multiclass: one tree per class), else -1
-    leaf_tree = np.searchsorted(tree_start, np.flatnonzero(is_leaf), side="right") - 1
-    tree_out = np.full(e.n_trees, -1, np.int64)
+    tree_out = np.full(e.n_trees, -1, np.int64)  # GB multiclass: one tree per class
     if e.n_outputs == 1:
         tree_out[:] = 0
     else:
         nz = leaf_value != 0.0
         for t in range(e.n_trees):
-            cols = np.flatnonzero(nz[leaf_tree == t].any(axis=0))
+            cols = np.flatnonzero(nz[tree_leaf_start[t] : tree_leaf_start[t + 1]].any(axis=0))
             if cols.size <= 1:
                 tree_out[t] = cols[0] if cols.size else 0
 
-    # tables, shallowest leaves first, within the budget
-    table_off = np.full(n_leaves, -1, np.int64)
-    total = 0
-    if algorithm in ("auto", "table") and n_leaves:
-        cand = np.flatnonzero((leaf_d <= max_table_depth) & (leaf_d > 0))
-        cand = cand[np.argsort(leaf_d[cand], kind="stable")]
-        sizes = (np.int64(1) << leaf_d[cand]).astype(np.int64)
-        fits = np.cumsum(sizes) * 8 <= table_budget_bytes
-        cand, sizes = cand[fits], sizes[fits]
-        cand_sorted = np.sort(cand)  # tables laid out in leaf order (tree order): better locality
-        size_of = np.zeros(n_leaves, np.int64)
-        size_of[cand] = sizes
-        offs = np.cumsum(size_of[cand_sorted]) - size_of[cand_sorted]
-        table_off[cand_sorted] = offs
-        total = int(sizes.sum())
+    table_off, total = _table_offsets(leaf_d, algorithm, max_table_depth, table_budget_bytes)
     gl_t, gl_w, gl_pw = _gauss_legendre(max(max_slots, 1))
     tables = np.zeros(max(total, 1))
     if total:
         _build_tables(leaf_d, leaf_lo, slot_z, table_off, tables, gl_t, gl_w, gl_pw, max_table_depth)
     stats = {
-        "n_trees": e.n_trees,
-        "n_nodes": int(order.size),
-        "n_leaves": n_leaves,
-        "max_depth": max_depth,
-        "max_path_features": max_slots,
-        "table_leaves": int((table_off >= 0).sum()),
-        "table_bytes": int(total * 8),
-    }
+        "n_trees": e.n_trees, "n_nodes": int(order.size), "n_leaves": n_leaves, "max_depth": max_depth,
+        "max_path_features": max_slots, "table_leaves": int((table_off >= 0).sum()), "table_bytes": total * 8,
+    }  # fmt: skip
     return TreeShapModel(
-        n_features=e.n_features, n_outputs=e.n_outputs, expected_value=expected, tree_start=tree_start,
-        feature=feature.astype(np.int32), threshold=np.ascontiguousarray(e.threshold[order]),
-        default_left=np.ascontiguousarray(e.default_left[order]), depth=depth, is_left=is_left,
-        edge_bit=edge_bit, leaf_of=leaf_of, tree_out=tree_out, leaf_d=leaf_d, leaf_lo=leaf_lo,
-        slot_feature=slot_feature, slot_z=slot_z, leaf_value=leaf_value, table_off=table_off, tables=tables,
-        gl_t=gl_t, gl_w=gl_w, gl_pw=gl_pw, max_depth=max_depth, max_slots=max(max_slots, 1), stats=stats,
+        n_features=e.n_features, n_outputs=e.n_outputs, expected_value=expected,
+        tree_inner_start=tree_inner_start, tree_leaf_start=tree_leaf_start, tree_out=tree_out,
+        inner_node=local[inner], inner_feature=feature[inner], inner_threshold=e.threshold[order[inner]],
+        inner_default_left=e.default_left[order[inner]], inner_bit=edge_bit[left[inner]],
+        inner_left=local[left[inner]], inner_right=local[right[inner]], leaf_node=local[leaves], leaf_d=leaf_d,
+        leaf_lo=leaf_lo, leaf_value=leaf_value, table_off=table_off, slot_feature=slot_feature, slot_z=slot_z,
+        tables=tables, gl_t=gl_t, gl_w=gl_w, gl_pw=gl_pw, max_tree_nodes=int(np.diff(tree_start).max()),
+        max_slots=max(max_slots, 1), stats=stats,
     )  # fmt: skip
 
 
@@ -543,23 +566,22 @@ def prepare(
 
 
 def leaf_quadrature_py(mask, d, lo, slot_z, gl_t, gl_w, gl_pw, coef, g, pre, acc, idx):  # noqa: ANN001, ANN201
-    """Coefficients ``coef[s]`` (times the leaf value: the leaf's phi for slot ``s``) by Gauss-Legendre.
+    """The leaf's coefficients ``coef[s]`` (times the leaf value: its phi for slot ``s``) by Gauss-Legendre.
 
-    ``mask`` has bit ``s`` set when the row leaves the path at a split on slot ``s``. Plain Python on
-    purpose: compiled by ``njit`` here and by ``cuda.jit(device=True)`` in ``treeshap_cuda``. Returns False
-    when every coefficient is 0 (a zero-cover branch).
+    ``mask`` has bit ``s`` set when the row leaves the path at a split on slot ``s``. ``g``, ``pre``,
+    ``acc``, ``idx`` are scratch of at least ``d`` entries. Plain Python on purpose: compiled by ``njit``
+    here and by ``cuda.jit(device=True)`` in ``treeshap_cuda``. Returns False when all are 0 (zero cover).
     """
     za = 1.0
     a = 0
-    for s in range(d):
-        if (mask >> s) & 1:
-            za *= slot_z[lo + s]
-        else:
-            idx[a] = s
-            a += 1
+    for s in range(d):  # branch-free: which slots a row satisfies is data (mispredictions cost more)
+        unsat = (mask >> s) & 1
+        za *= 1.0 + (slot_z[lo + s] - 1.0) * unsat
+        idx[a] = s
+        a += 1 - unsat
     if za == 0.0:
         return False
-    m = (d + 1) >> 1
+    m = (d + 1) >> 1  # ceil(d/2) nodes integrate the degree d-1 polynomials exactly
     u = d - a
     acc_out = 0.0
     for j in range(a):
@@ -595,55 +617,61 @@ _leaf_quadrature = njit(nogil=True, cache=True, inline="always")(leaf_quadrature
 
 @njit(nogil=True, cache=True, inline="always")
 def _leaf_table(mask, d, lo, slot_z, tables, off, coef):  # noqa: ANN001, ANN202
-    # coef[s] = za * (1 - z_s) * K(A \ {s}) for s in A, -za * K(A) otherwise; A \ {s} = A & ~bit covers both
+    # coef[s] = za (1 - z_s) K(A \ {s}) for s in A, -za K(A) otherwise; both read K(A & ~bit). Branch-free:
+    # which slots a row satisfies is data, and mispredicted branches cost more than the arithmetic.
     za = 1.0
     for s in range(d):
-        unsat = (mask >> s) & 1
-        za *= slot_z[lo + s] if unsat else 1.0
+        za *= 1.0 + (slot_z[lo + s] - 1.0) * ((mask >> s) & 1)
     if za == 0.0:
         return False
     sat = ((np.int64(1) << d) - 1) & ~mask
     for s in range(d):
-        bit = np.int64(1) << s
-        f = (1.0 - slot_z[lo + s]) if sat & bit else -1.0
-        coef[s] = za * f * tables[off + (sat & ~bit)]
+        f = -1.0 + (2.0 - slot_z[lo + s]) * ((sat >> s) & 1)
+        coef[s] = za * f * tables[off + (sat & ~(np.int64(1) << s))]
     return True
 
 
 @njit(nogil=True, cache=True)
-def _shap_kernel(X, phi, tree_start, feature, threshold, default_left, depth, is_left, edge_bit, leaf_of,  # noqa: ANN001, ANN202
-                 tree_out, leaf_d, leaf_lo, slot_feature, slot_z, leaf_value, table_off, tables,
-                 gl_t, gl_w, gl_pw, max_depth, max_slots):  # fmt: skip
+def _shap_kernel(X, phi, tree_inner_start, tree_leaf_start, tree_out, inner_node, inner_feature,  # noqa: ANN001, ANN202
+                 inner_threshold, inner_default_left, inner_bit, inner_left, inner_right, leaf_node, leaf_d,
+                 leaf_lo, leaf_value, table_off, slot_feature, slot_z, tables, gl_t, gl_w, gl_pw,
+                 max_tree_nodes, max_slots):  # fmt: skip
     n_out = leaf_value.shape[1]
-    mask = np.zeros(max_depth + 1, np.int64)
-    dec = np.zeros(max_depth + 1, np.bool_)
+    mask = np.zeros(max_tree_nodes, np.int64)  # per node of the current tree: slots the row leaves the path at
     coef = np.empty(max_slots + 1)
     g = np.empty(max_slots + 1)
     pre = np.empty(max_slots + 1)
     acc = np.empty(max_slots + 1)
     idx = np.empty(max_slots + 1, np.int64)
     for r in range(X.shape[0]):
-        for t in range(tree_start.shape[0] - 1):
+        x = X[r]
+        for t in range(tree_out.shape[0]):
+            mask[0] = 0
+            for j in range(tree_inner_start[t], tree_inner_start[t + 1]):  # preorder: parents first
+                xv = x[inner_feature[j]]
+                go_left = (xv <= inner_threshold[j]) | ((xv != xv) & inner_default_left[j])
+                m = mask[inner_node[j]]
+                b = inner_bit[j]
+                right_bit = b & -np.int64(go_left)  # going left leaves the right child's path, and back
+                mask[inner_left[j]] = m | (b ^ right_bit)
+                mask[inner_right[j]] = m | right_bit
             out = tree_out[t]
-            for k in range(tree_start[t], tree_start[t + 1]):
-                dk = depth[k]
-                mk = np.int64(0)
-                if dk > 0:
-                    mk = mask[dk - 1]
-                    if dec[dk - 1] != is_left[k]:
-                        mk |= edge_bit[k]
-                mask[dk] = mk
-                leaf = leaf_of[k]
-                if leaf < 0:
-                    dec[dk] = _goes_left(X[r, feature[k]], threshold[k], default_left[k])
-                    continue
+            for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
                 d = leaf_d[leaf]
-                if d == 0:
+                if d == 0 or (out >= 0 and leaf_value[leaf, out] == 0.0):
                     continue
-                if out >= 0 and leaf_value[leaf, out] == 0.0:
-                    continue
+                mk = mask[leaf_node[leaf]]
                 lo = leaf_lo[leaf]
                 off = table_off[leaf]
+                if off >= 0 and out >= 0:  # the hot path (boosting), fused: no coef round trip
+                    za = leaf_value[leaf, out]
+                    for s in range(d):
+                        za *= 1.0 + (slot_z[lo + s] - 1.0) * ((mk >> s) & 1)
+                    sat = ((np.int64(1) << d) - 1) & ~mk
+                    for s in range(d):
+                        f = -1.0 + (2.0 - slot_z[lo + s]) * ((sat >> s) & 1)
+                        phi[r, slot_feature[lo + s], out] += za * f * tables[off + (sat & ~(np.int64(1) << s))]
+                    continue
                 if off >= 0:
                     nonzero = _leaf_table(mk, d, lo, slot_z, tables, off, coef)
                 else:
@@ -665,9 +693,10 @@ def _shap_kernel(X, phi, tree_start, feature, threshold, default_left, depth, is
 def _run(model: TreeShapModel, X: np.ndarray, phi: np.ndarray) -> None:
     m = model
     _shap_kernel(
-        X, phi, m.tree_start, m.feature, m.threshold, m.default_left, m.depth, m.is_left, m.edge_bit, m.leaf_of,
-        m.tree_out, m.leaf_d, m.leaf_lo, m.slot_feature, m.slot_z, m.leaf_value, m.table_off, m.tables,
-        m.gl_t, m.gl_w, m.gl_pw, m.max_depth, m.max_slots,
+        X, phi, m.tree_inner_start, m.tree_leaf_start, m.tree_out, m.inner_node, m.inner_feature,
+        m.inner_threshold, m.inner_default_left, m.inner_bit, m.inner_left, m.inner_right, m.leaf_node, m.leaf_d,
+        m.leaf_lo, m.leaf_value, m.table_off, m.slot_feature, m.slot_z, m.tables, m.gl_t, m.gl_w, m.gl_pw,
+        m.max_tree_nodes, m.max_slots,
     )  # fmt: skip
 
 

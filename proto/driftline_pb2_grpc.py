@@ -96,3 +96,123 @@ class Driftline(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class MonitoringStub(object):
+    """Drift: live traffic against the training baseline that ships with the version.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.DriftReport = channel.unary_unary(
+                '/driftline.v1.Monitoring/DriftReport',
+                request_serializer=driftline__pb2.DriftRequest.SerializeToString,
+                response_deserializer=driftline__pb2.DriftReportResponse.FromString,
+                _registered_method=True)
+        self.DriftStates = channel.unary_unary(
+                '/driftline.v1.Monitoring/DriftStates',
+                request_serializer=driftline__pb2.DriftRequest.SerializeToString,
+                response_deserializer=driftline__pb2.DriftStatesResponse.FromString,
+                _registered_method=True)
+
+
+class MonitoringServicer(object):
+    """Drift: live traffic against the training baseline that ships with the version.
+    """
+
+    def DriftReport(self, request, context):
+        """The drift report of one served version: its sliding window and everything since it went live.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DriftStates(self, request, context):
+        """The raw mergeable states behind a report (workers collect each other's with it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MonitoringServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'DriftReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.DriftReport,
+                    request_deserializer=driftline__pb2.DriftRequest.FromString,
+                    response_serializer=driftline__pb2.DriftReportResponse.SerializeToString,
+            ),
+            'DriftStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.DriftStates,
+                    request_deserializer=driftline__pb2.DriftRequest.FromString,
+                    response_serializer=driftline__pb2.DriftStatesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'driftline.v1.Monitoring', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('driftline.v1.Monitoring', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Monitoring(object):
+    """Drift: live traffic against the training baseline that ships with the version.
+    """
+
+    @staticmethod
+    def DriftReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftline.v1.Monitoring/DriftReport',
+            driftline__pb2.DriftRequest.SerializeToString,
+            driftline__pb2.DriftReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DriftStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftline.v1.Monitoring/DriftStates',
+            driftline__pb2.DriftRequest.SerializeToString,
+            driftline__pb2.DriftStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

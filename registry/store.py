@@ -18,6 +18,7 @@ from driftline.registry.metadata import VersionMetadata
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+PROFILE_FILE = "profile.json"  # the training baseline (registry/profile.py); optional for old versions
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 DEFAULT_ROOT = "driftline-registry"

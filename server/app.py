@@ -16,7 +16,8 @@ from driftline.registry import Registry
 from driftline.server.peers import Peers, socket_path
 from driftline.server.repository import ModelRepository
 from driftline.server import run
-from driftline.server.service import DriftlineService, InferenceService
+from driftline.server.monitor import MonitorThread
+from driftline.server.service import DriftlineService, InferenceService, MonitoringService
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
@@ -29,7 +30,8 @@ def print_flush(line: str) -> None:
 def build(settings: ServerSettings) -> tuple[grpc.aio.Server, int, ModelRepository, Executor]:
     """Load the models, wire the services and bind the port (not started yet)."""
     pool = run.executor(settings.inference_threads)
-    repository = ModelRepository(Registry(settings.registry), settings, pool)
+    monitors = MonitorThread()
+    repository = ModelRepository(Registry(settings.registry), settings, pool, monitors)
     repository.load_startup()
     server = grpc.aio.server(
         options=[
@@ -42,6 +44,7 @@ def build(settings: ServerSettings) -> tuple[grpc.aio.Server, int, ModelReposito
     peers = Peers(settings.peer_dir, settings.worker_index, settings.workers)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(repository, peers), server)
     driftline_pb2_grpc.add_DriftlineServicer_to_server(DriftlineService(repository), server)
+    driftline_pb2_grpc.add_MonitoringServicer_to_server(MonitoringService(repository, peers), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     port = server.add_insecure_port(f"{host}:{settings.port}")
     if port == 0:
@@ -73,3 +76,5 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     log.info("shutting down: finishing in-flight requests (up to %.0f s)", settings.shutdown_grace_s)
     await server.stop(settings.shutdown_grace_s)
     pool.shutdown(wait=True, cancel_futures=True)
+    if repository.monitors is not None:
+        repository.monitors.close()

@@ -11,7 +11,8 @@ import onnxruntime as ort
 from driftline.datatypes import NUMPY_OF, oip_from_ort
 from driftline.errors import CorruptArtifact
 from driftline.registry import StoredVersion, TensorSpec, VersionMetadata
-from driftline.registry.store import MODEL_FILE
+from driftline.registry.profile import Profile
+from driftline.registry.store import MODEL_FILE, PROFILE_FILE
 from driftline.server.stats import VersionStats
 
 log = logging.getLogger("driftline.server")
@@ -27,6 +28,7 @@ class ServedVersion:
     metadata: VersionMetadata
     providers: tuple[str, ...]  # what the session really runs on
     source: str  # registry location, for humans
+    profile: Profile | None = None  # the training baseline; None for versions published without one
     stats: VersionStats = field(default_factory=VersionStats, compare=False)
 
     @property
@@ -76,6 +78,16 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         metadata=stored.metadata,
         providers=tuple(session.get_providers()),
         source=str(stored.path),
+        profile=_profile(stored),
     )
     log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))
     return served
+
+
+def _profile(stored: StoredVersion) -> Profile | None:
+    if PROFILE_FILE not in stored.checksums:
+        return None
+    try:
+        return Profile.from_json(stored.read(PROFILE_FILE))
+    except ValueError as exc:
+        raise CorruptArtifact(f"{stored.model} version {stored.version}: profile.json cannot be read: {exc}") from exc

@@ -15,10 +15,14 @@ from typing import Any
 
 import grpc
 
-from driftline.proto import grpc_service_pb2_grpc
+from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 
 PEER_MARKER = ("x-driftline-peer", "1")
 PEER_TIMEOUT_S = 60.0
+_STUBS = {
+    "inference": grpc_service_pb2_grpc.GRPCInferenceServiceStub,
+    "monitoring": driftline_pb2_grpc.MonitoringStub,
+}
 
 
 
@@ -35,19 +39,19 @@ class Peers:
         self._addresses = [] if directory is None else [
             f"unix:{socket_path(directory, i)}" for i in range(count) if i != index
         ]
-        self._stubs: list[grpc_service_pb2_grpc.GRPCInferenceServiceStub] = []
         self._channels: list[grpc.aio.Channel] = []
 
     def __bool__(self) -> bool:
         return bool(self._addresses)
 
-    async def call(self, method: str, request: Any) -> list[Any]:
-        """``method`` on every peer, concurrently; raises the first failure."""
-        if not self._stubs:
+    async def call(self, method: str, request: Any, service: str = "inference") -> list[Any]:
+        """``method`` of ``service`` ("inference" or "monitoring") on every peer, concurrently."""
+        if not self._channels:
             self._channels = [grpc.aio.insecure_channel(a) for a in self._addresses]
-            self._stubs = [grpc_service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
+        stub_class = _STUBS[service]
         calls: list[Awaitable[Any]] = [
-            getattr(stub, method)(request, metadata=(PEER_MARKER,), timeout=PEER_TIMEOUT_S) for stub in self._stubs
+            getattr(stub_class(channel), method)(request, metadata=(PEER_MARKER,), timeout=PEER_TIMEOUT_S)
+            for channel in self._channels
         ]
         return list(await asyncio.gather(*calls))
 

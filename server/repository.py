@@ -9,28 +9,30 @@ finishes on the version it took.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+
+import numpy as np
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from driftline.errors import DriftlineError, InvalidInput, NotFound, Unavailable
 from driftline.registry import Registry
 from driftline.server import providers
-from driftline.server.batcher import Batcher, BatchObserver
+from driftline.kernels.drift import update_state
+from driftline.registry.profile import Profile
+from driftline.server.batcher import Batcher
 from driftline.server.model import ServedVersion, load_version
+from driftline.server.monitor import MonitorThread, VersionMonitor
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
 
-ObserverFactory = Callable[[ServedVersion], Sequence[BatchObserver]]
-
-
 @dataclass(frozen=True)
 class Endpoint:
-    """A loaded version and the batcher in front of it."""
+    """A loaded version, the batcher in front of it and the monitor behind it."""
 
     served: ServedVersion
     batcher: Batcher
+    monitor: VersionMonitor | None  # None when the version carries no training profile
 
 
 @dataclass
@@ -43,11 +45,11 @@ class ModelSlot:
 
 class ModelRepository:
     def __init__(self, registry: Registry, settings: ServerSettings, executor: Executor,
-                 observers: ObserverFactory = lambda _served: ()) -> None:
+                 monitors: MonitorThread | None = None) -> None:
         self.registry = registry
         self.settings = settings
         self.executor = executor
-        self.observers = observers
+        self.monitors = monitors
         self.providers = providers.choose(settings.device)
         self._slots: dict[str, ModelSlot] = {}
 
@@ -93,15 +95,23 @@ class ModelRepository:
     def load_detached(self, name: str, version: int | None = None) -> ServedVersion:
         """Open and verify a version without serving it yet (slow: run it off the event loop)."""
         stored = self.registry.open(name, version)
-        return load_version(stored, self.providers, self.settings.intra_op_threads)
+        served = load_version(stored, self.providers, self.settings.intra_op_threads)
+        if served.profile is not None:
+            warm_up(served.profile)
+        return served
 
     def activate(self, served: ServedVersion) -> Endpoint:
         """Make a loaded version the default for its name; earlier versions stay loaded for explicit requests."""
         slot = self._slots.setdefault(served.name, ModelSlot(served.name))
         endpoint = slot.loaded.get(served.version)
         if endpoint is None or endpoint.served is not served:
-            batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, self.observers(served))
-            endpoint = Endpoint(served, batcher)
+            monitor = None
+            if served.profile is not None and self.monitors is not None:
+                monitor = VersionMonitor(served.profile, served.width, served.output_names,
+                                         self.settings.drift_for(served.name))
+            observers = [self.monitors.observer(monitor)] if monitor is not None else []
+            batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, observers)
+            endpoint = Endpoint(served, batcher, monitor)
         slot.loaded = {**slot.loaded, served.version: endpoint}
         slot.default = endpoint
         slot.reason = ""
@@ -138,3 +148,9 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
     """``NAME`` or ``NAME:VERSION``."""
     name, _, version = ref.partition(":")
     return name, parse_version(version) if version else None
+
+
+def warm_up(profile: Profile) -> None:
+    """Run the drift kernel once on a scratch state, so no request pays for loading compiled code."""
+    scratch = profile.empty_state()
+    update_state(scratch, np.zeros((1, len(profile.names))), profile.layout)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from driftline import __version__
-from driftline.errors import InvalidInput, NotFound, Unavailable
+from driftline.errors import InvalidInput, NotFound, Unavailable, Unsupported
+from driftline.kernels.drift import DriftState
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
@@ -191,6 +194,7 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
             execution_providers=served.providers,
             metadata_json=served.metadata.to_json(),
             registry=served.source,
+            profile_json=served.profile.to_json() if served.profile is not None else "",
         )
 
 
@@ -285,3 +289,58 @@ def _statistics(endpoint: Endpoint) -> pb.ModelStatistics:
             pb.InferBatchStatistics(batch_size=size, compute_infer=_duration(d)) for size, d in sorted(s.batches.items())
         ],
     )
+
+
+class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
+    """Drift reports; with several workers, the worker asked merges its peers' states into its own."""
+
+    def __init__(self, repository: ModelRepository, peers: Peers) -> None:
+        self.repository = repository
+        self.peers = peers
+
+    @status.unary
+    async def DriftReport(self, request, context):
+        endpoint = self.repository.get(request.name, request.version)
+        monitor = _monitor_of(endpoint)
+        extra = []
+        if self.peers and not is_peer_call(context):
+            pinned = dpb.DriftRequest(name=request.name, version=str(endpoint.served.version))
+            for other in await self.peers.call("DriftStates", pinned, service="monitoring"):
+                extra.append((DriftState.from_dict(json.loads(other.window_state_json)),
+                              DriftState.from_dict(json.loads(other.total_state_json))))
+        drift = monitor.report(extra)
+        return dpb.DriftReportResponse(
+            name=endpoint.served.name,
+            version=str(endpoint.served.version),
+            window=drift.window,
+            current=_section(drift.current_rows, drift.current, endpoint),
+            since_live=_section(drift.since_live_rows, drift.since_live, endpoint),
+            thresholds_json=json.dumps(dataclasses.asdict(monitor.settings.thresholds)),
+        )
+
+    @status.unary
+    async def DriftStates(self, request, context):
+        window, total = _monitor_of(self.repository.get(request.name, request.version)).states()
+        return dpb.DriftStatesResponse(window_state_json=json.dumps(window.to_dict()),
+                                       total_state_json=json.dumps(total.to_dict()))
+
+
+def _monitor_of(endpoint: Endpoint):
+    if endpoint.monitor is None:
+        raise Unsupported(
+            f"{endpoint.served.name} version {endpoint.served.version} has no training profile, so there is no "
+            "baseline to compare with; publish it again with driftline train or driftline publish"
+        )
+    return endpoint.monitor
+
+
+def _section(rows: int, columns, endpoint: Endpoint) -> dpb.DriftSection:
+    sources = endpoint.monitor.sources
+    section = dpb.DriftSection(rows=rows, alarm=any(c.alarm for c in columns))
+    for column in columns:
+        source = sources.get(column.name, "feature")
+        target = section.features if source == "feature" else section.outputs
+        target.add(name=column.name, kind=column.kind, rows=column.rows, psi=column.psi, js=column.js, ks=column.ks,
+                   wasserstein=column.wasserstein, mean_shift=column.mean_shift, chi2=column.chi2,
+                   alarm=column.alarm, alarms=column.alarms, source=source)
+    return section

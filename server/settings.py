@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from driftline.server.batcher import BatchSettings
+from driftline.kernels.drift_stats import Thresholds
+from driftline.server.monitor import DriftSettings
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,14 @@ class ServerSettings:
     peer_dir: str | None = None  # where workers' private sockets live
     batching: BatchSettings = field(default_factory=BatchSettings)  # every model's, unless overridden
     model_batching: dict[str, BatchSettings] = field(default_factory=dict)  # per model name
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    model_drift: dict[str, DriftSettings] = field(default_factory=dict)  # per model name
 
     def batching_for(self, model: str) -> BatchSettings:
         return self.model_batching.get(model, self.batching)
+
+    def drift_for(self, model: str) -> DriftSettings:
+        return self.model_drift.get(model, self.drift)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -43,25 +50,42 @@ class ServerSettings:
             raise ValueError("intra_op_threads must be >= 0 and inference_threads >= 1")
 
 
-def load_model_config(path: str | Path, defaults: BatchSettings) -> dict[str, BatchSettings]:
-    """Per-model batching from a TOML file, one table per model name::
+def load_model_config(path: str | Path, batching: BatchSettings, drift: DriftSettings
+                      ) -> tuple[dict[str, BatchSettings], dict[str, DriftSettings]]:
+    """Per-model settings from a TOML file, one table per model name::
 
         [housing]
         max_batch_size = 128
         max_queue_delay_us = 200
-        max_queue_size = 2048
+
+        [housing.drift]
+        window_rows = 5000
+        psi = 0.25        # thresholds: psi, js, ks, mean_shift (absent: the defaults)
+        min_rows = 300
     """
     try:
         raw: dict[str, Any] = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read model config {path}: {exc}") from exc
-    known = {f.name for f in fields(BatchSettings)}
-    per_model = {}
+    batch_keys = {f.name for f in fields(BatchSettings)}
+    drift_keys = {f.name for f in fields(DriftSettings)} - {"thresholds"}
+    threshold_keys = {f.name for f in fields(Thresholds)}
+    per_batching, per_drift = {}, {}
     for model, table in raw.items():
         if not isinstance(table, dict):
             raise ValueError(f"{path}: [{model}] must be a table of settings")
-        unknown = set(table) - known
-        if unknown:
-            raise ValueError(f"{path}: [{model}] has unknown settings {sorted(unknown)}; known: {sorted(known)}")
-        per_model[model] = replace(defaults, **table)
-    return per_model
+        table = dict(table)
+        drift_table = dict(table.pop("drift", {}))
+        _check_keys(path, f"[{model}]", table, batch_keys)
+        _check_keys(path, f"[{model}.drift]", drift_table, drift_keys | threshold_keys)
+        per_batching[model] = replace(batching, **table)
+        if drift_table:
+            limits = {k: drift_table.pop(k) for k in list(drift_table) if k in threshold_keys}
+            per_drift[model] = replace(drift, thresholds=replace(drift.thresholds, **limits), **drift_table)
+    return per_batching, per_drift
+
+
+def _check_keys(path: str | Path, where: str, table: dict[str, Any], known: set[str]) -> None:
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"{path}: {where} has unknown settings {sorted(unknown)}; known: {sorted(known)}")

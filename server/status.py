@@ -9,7 +9,16 @@ from typing import Any, TypeVar
 
 import grpc
 
-from driftline.errors import CorruptArtifact, DeadlineExpired, DriftlineError, InvalidInput, NotFound, PublishError, Unavailable
+from driftline.errors import (
+    CorruptArtifact,
+    DeadlineExpired,
+    DriftlineError,
+    InvalidInput,
+    NotFound,
+    PublishError,
+    Unavailable,
+    Unsupported,
+)
 
 log = logging.getLogger("driftline.server")
 
@@ -20,6 +29,7 @@ _CODES: dict[type[DriftlineError], grpc.StatusCode] = {
     CorruptArtifact: grpc.StatusCode.DATA_LOSS,
     PublishError: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unsupported: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 INTERNAL_MESSAGE = "internal error in driftline; the server log has the details"

@@ -10,6 +10,7 @@ from driftline.errors import InvalidInput, NotFound
 from driftline.lineage import code_version
 from driftline.registry import Feature, Registry, VersionMetadata
 from driftline.trainer.data import read_table, split_columns
+from driftline.trainer.baseline import training_profile
 from driftline.trainer.signature import onnx_signature
 from driftline.trainer.train import now_utc, publish
 
@@ -60,4 +61,4 @@ def import_onnx(registry: Registry, name: str, onnx_path: str | Path, reference:
         target=target,
         extra={"onnx_file": onnx_path.name, "reference": str(reference), "producer_version": model.producer_version},
     )
-    return publish(registry, name, model, metadata)
+    return publish(registry, name, model, metadata, training_profile(model, dataset.X, metadata))

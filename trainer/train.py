@@ -13,8 +13,10 @@ import polars as pl
 from driftline.errors import InvalidInput
 from driftline.lineage import code_version
 from driftline.registry import Feature, Registry, VersionMetadata
-from driftline.registry.store import METADATA_FILE, MODEL_FILE
+from driftline.registry.profile import Profile
+from driftline.registry.store import METADATA_FILE, MODEL_FILE, PROFILE_FILE
 from driftline.trainer import estimators, synthetic
+from driftline.trainer.baseline import training_profile
 from driftline.trainer.data import Dataset, read_table, split_columns
 from driftline.trainer.evaluate import holdout_metrics, onnx_agreement
 from driftline.trainer.export import export_onnx
@@ -51,6 +53,7 @@ class TrainedModel:
     classes: tuple[Any, ...] | None
     onnx_model: onnx.ModelProto
     metadata: VersionMetadata
+    profile: Profile  # the training baseline live traffic is compared with
 
 
 def load_frame(config: TrainConfig) -> tuple[pl.DataFrame, str]:
@@ -122,11 +125,17 @@ def train(config: TrainConfig) -> TrainedModel:
             "seed": config.seed,
         },
     )
-    return TrainedModel(config, estimator, task, dataset, holdout, classes, model, metadata)
+    profile = training_profile(model, dataset.X[fit_rows], metadata)
+    return TrainedModel(config, estimator, task, dataset, holdout, classes, model, metadata, profile)
 
 
-def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: VersionMetadata) -> int:
-    return registry.publish(name, {MODEL_FILE: model.SerializeToString(), METADATA_FILE: metadata.to_json().encode()})
+def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: VersionMetadata,
+            profile: Profile) -> int:
+    return registry.publish(name, {
+        MODEL_FILE: model.SerializeToString(),
+        METADATA_FILE: metadata.to_json().encode(),
+        PROFILE_FILE: profile.to_json().encode(),
+    })
 
 
 def now_utc() -> str:

@@ -26,7 +26,7 @@ from driftline.trainer.train import TrainConfig, publish, train
 def served(tmp_path_factory: pytest.TempPathFactory):
     registry = Registry(tmp_path_factory.mktemp("batcher") / "registry")
     trained = train(TrainConfig(model="housing", rows=600, params={"n_estimators": 15}))
-    version = publish(registry, "housing", trained.onnx_model, trained.metadata)
+    version = publish(registry, "housing", trained.onnx_model, trained.metadata, trained.profile)
     return load_version(registry.open("housing", version), ["CPUExecutionProvider"], 1)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from driftline.kernels.drift import state_of
 from driftline.kernels.drift_stats import Thresholds, report
-from driftline.trainer.profile import DEFAULT_QUANTILES, Profile, build_profile, quantile_edges
+from driftline.registry.profile import DEFAULT_QUANTILES, Profile, build_profile, quantile_edges
 
 NAMES = ["living_area", "lot_area", "bedrooms", "has_basement", "prediction", "label"]
 KINDS = ["numeric"] * 5 + ["categorical"]

@@ -1,0 +1,106 @@
+"""driftline drift NAME: how live traffic compares with the version's training baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from driftline.cli.common import add_server
+
+STATISTICS = ("psi", "js", "ks", "wasserstein", "mean_shift")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("drift", help="drift of live traffic against the training baseline", description=__doc__)
+    p.add_argument("name", help="model name")
+    add_server(p)
+    p.add_argument("--version", default="", help="a loaded version (default: the one serving)")
+    p.add_argument("--since-live", action="store_true", help="everything since the version went live, not the window")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.add_argument("--plot", metavar="FILE.png", help="draw training vs live histograms, alarmed columns first")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(run=run)
+
+
+def parser_for(argv: list[str]) -> argparse.Namespace:
+    """Parse ``driftline drift`` arguments outside the main CLI (the demo uses it)."""
+    root = argparse.ArgumentParser(prog="driftline")
+    register(root.add_subparsers())
+    return root.parse_args(["drift", *argv])
+
+
+def run(args: argparse.Namespace) -> int:
+    import grpc
+
+    from driftline.proto import driftline_pb2 as dpb
+    from driftline.proto import driftline_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(args.server) as channel:
+            stub = driftline_pb2_grpc.MonitoringStub(channel)
+            request = dpb.DriftRequest(name=args.name, version=args.version)
+            response = stub.DriftReport(request, timeout=args.timeout)
+            states = stub.DriftStates(request, timeout=args.timeout) if args.plot else None
+            info = None
+            if args.plot:
+                info = driftline_pb2_grpc.DriftlineStub(channel).VersionInfo(
+                    dpb.VersionInfoRequest(name=args.name, version=response.version), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"driftline drift: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    section = response.since_live if args.since_live else response.current
+    summary = as_json(response, section)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_table(summary, "since it went live" if args.since_live else response.window)
+    if args.plot:
+        from driftline.cli.drift_plot import plot
+
+        plot(args.plot, summary, states, info, since_live=args.since_live)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def as_json(response: Any, section: Any) -> dict[str, Any]:
+    def column(c: Any) -> dict[str, Any]:
+        return {"name": c.name, "kind": c.kind, "rows": c.rows, **{s: _finite(getattr(c, s)) for s in STATISTICS},
+                "alarm": c.alarm, "alarms": list(c.alarms)}
+
+    return {
+        "model": response.name,
+        "version": response.version,
+        "window": response.window,
+        "rows": section.rows,
+        "alarm": section.alarm,
+        "features": [column(c) for c in section.features],
+        "prediction": [column(c) for c in section.outputs],
+        "thresholds": json.loads(response.thresholds_json or "{}"),
+    }
+
+
+def print_table(summary: dict[str, Any], window: str) -> None:
+    state = "ALARM" if summary["alarm"] else "ok"
+    print(f"{summary['model']} version {summary['version']}: {summary['rows']} rows, {window}: {state}")
+    header = ("COLUMN", "ROWS", "PSI", "JS", "KS", "W1", "MEAN SHIFT", "ALARM")
+    rows = [header]
+    for group in ("features", "prediction"):
+        for c in summary[group]:
+            rows.append((c["name"], str(c["rows"]), *(_fmt(c[s]) for s in STATISTICS),
+                         ",".join(c["alarms"]) if c["alarm"] else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.rjust(w) if 0 < i < 7 else cell.ljust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value or value in (float("inf"), float("-inf")) else round(value, 6)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) < 1e5 else f"{value:.3e}"

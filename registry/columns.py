@@ -1,0 +1,54 @@
+"""Which columns a version's profile and its live monitoring watch, and how rows become those columns.
+
+The trainer (building the profile from training rows and the model's own outputs on them) and the
+server (updating live states from each executed batch) both call this module, so a column means
+the same thing on both sides: the features in input order, then every model output, a 2-D output
+[rows, k] giving k columns ``name[i]`` and a 1-D integer output (a class label) one categorical
+column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from driftline.registry.metadata import TensorSpec
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # NUMERIC or CATEGORICAL
+    source: str  # "feature" or the output tensor's name
+
+
+def monitored_columns(features: Sequence[str], outputs: Sequence[TensorSpec], classes: int | None,
+                      output_widths: Mapping[str, int]) -> tuple[Column, ...]:
+    """The columns, in order. ``output_widths`` gives k for each 2-D output (known once the model has run)."""
+    columns = [Column(f, NUMERIC, "feature") for f in features]
+    for spec in outputs:
+        if len(spec.shape) == 1 and spec.datatype.startswith(("INT", "UINT")):
+            columns.append(Column(spec.name, CATEGORICAL, spec.name))
+            continue
+        width = output_widths.get(spec.name, 1)
+        names = [spec.name] if width == 1 else [f"{spec.name}[{i}]" for i in range(width)]
+        columns.extend(Column(n, NUMERIC, spec.name) for n in names)
+    return tuple(columns)
+
+
+def output_widths(outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+    return {name: (1 if a.ndim == 1 else int(np.prod(a.shape[1:]))) for name, a in outputs.items()}
+
+
+def monitored_rows(X: np.ndarray, outputs: Mapping[str, np.ndarray], order: Sequence[str]) -> np.ndarray:
+    """[rows, columns] float64: the features, then each output of ``order`` flattened per row."""
+    parts = [np.asarray(X, dtype=np.float64)]
+    for name in order:
+        value = np.asarray(outputs[name])
+        parts.append(value.reshape(len(value), -1).astype(np.float64, copy=False))
+    return np.concatenate(parts, axis=1)

@@ -1,0 +1,162 @@
+"""Drift monitoring: every executed batch updates the live state of the version that served it.
+
+The batcher hands each finished batch to :meth:`MonitorThread.observe`, which only queues it: the
+callers already have their answers. One thread drains the queue through the numba kernels (which
+release the GIL), so updates never race each other and the event loop never waits for them.
+
+A version's :class:`VersionMonitor` keeps a sliding window, built from a ring of sub-window
+states that merge exactly, and a state of everything since the version went live. It holds no raw
+rows: its memory is a few arrays of columns x bins, whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from driftline.kernels.drift import DriftState, merge, merge_into, update_state
+from driftline.kernels.drift_stats import ColumnDrift, Thresholds, report
+from driftline.registry.columns import monitored_rows
+from driftline.registry.profile import Profile
+from driftline.server.batcher import Batch
+
+log = logging.getLogger("driftline.server")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    window_rows: int | None = 10_000  # the window holds about the last N rows...
+    window_seconds: float | None = None  # ...or the last T seconds (when set, it wins)
+    slots: int = 10  # the window is this many sub-windows; it moves one sub-window at a time
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        if self.slots < 1:
+            raise ValueError("slots must be >= 1")
+        if self.window_seconds is None and (self.window_rows is None or self.window_rows < self.slots):
+            raise ValueError("set window_seconds, or window_rows of at least one row per slot")
+
+    def describe(self) -> str:
+        if self.window_seconds is not None:
+            return f"last {self.window_seconds:g} s"
+        return f"last {self.window_rows} rows"
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    window: str
+    current_rows: int
+    current: list[ColumnDrift]
+    since_live_rows: int
+    since_live: list[ColumnDrift]
+
+
+class VersionMonitor:
+    def __init__(self, profile: Profile, n_features: int, output_order: Sequence[str], settings: DriftSettings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.profile = profile
+        self.output_order = tuple(output_order)
+        # Which profile columns are features and which come from which output ("probabilities[2]").
+        self.sources = {name: "feature" if i < n_features else name.split("[")[0]
+                        for i, name in enumerate(profile.names)}
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed: deque[tuple[float, DriftState]] = deque()  # (opened at, state), oldest first
+        self._current = profile.empty_state()
+        self._opened = clock()
+        self._total = profile.empty_state()
+
+    def update(self, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        """Called on the monitor thread only."""
+        columns = monitored_rows(rows, outputs, self.output_order)
+        with self._lock:
+            self._rotate()
+            update_state(self._current, columns, self.profile.layout)
+            update_state(self._total, columns, self.profile.layout)
+
+    def states(self) -> tuple[DriftState, DriftState]:
+        """Copies of (window, since live), safe to read while updates go on."""
+        with self._lock:
+            self._rotate()
+            window = self._current.copy()
+            for _, state in self._closed:
+                merge_into(window, state)
+            return window, self._total.copy()
+
+    def report(self, extra: Sequence[tuple[DriftState, DriftState]] = ()) -> DriftReport:
+        """This monitor's report, with other workers' states for the same version merged in."""
+        window, total = self.states()
+        for other_window, other_total in extra:
+            window, total = merge(window, other_window), merge(total, other_total)
+        thresholds = self.settings.thresholds
+        return DriftReport(
+            window=self.settings.describe(),
+            current_rows=window.rows,
+            current=report(window, self.profile, thresholds),
+            since_live_rows=total.rows,
+            since_live=report(total, self.profile, thresholds),
+        )
+
+    def _rotate(self) -> None:
+        now = self._clock()
+        s = self.settings
+        if s.window_seconds is not None:
+            if now - self._opened >= s.window_seconds / s.slots:
+                self._close(now)
+            while self._closed and now - self._closed[0][0] > s.window_seconds:
+                self._closed.popleft()
+        elif self._current.rows >= s.window_rows / s.slots:
+            self._close(now)
+            while len(self._closed) > s.slots - 1:
+                self._closed.popleft()
+
+    def _close(self, now: float) -> None:
+        self._closed.append((self._opened, self._current))
+        self._current = self.profile.empty_state()
+        self._opened = now
+
+
+class MonitorThread:
+    """Drains finished batches into their version's monitor, off the response path."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[VersionMonitor, Batch] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="driftline-monitor", daemon=True)
+        self._thread.start()
+        self.failures = 0
+
+    def observer(self, monitor: VersionMonitor) -> Callable[[Batch], None]:
+        def observe(batch: Batch) -> None:
+            self._queue.put((monitor, batch))
+
+        return observe
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far has been applied (tests and shutdown)."""
+        done = threading.Event()
+        self._queue.put((None, done))  # type: ignore[arg-type]
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            monitor, batch = item
+            if monitor is None:
+                batch.set()  # a flush marker
+                continue
+            try:
+                monitor.update(batch.rows, batch.outputs)
+            except Exception:  # noqa: BLE001 - monitoring must never take serving down
+                self.failures += 1
+                log.exception("drift update failed for a batch of %d rows", len(batch.rows))
