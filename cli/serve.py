@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"requests waiting per model before UNAVAILABLE 'queue full' (default {defaults.max_queue_size})")
     p.add_argument("--max-concurrent-batches", type=int, default=defaults.max_concurrent_batches,
                    help=f"onnxruntime calls in flight per model (default {defaults.max_concurrent_batches})")
+    p.add_argument("--no-drift", action="store_true", help="do not monitor drift (to measure what monitoring costs)")
     p.add_argument("--drift-window-rows", type=int, default=DriftSettings().window_rows,
                    help="drift is judged over about the last N rows (default %(default)s)")
     p.add_argument("--drift-window-seconds", type=float, help="...or over the last T seconds instead")
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         batching=batching,
         model_batching=per_model,
+        monitor=not args.no_drift,
         drift=drift,
         model_drift=per_model_drift,
     )

@@ -295,11 +295,17 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
 
     Nodes are in preorder. A slot is a distinct feature on the root path, numbered by first occurrence;
     z is the product of cover(child) / cover(parent) over the path's splits on that feature (0/0 -> 1/2).
-    Returns edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, n_slots; leaf_d[0] = -1 if a path has
-    more than MAX_PATH_FEATURES distinct features.
+    Per edge into k also: ``edge_prev`` (the nearest ancestor edge on the same feature, -1 if none),
+    ``edge_z`` (the feature's merged z after this edge) and ``edge_zprev`` (before it; 1 if none).
+    Returns edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, edge_prev, edge_z, edge_zprev;
+    leaf_d[0] = -1 if a path has more than MAX_PATH_FEATURES distinct features.
     """
     n = feature.shape[0]
     edge_bit = np.zeros(n, np.int64)
+    edge_prev = np.full(n, -1, np.int64)
+    edge_z = np.ones(n)
+    edge_zprev = np.ones(n)
+    st_k = np.empty((max_depth + 1, max_depth + 1), np.int64)
     leaf_of = np.full(n, -1, np.int64)
     n_leaves = 0
     for k in range(n):
@@ -324,6 +330,7 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
             for s in range(ns):
                 st_f[dk, s] = st_f[dk - 1, s]
                 st_z[dk, s] = st_z[dk - 1, s]
+                st_k[dk, s] = st_k[dk - 1, s]
             f = feature[p]
             slot = ns
             for s in range(ns):
@@ -333,12 +340,17 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
             if slot == ns:
                 if ns >= 62:
                     leaf_d[0] = -1
-                    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, 0
+                    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, edge_prev, edge_z, edge_zprev
                 st_f[dk, slot] = f
                 st_z[dk, slot] = 1.0
+                st_k[dk, slot] = -1
                 ns += 1
             ratio = cover[k] / cover[p] if cover[p] > 0 else 0.5
+            edge_prev[k] = st_k[dk, slot]
+            edge_zprev[k] = st_z[dk, slot]
             st_z[dk, slot] *= ratio
+            st_k[dk, slot] = k
+            edge_z[k] = st_z[dk, slot]
             st_n[dk] = ns
             edge_bit[k] = np.int64(1) << slot
         if is_leaf[k]:
@@ -351,7 +363,7 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
                 slot_z[pos + s] = st_z[dk, s]
             pos += ns
             leaf += 1
-    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature[:pos], slot_z[:pos], pos
+    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature[:pos], slot_z[:pos], edge_prev, edge_z, edge_zprev
 
 
 @njit(cache=True)

@@ -30,7 +30,7 @@ def print_flush(line: str) -> None:
 def build(settings: ServerSettings) -> tuple[grpc.aio.Server, int, ModelRepository, Executor]:
     """Load the models, wire the services and bind the port (not started yet)."""
     pool = run.executor(settings.inference_threads)
-    monitors = MonitorThread()
+    monitors = MonitorThread() if settings.monitor else None
     repository = ModelRepository(Registry(settings.registry), settings, pool, monitors)
     repository.load_startup()
     server = grpc.aio.server(

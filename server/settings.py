@@ -30,6 +30,7 @@ class ServerSettings:
     peer_dir: str | None = None  # where workers' private sockets live
     batching: BatchSettings = field(default_factory=BatchSettings)  # every model's, unless overridden
     model_batching: dict[str, BatchSettings] = field(default_factory=dict)  # per model name
+    monitor: bool = True  # drift monitoring on executed batches (off only to measure what it costs)
     drift: DriftSettings = field(default_factory=DriftSettings)
     model_drift: dict[str, DriftSettings] = field(default_factory=dict)  # per model name
 

@@ -138,12 +138,15 @@ def test_settings_are_validated():
 
 
 def test_model_config_file_overrides_per_model(tmp_path: Path):
+    from driftline.kernels.drift_stats import Thresholds
+    from driftline.server.monitor import DriftSettings
     from driftline.server.settings import load_model_config
 
     path = tmp_path / "models.toml"
-    path.write_text("[housing]\nmax_batch_size = 8\n")
-    per_model = load_model_config(path, BatchSettings(max_queue_size=7))
-    assert per_model["housing"] == BatchSettings(max_batch_size=8, max_queue_size=7)
+    path.write_text("[housing]\nmax_batch_size = 8\n[housing.drift]\nwindow_rows = 300\npsi = 0.3\n")
+    batching, drift = load_model_config(path, BatchSettings(max_queue_size=7), DriftSettings())
+    assert batching["housing"] == BatchSettings(max_batch_size=8, max_queue_size=7)
+    assert drift["housing"] == DriftSettings(window_rows=300, thresholds=Thresholds(psi=0.3))
     path.write_text("[housing]\nmax_batch = 8\n")
     with pytest.raises(ValueError, match="unknown settings"):
-        load_model_config(path, BatchSettings())
+        load_model_config(path, BatchSettings(), DriftSettings())
