@@ -22,6 +22,9 @@ COMMANDS = {
     "data": "driftline.cli.data",
     "demo": "driftline.cli.demo",
     "drift": "driftline.cli.drift",
+    "swap": "driftline.cli.swap",
+    "rollback": "driftline.cli.swap",
+    "promote": "driftline.cli.promote",
     "bench": "driftline.cli.bench",
 }
 
@@ -31,8 +34,8 @@ def parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"driftline {__version__}")
     root.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in commands or list(COMMANDS):
-        importlib.import_module(COMMANDS[name]).register(sub)
+    for module in dict.fromkeys(COMMANDS[name] for name in commands or COMMANDS):
+        importlib.import_module(module).register(sub)
     return root
 
 

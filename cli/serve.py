@@ -39,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"requests waiting per model before UNAVAILABLE 'queue full' (default {defaults.max_queue_size})")
     p.add_argument("--max-concurrent-batches", type=int, default=defaults.max_concurrent_batches,
                    help=f"onnxruntime calls in flight per model (default {defaults.max_concurrent_batches})")
+    p.add_argument("--admin-token", default=os.environ.get("DRIFTLINE_ADMIN_TOKEN"),
+                   help="bearer token for admin calls (swap, rollback, load, unload); default $DRIFTLINE_ADMIN_TOKEN. "
+                        "Without it, admin calls are refused unless the server listens on loopback only")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (and --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
+    p.add_argument("--poll", type=float, metavar="SECONDS",
+                   help="follow the registry's production alias: check every SECONDS and swap when it moves")
     p.add_argument("--no-drift", action="store_true", help="do not monitor drift (to measure what monitoring costs)")
     p.add_argument("--drift-window-rows", type=int, default=DriftSettings().window_rows,
                    help="drift is judged over about the last N rows (default %(default)s)")
@@ -52,19 +60,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        batching = BatchSettings(
-            max_batch_size=args.max_batch_size,
-            max_queue_delay_us=args.max_queue_delay_us,
-            max_queue_size=args.max_queue_size,
-            max_concurrent_batches=args.max_concurrent_batches,
-        )
-        drift = DriftSettings(window_rows=args.drift_window_rows, window_seconds=args.drift_window_seconds,
-                              thresholds=Thresholds(min_rows=args.drift_min_rows))
-        per_model, per_model_drift = (load_model_config(args.model_config, batching, drift)
-                                      if args.model_config else ({}, {}))
-    except ValueError as exc:
+        settings = settings_from(args)
+    except ValueError as exc:  # a bad flag or config file: say so, like any other input error
         raise InvalidInput(str(exc)) from exc
-    settings = ServerSettings(
+    if settings.workers > 1:
+        return run_workers(settings, settings.workers)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    batching = BatchSettings(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        max_queue_size=args.max_queue_size,
+        max_concurrent_batches=args.max_concurrent_batches,
+    )
+    drift = DriftSettings(window_rows=args.drift_window_rows, window_seconds=args.drift_window_seconds,
+                          thresholds=Thresholds(min_rows=args.drift_min_rows))
+    per_model, per_model_drift = load_model_config(args.model_config, batching, drift) if args.model_config else ({}, {})
+    return ServerSettings(
         registry=args.registry,
         host=args.host,
         port=args.port,
@@ -73,13 +88,14 @@ def run(args: argparse.Namespace) -> int:
         intra_op_threads=args.intra_op_threads,
         inference_threads=args.inference_threads,
         workers=args.workers,
+        admin_token=args.admin_token,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        poll_s=args.poll,
+        monitor=not args.no_drift,
         batching=batching,
         model_batching=per_model,
-        monitor=not args.no_drift,
         drift=drift,
         model_drift=per_model_drift,
     )
-    if settings.workers > 1:
-        return run_workers(settings, settings.workers)
-    asyncio.run(serve(settings))
-    return 0

@@ -36,3 +36,7 @@ class DeadlineExpired(DriftlineError):
 
 class Unsupported(DriftlineError):
     """The request is valid, but this model or version cannot do it (e.g. no training profile)."""
+
+
+class Incompatible(DriftlineError):
+    """A version that cannot replace the serving one without breaking its callers."""

@@ -295,18 +295,11 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
 
     Nodes are in preorder. A slot is a distinct feature on the root path, numbered by first occurrence;
     z is the product of cover(child) / cover(parent) over the path's splits on that feature (0/0 -> 1/2).
-    Per edge into k also: ``edge_prev`` (the nearest ancestor edge on the same feature, -1 if none),
-    ``edge_z`` (the feature's merged z after this edge) and ``edge_zprev`` (before it; 1 if none).
-    Returns edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, edge_prev, edge_z, edge_zprev;
-    leaf_d[0] = -1 if a path has more than MAX_PATH_FEATURES distinct features.
+    Returns edge_bit, leaf_d, leaf_lo, slot_feature, slot_z; leaf_d[0] = -1 if a path has more than
+    MAX_PATH_FEATURES distinct features.
     """
     n = feature.shape[0]
     edge_bit = np.zeros(n, np.int64)
-    edge_prev = np.full(n, -1, np.int64)
-    edge_z = np.ones(n)
-    edge_zprev = np.ones(n)
-    st_k = np.empty((max_depth + 1, max_depth + 1), np.int64)
-    leaf_of = np.full(n, -1, np.int64)
     n_leaves = 0
     for k in range(n):
         if is_leaf[k]:
@@ -330,7 +323,6 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
             for s in range(ns):
                 st_f[dk, s] = st_f[dk - 1, s]
                 st_z[dk, s] = st_z[dk - 1, s]
-                st_k[dk, s] = st_k[dk - 1, s]
             f = feature[p]
             slot = ns
             for s in range(ns):
@@ -340,22 +332,15 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
             if slot == ns:
                 if ns >= 62:
                     leaf_d[0] = -1
-                    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature, slot_z, edge_prev, edge_z, edge_zprev
+                    return edge_bit, leaf_d, leaf_lo, slot_feature, slot_z
                 st_f[dk, slot] = f
                 st_z[dk, slot] = 1.0
-                st_k[dk, slot] = -1
                 ns += 1
-            ratio = cover[k] / cover[p] if cover[p] > 0 else 0.5
-            edge_prev[k] = st_k[dk, slot]
-            edge_zprev[k] = st_z[dk, slot]
-            st_z[dk, slot] *= ratio
-            st_k[dk, slot] = k
-            edge_z[k] = st_z[dk, slot]
+            st_z[dk, slot] *= cover[k] / cover[p] if cover[p] > 0 else 0.5
             st_n[dk] = ns
             edge_bit[k] = np.int64(1) << slot
         if is_leaf[k]:
             ns = st_n[dk]
-            leaf_of[k] = leaf
             leaf_d[leaf] = ns
             leaf_lo[leaf] = pos
             for s in range(ns):
@@ -363,7 +348,7 @@ def _path_features(feature, depth, parent, is_leaf, cover, max_depth, slot_capac
                 slot_z[pos + s] = st_z[dk, s]
             pos += ns
             leaf += 1
-    return edge_bit, leaf_of, leaf_d, leaf_lo, slot_feature[:pos], slot_z[:pos], edge_prev, edge_z, edge_zprev
+    return edge_bit, leaf_d[:leaf], leaf_lo[:leaf], slot_feature[:pos], slot_z[:pos]
 
 
 @njit(cache=True)
@@ -417,22 +402,18 @@ def _gauss_legendre(max_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 @dataclass(frozen=True, eq=False)
 class TreeShapModel:
-    """Per-model arrays for the kernels, built once by :func:`prepare` (read-only afterwards; thread-safe).
+    """Per-model arrays for the kernels, built once by :func:`prepare` (read-only afterwards: thread-safe).
 
-    Nodes are numbered tree by tree in preorder; ids inside a tree are tree-local (the root is 0). Split
-    nodes ("inner") and leaves also have their own preorder lists. ``tree_algo[t]`` is 0 for the per-leaf
-    algorithms (a leaf with ``table_off >= 0`` reads its table, others use quadrature) and 1 for "linear".
+    Split nodes ("inner") and leaves are listed tree by tree, each in preorder; node ids inside a tree are
+    tree-local preorder positions (the root is 0).
     """
 
     n_features: int
     n_outputs: int
     expected_value: np.ndarray  # float64 [n_outputs]: base_values + cover-weighted mean leaf value
-    tree_start: np.ndarray  # int64 [n_trees + 1]: global offset of each tree's nodes
     tree_inner_start: np.ndarray  # int64 [n_trees + 1]
     tree_leaf_start: np.ndarray  # int64 [n_trees + 1]
     tree_out: np.ndarray  # int64 [n_trees]: the only output a tree's leaves feed, -1 if several
-    tree_algo: np.ndarray  # int64 [n_trees]: 0 per leaf (table / quadrature), 1 linear
-    tree_m: np.ndarray  # int64 [n_trees]: quadrature nodes of a linear tree, ceil(max path features / 2)
     inner_node: np.ndarray  # int64 [I]: tree-local id of the split node
     inner_feature: np.ndarray  # int64 [I]
     inner_threshold: np.ndarray  # float32 [I]: left iff x <= threshold
@@ -444,22 +425,13 @@ class TreeShapModel:
     leaf_d: np.ndarray  # int64 [L]: distinct features on the leaf's path
     leaf_lo: np.ndarray  # int64 [L]: offset into slot_feature / slot_z
     leaf_value: np.ndarray  # float64 [L, n_outputs]
-    table_off: np.ndarray  # int64 [L]: offset of the leaf's 2**d table, -1: quadrature
+    table_off: np.ndarray  # int64 [L]: offset of the leaf's 2**d table in ``tables``, -1: quadrature
     slot_feature: np.ndarray  # int64 [sum d]: a leaf's path features in first-occurrence order
     slot_z: np.ndarray  # float64 [sum d]: their cover fractions (product over repeated splits)
     tables: np.ndarray  # float64 [sum of 2**d over table leaves]: K(B) per leaf
-    node_parent: np.ndarray  # int64 [N]: tree-local parent (linear trees)
-    node_prev: np.ndarray  # int64 [N]: tree-local nearest ancestor edge on the same feature, else max_tree_nodes
-    node_feature: np.ndarray  # int64 [N]: feature of the split above the node
-    node_z: np.ndarray  # float64 [N]: that feature's merged cover fraction down to the node
-    node_zprev: np.ndarray  # float64 [N]: ... down to node_prev (1 if none)
-    node_leaf: np.ndarray  # int64 [N]: leaf number or -1
-    node_inv: np.ndarray  # float64 [N, M]: 1 / (z + (1 - z) t_q); zeros unless a tree is linear
-    node_invz: np.ndarray  # float64 [N]: 1 / z (0 where z == 0)
     gl_t: np.ndarray  # Gauss-Legendre nodes on [0, 1]: gl_t[m, :m]
     gl_w: np.ndarray  # and weights
     gl_pw: np.ndarray  # (1 - gl_t[m, q]) ** u: gl_pw[m, q, u]
-    gl_iomt: np.ndarray  # 1 / (1 - gl_t[m, q])
     max_tree_nodes: int
     max_slots: int
     stats: dict = field(default_factory=dict)
@@ -470,7 +442,7 @@ class TreeShapModel:
 
     @property
     def table_bytes(self) -> int:
-        return int(self.stats.get("table_bytes", 0))
+        return int(self.tables.nbytes) if self.stats.get("table_leaves", 0) else 0
 
 
 def _children(parent: np.ndarray, is_left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -484,60 +456,32 @@ def _children(parent: np.ndarray, is_left: np.ndarray) -> tuple[np.ndarray, np.n
     return left, right
 
 
-def _plan(
-    leaf_d: np.ndarray, leaf_tree: np.ndarray, n_trees: int, algorithm: str, max_table_depth: int, budget: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """tree_algo and table offsets (-1: none; tables laid out in leaf order); returns (tree_algo, table_off, size)."""
-    n_leaves = leaf_d.shape[0]
-    table_off = np.full(n_leaves, -1, np.int64)
-    sizes = np.where(leaf_d > 0, np.left_shift(np.int64(1), np.minimum(leaf_d, 62)), 0).astype(np.int64)
-    sizes[leaf_d > max_table_depth] = -1
-    if algorithm == "linear":
-        return np.ones(n_trees, np.int64), table_off, 0
-    if algorithm == "quad" or n_leaves == 0:
-        return np.zeros(n_trees, np.int64), table_off, 0
-    if algorithm == "table":  # per leaf, fewest path features first
-        cand = np.flatnonzero(sizes > 0)
-        cand = cand[np.argsort(leaf_d[cand], kind="stable")]
-        cand = cand[np.cumsum(sizes[cand]) * 8 <= budget]
-        tree_algo = np.zeros(n_trees, np.int64)
-    else:  # auto: whole trees, smallest tables first; the rest linear
-        too_deep = np.bincount(leaf_tree, weights=(sizes < 0), minlength=n_trees) > 0
-        per_tree = np.bincount(leaf_tree, weights=np.maximum(sizes, 0), minlength=n_trees).astype(np.int64)
-        order = np.flatnonzero(~too_deep)
-        order = order[np.argsort(per_tree[order], kind="stable")]
-        chosen = order[np.cumsum(per_tree[order]) * 8 <= budget]
-        tree_algo = np.ones(n_trees, np.int64)
-        tree_algo[chosen] = 0
-        cand = np.flatnonzero((tree_algo[leaf_tree] == 0) & (sizes > 0))
-    chosen_leaves = np.sort(cand)
-    size_of = sizes[chosen_leaves]
-    table_off[chosen_leaves] = np.cumsum(size_of) - size_of
-    return tree_algo, table_off, int(size_of.sum())
+def _table_offsets(leaf_d: np.ndarray, max_table_depth: int, budget: int) -> tuple[np.ndarray, int]:
+    """Tables for the leaves with the fewest path features first, laid out in leaf order; -1: none."""
+    table_off = np.full(leaf_d.shape[0], -1, np.int64)
+    cand = np.flatnonzero((leaf_d <= max_table_depth) & (leaf_d > 0))
+    cand = cand[np.argsort(leaf_d[cand], kind="stable")]
+    sizes = np.left_shift(np.int64(1), leaf_d[cand]).astype(np.int64)
+    keep = np.cumsum(sizes) * 8 <= budget
+    cand = np.sort(cand[keep])
+    sizes = np.left_shift(np.int64(1), leaf_d[cand]).astype(np.int64)
+    table_off[cand] = np.cumsum(sizes) - sizes
+    return table_off, int(sizes.sum())
 
 
 def prepare(
     ensemble: TreeEnsemble,
     *,
-    algorithm: str = "auto",
-    max_table_depth: int = DEFAULT_MAX_TABLE_DEPTH,
     table_budget_bytes: int = DEFAULT_TABLE_BUDGET_BYTES,
+    max_table_depth: int = DEFAULT_MAX_TABLE_DEPTH,
 ) -> TreeShapModel:
     """Build the per-model arrays (once, at model load). Needs ``ensemble.cover``.
 
-    ``algorithm`` (all exact; they differ in speed and memory):
-
-    - ``"auto"`` (default): whole trees whose leaves have at most ``max_table_depth`` distinct path features
-      get per-leaf tables, smallest trees first, while ``table_budget_bytes`` lasts; the other trees run
-      ``"linear"``. Shallow boosting fits entirely in tables; deep forests run linear.
-    - ``"table"``: per-leaf tables (``2**d`` float64) for leaves with ``d <= max_table_depth`` within the
-      budget, fewest features first; the other leaves use per-leaf quadrature.
-    - ``"linear"``: no tables; per row and tree, one top-down and one bottom-up pass over the nodes carrying
-      the leaf products at ``ceil(depth/2)`` quadrature nodes (Linear-TreeSHAP style, O(nodes * depth)).
-    - ``"quad"``: no tables; per-leaf quadrature, O(leaves * depth**2) (what the CUDA twin runs).
+    Leaves whose path splits on at most ``max_table_depth`` distinct features get a ``2**d`` float64 table,
+    fewest features first, until ``table_budget_bytes`` is spent; the others are integrated per row
+    (quadrature). Both are exact. Tables are ~3x faster while they stay in cache, slower than quadrature
+    once they spill it, hence a cache-sized budget; ``table_budget_bytes=0`` means quadrature only.
     """
-    if algorithm not in ("auto", "table", "linear", "quad"):
-        raise ValueError(f"algorithm must be 'auto', 'table', 'linear' or 'quad', got {algorithm!r}")
     if not ensemble.has_cover:
         raise ValueError(
             "the ensemble has no node cover: pass the reference (training) rows through compute_cover() and "
@@ -553,25 +497,20 @@ def prepare(
     feature = np.ascontiguousarray(e.feature[order]).astype(np.int64)
     is_leaf = e.left[order] < 0
     cover = np.ascontiguousarray(e.cover[order])
-    max_depth = int(depth.max())
-    edge_bit, _, leaf_d, leaf_lo, slot_feature, slot_z, edge_prev, edge_z, edge_zprev = _path_features(
-        feature, depth, parent, is_leaf, cover, max_depth, int(depth[is_leaf].sum())
+    edge_bit, leaf_d, leaf_lo, slot_feature, slot_z = _path_features(
+        feature, depth, parent, is_leaf, cover, int(depth.max()), int(depth[is_leaf].sum())
     )
     if leaf_d.size and leaf_d[0] < 0:
         raise ValueError(f"a root-to-leaf path splits on more than {MAX_PATH_FEATURES} distinct features")
-    n_leaves = int(is_leaf.sum())
-    leaf_d, leaf_lo = leaf_d[:n_leaves], leaf_lo[:n_leaves]
     leaves = np.flatnonzero(is_leaf)
     inner = np.flatnonzero(~is_leaf)
+    n_leaves = leaves.size
     leaf_value = np.ascontiguousarray(e.value[order[leaves]])
     max_slots = int(leaf_d.max()) if n_leaves else 0
     left, right = _children(parent, is_left)
     node_tree = np.searchsorted(tree_start, np.arange(n), side="right") - 1
     local = np.arange(n) - tree_start[node_tree]
-    max_tree_nodes = int(np.diff(tree_start).max())
-    tree_inner_start = np.searchsorted(inner, tree_start)
     tree_leaf_start = np.searchsorted(leaves, tree_start)
-    leaf_tree = node_tree[leaves]
 
     zprod = np.ones(n_leaves)  # expected value: sum over leaves of v * prod z
     np.multiply.at(zprod, np.repeat(np.arange(n_leaves), leaf_d), slot_z)
@@ -587,49 +526,23 @@ def prepare(
             if cols.size <= 1:
                 tree_out[t] = cols[0] if cols.size else 0
 
-    tree_algo, table_off, total = _plan(leaf_d, leaf_tree, e.n_trees, algorithm, max_table_depth, table_budget_bytes)
+    table_off, total = _table_offsets(leaf_d, max_table_depth, int(table_budget_bytes))
     gl_t, gl_w, gl_pw = _gauss_legendre(max(max_slots, 1))
     tables = np.zeros(max(total, 1))
     if total:
         _build_tables(leaf_d, leaf_lo, slot_z, table_off, tables, gl_t, gl_w, gl_pw, max_table_depth)
-
-    # linear trees: per node, the split above it and the previous split on the same feature
-    tree_max_d = np.zeros(e.n_trees, np.int64)
-    np.maximum.at(tree_max_d, leaf_tree, leaf_d)
-    tree_m = np.maximum(1, (tree_max_d + 1) // 2)
-    node_parent = np.where(parent >= 0, parent - tree_start[node_tree], -1)
-    node_prev = np.where(edge_prev >= 0, edge_prev - tree_start[node_tree], max_tree_nodes)
-    node_feature = np.where(parent >= 0, feature[np.maximum(parent, 0)], 0)
-    node_leaf = np.full(n, -1, np.int64)
-    node_leaf[leaves] = np.arange(n_leaves)
-    linear_nodes = tree_algo[node_tree] == 1
-    m_max = int(tree_m[tree_algo == 1].max()) if np.any(tree_algo == 1) else 1
-    node_inv = np.zeros((n if linear_nodes.any() else 1, m_max))
-    node_invz = np.zeros(n)
-    pos = edge_z > 0
-    node_invz[pos] = 1.0 / edge_z[pos]
-    if linear_nodes.any():
-        mq = tree_m[node_tree[linear_nodes]]
-        tq = gl_t[mq][:, :m_max]  # [nodes, m_max], zero padded past each tree's m
-        zq = edge_z[linear_nodes][:, None]
-        denom = zq + (1.0 - zq) * tq
-        node_inv[linear_nodes] = np.where(np.arange(m_max)[None, :] < mq[:, None], 1.0 / np.where(denom > 0, denom, 1.0), 0.0)
     stats = {
-        "n_trees": e.n_trees, "n_nodes": n, "n_leaves": n_leaves, "max_depth": max_depth,
-        "max_path_features": max_slots, "linear_trees": int(tree_algo.sum()),
-        "table_leaves": int((table_off >= 0).sum()), "table_bytes": total * 8,
-        "linear_bytes": int(node_inv.nbytes) if linear_nodes.any() else 0,
+        "n_trees": e.n_trees, "n_nodes": n, "n_leaves": int(n_leaves), "max_depth": int(depth.max()),
+        "max_path_features": max_slots, "table_leaves": int((table_off >= 0).sum()), "table_bytes": total * 8,
     }  # fmt: skip
     return TreeShapModel(
-        n_features=e.n_features, n_outputs=e.n_outputs, expected_value=expected, tree_start=tree_start,
-        tree_inner_start=tree_inner_start, tree_leaf_start=tree_leaf_start, tree_out=tree_out,
-        tree_algo=tree_algo, tree_m=tree_m, inner_node=local[inner], inner_feature=feature[inner],
-        inner_threshold=e.threshold[order[inner]], inner_default_left=e.default_left[order[inner]],
-        inner_bit=edge_bit[left[inner]], inner_left=local[left[inner]], inner_right=local[right[inner]],
-        leaf_node=local[leaves], leaf_d=leaf_d, leaf_lo=leaf_lo, leaf_value=leaf_value, table_off=table_off,
-        slot_feature=slot_feature, slot_z=slot_z, tables=tables, node_parent=node_parent, node_prev=node_prev,
-        node_feature=node_feature, node_z=edge_z, node_zprev=edge_zprev, node_leaf=node_leaf, node_inv=node_inv,
-        node_invz=node_invz, gl_t=gl_t, gl_w=gl_w, gl_pw=gl_pw, gl_iomt=1.0 / (1.0 - gl_t), max_tree_nodes=max_tree_nodes,
+        n_features=e.n_features, n_outputs=e.n_outputs, expected_value=expected,
+        tree_inner_start=np.searchsorted(inner, tree_start), tree_leaf_start=tree_leaf_start, tree_out=tree_out,
+        inner_node=local[inner], inner_feature=feature[inner], inner_threshold=e.threshold[order[inner]],
+        inner_default_left=e.default_left[order[inner]], inner_bit=edge_bit[left[inner]],
+        inner_left=local[left[inner]], inner_right=local[right[inner]], leaf_node=local[leaves], leaf_d=leaf_d,
+        leaf_lo=leaf_lo, leaf_value=leaf_value, table_off=table_off, slot_feature=slot_feature, slot_z=slot_z,
+        tables=tables, gl_t=gl_t, gl_w=gl_w, gl_pw=gl_pw, max_tree_nodes=int(np.diff(tree_start).max()),
         max_slots=max(max_slots, 1), stats=stats,
     )  # fmt: skip
 
@@ -705,87 +618,11 @@ def _leaf_table(mask, d, lo, slot_z, tables, off, coef):  # noqa: ANN001, ANN202
     return True
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _linear_tree(x, phi_r, t, base, n_t, out, tree_inner_start, inner_feature, inner_threshold, inner_default_left,  # noqa: ANN001, ANN202
-                 inner_left, inner_right, leaf_value, node_parent, node_prev, node_feature, node_z, node_zprev,
-                 node_leaf, node_inv, node_invz, m, gl_t, gl_w, gl_iomt, fol, O, W, IP, S, cq):  # fmt: skip
-    """One tree, one row: phi_r[f, o] += the tree's SHAP values, in two passes over its nodes.
-
-    With f_e(t) = z_e + (o_e - z_e) t for the merged (o, z) of an edge's feature down to the edge, W_c(t)
-    is the product of the current f over the distinct features above node c (top-down: replace the previous
-    occurrence's factor), S_c(t) the sum of v_l W_l(t) over the leaves below c (bottom-up), and edge c adds
-    (o_c - z_c) int S_c / f_c - (o_p - z_p) int S_c / f_p to its feature, f_p being the previous occurrence's:
-    that telescopes to each leaf's last occurrence, i.e. the per-leaf formula. Integrals at m Gauss-Legendre
-    nodes (exact: degree <= 2m - 1); divisions are by precomputed reciprocals.
-    """
-    n_out = leaf_value.shape[1]
-    o_lo = out if out >= 0 else 0
-    o_hi = out + 1 if out >= 0 else n_out
-    for j in range(tree_inner_start[t], tree_inner_start[t + 1]):
-        xv = x[inner_feature[j]]
-        go_left = (xv <= inner_threshold[j]) | ((xv != xv) & inner_default_left[j])
-        fol[inner_left[j]] = 1.0 if go_left else 0.0
-        fol[inner_right[j]] = 0.0 if go_left else 1.0
-    O[0] = 1.0
-    for q in range(m):
-        W[0, q] = 1.0
-        for o in range(o_lo, o_hi):
-            S[0, q, o] = 0.0
-    for c in range(1, n_t):
-        g = base + c
-        p = node_parent[g]
-        pr = node_prev[g]
-        op = O[pr]  # O[sentinel] == 1
-        oc = op * fol[c]
-        O[c] = oc
-        zc = node_z[g]
-        gp = base + pr if pr < n_t else g  # no previous occurrence: ip == 1 below (op == 1, zprev == 1)
-        inv_p = node_inv[gp]
-        invz_p = node_invz[gp] if pr < n_t else 0.0
-        has_p = 1.0 if pr < n_t else 0.0
-        leaf = node_leaf[g]
-        for q in range(m):
-            tq = gl_t[m, q]
-            fc = zc + (oc - zc) * tq
-            ip = 1.0 + has_p * (op * inv_p[q] + (1.0 - op) * invz_p * gl_iomt[m, q] - 1.0)
-            w = W[p, q] * fc * ip
-            W[c, q] = w
-            IP[c, q] = ip
-            if leaf >= 0:
-                for o in range(o_lo, o_hi):
-                    S[c, q, o] = leaf_value[leaf, o] * w
-            else:
-                for o in range(o_lo, o_hi):
-                    S[c, q, o] = 0.0
-    for cc in range(1, n_t):
-        c = n_t - cc
-        g = base + c
-        p = node_parent[g]
-        oc = O[c]
-        op = O[node_prev[g]]
-        a_c = oc - node_z[g]
-        a_p = op - node_zprev[g]
-        inv_c = node_inv[g]
-        invz_c = node_invz[g]
-        for q in range(m):
-            ic = oc * inv_c[q] + (1.0 - oc) * invz_c * gl_iomt[m, q]
-            cq[q] = gl_w[m, q] * (a_c * ic - a_p * IP[c, q])
-        f = node_feature[g]
-        for o in range(o_lo, o_hi):
-            acc = 0.0
-            for q in range(m):
-                sq = S[c, q, o]
-                acc += cq[q] * sq
-                S[p, q, o] += sq
-            phi_r[f, o] += acc
-
-
 @njit(nogil=True, cache=True)
-def _shap_kernel(X, phi, tree_start, tree_inner_start, tree_leaf_start, tree_out, tree_algo, tree_m,  # noqa: ANN001, ANN202, C901
-                 inner_node, inner_feature, inner_threshold, inner_default_left, inner_bit, inner_left, inner_right,
-                 leaf_node, leaf_d, leaf_lo, leaf_value, table_off, slot_feature, slot_z, tables, node_parent,
-                 node_prev, node_feature, node_z, node_zprev, node_leaf, node_inv, node_invz, gl_t, gl_w, gl_pw,
-                 gl_iomt, max_tree_nodes, max_slots):  # fmt: skip
+def _shap_kernel(X, phi, tree_inner_start, tree_leaf_start, tree_out, inner_node, inner_feature,  # noqa: ANN001, ANN202
+                 inner_threshold, inner_default_left, inner_bit, inner_left, inner_right, leaf_node, leaf_d,
+                 leaf_lo, leaf_value, table_off, slot_feature, slot_z, tables, gl_t, gl_w, gl_pw,
+                 max_tree_nodes, max_slots):  # fmt: skip
     n_out = leaf_value.shape[1]
     mask = np.zeros(max_tree_nodes, np.int64)  # per node of the current tree: slots the row leaves the path at
     coef = np.empty(max_slots + 1)
@@ -793,26 +630,14 @@ def _shap_kernel(X, phi, tree_start, tree_inner_start, tree_leaf_start, tree_out
     pre = np.empty(max_slots + 1)
     acc = np.empty(max_slots + 1)
     idx = np.empty(max_slots + 1, np.int64)
-    m_lin = node_inv.shape[1]
-    fol = np.zeros(max_tree_nodes + 1)
-    O = np.ones(max_tree_nodes + 1)  # O[max_tree_nodes] stays 1: "no previous occurrence"
-    W = np.zeros((max_tree_nodes, m_lin))
-    IP = np.zeros((max_tree_nodes, m_lin))
-    S = np.zeros((max_tree_nodes, m_lin, n_out))
-    cq = np.zeros(m_lin)
     for r in range(X.shape[0]):
         x = X[r]
         phi_r = phi[r]
         for t in range(tree_out.shape[0]):
-            out = tree_out[t]
-            if tree_algo[t] == 1:
-                _linear_tree(x, phi_r, t, tree_start[t], tree_start[t + 1] - tree_start[t], out, tree_inner_start,
-                             inner_feature, inner_threshold, inner_default_left, inner_left, inner_right, leaf_value,
-                             node_parent, node_prev, node_feature, node_z, node_zprev, node_leaf, node_inv,
-                             node_invz, tree_m[t], gl_t, gl_w, gl_iomt, fol, O, W, IP, S, cq)  # fmt: skip
-                continue
+            # Route the row at every split, splits in preorder (parents first). Branch-free: where a row goes
+            # is data, and mispredicted branches cost more than the arithmetic.
             mask[0] = 0
-            for j in range(tree_inner_start[t], tree_inner_start[t + 1]):  # preorder: parents first
+            for j in range(tree_inner_start[t], tree_inner_start[t + 1]):
                 xv = x[inner_feature[j]]
                 go_left = (xv <= inner_threshold[j]) | ((xv != xv) & inner_default_left[j])
                 m = mask[inner_node[j]]
@@ -820,6 +645,7 @@ def _shap_kernel(X, phi, tree_start, tree_inner_start, tree_leaf_start, tree_out
                 right_bit = b & -np.int64(go_left)  # going left leaves the right child's path, and back
                 mask[inner_left[j]] = m | (b ^ right_bit)
                 mask[inner_right[j]] = m | right_bit
+            out = tree_out[t]
             for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
                 d = leaf_d[leaf]
                 if d == 0 or (out >= 0 and leaf_value[leaf, out] == 0.0):
@@ -857,11 +683,10 @@ def _shap_kernel(X, phi, tree_start, tree_inner_start, tree_leaf_start, tree_out
 def _run(model: TreeShapModel, X: np.ndarray, phi: np.ndarray) -> None:
     m = model
     _shap_kernel(
-        X, phi, m.tree_start, m.tree_inner_start, m.tree_leaf_start, m.tree_out, m.tree_algo, m.tree_m,
-        m.inner_node, m.inner_feature, m.inner_threshold, m.inner_default_left, m.inner_bit, m.inner_left,
-        m.inner_right, m.leaf_node, m.leaf_d, m.leaf_lo, m.leaf_value, m.table_off, m.slot_feature, m.slot_z,
-        m.tables, m.node_parent, m.node_prev, m.node_feature, m.node_z, m.node_zprev, m.node_leaf, m.node_inv,
-        m.node_invz, m.gl_t, m.gl_w, m.gl_pw, m.gl_iomt, m.max_tree_nodes, m.max_slots,
+        X, phi, m.tree_inner_start, m.tree_leaf_start, m.tree_out, m.inner_node, m.inner_feature,
+        m.inner_threshold, m.inner_default_left, m.inner_bit, m.inner_left, m.inner_right, m.leaf_node, m.leaf_d,
+        m.leaf_lo, m.leaf_value, m.table_off, m.slot_feature, m.slot_z, m.tables, m.gl_t, m.gl_w, m.gl_pw,
+        m.max_tree_nodes, m.max_slots,
     )  # fmt: skip
 
 

@@ -103,3 +103,33 @@ class DriftStatesResponse(_message.Message):
     window_state_json: str
     total_state_json: str
     def __init__(self, window_state_json: _Optional[str] = ..., total_state_json: _Optional[str] = ...) -> None: ...
+
+class SwapRequest(_message.Message):
+    __slots__ = ("name", "version", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., force: bool = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SwapResponse(_message.Message):
+    __slots__ = ("name", "previous_version", "version", "workers", "seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    previous_version: str
+    version: str
+    workers: int
+    seconds: float
+    def __init__(self, name: _Optional[str] = ..., previous_version: _Optional[str] = ..., version: _Optional[str] = ..., workers: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...

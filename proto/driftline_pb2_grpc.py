@@ -216,3 +216,126 @@ class Monitoring(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminStub(object):
+    """Changing what serves. With --workers N the call reaches every worker and returns when all of
+    them serve the new version. Needs the admin token when the server listens beyond loopback.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Swap = channel.unary_unary(
+                '/driftline.v1.Admin/Swap',
+                request_serializer=driftline__pb2.SwapRequest.SerializeToString,
+                response_deserializer=driftline__pb2.SwapResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/driftline.v1.Admin/Rollback',
+                request_serializer=driftline__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=driftline__pb2.SwapResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer(object):
+    """Changing what serves. With --workers N the call reaches every worker and returns when all of
+    them serve the new version. Needs the admin token when the server listens beyond loopback.
+    """
+
+    def Swap(self, request, context):
+        """Load a version beside the serving one, check it, warm it up, switch, wait for the old one to finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Swap back to the version served before the current one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Swap': grpc.unary_unary_rpc_method_handler(
+                    servicer.Swap,
+                    request_deserializer=driftline__pb2.SwapRequest.FromString,
+                    response_serializer=driftline__pb2.SwapResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=driftline__pb2.RollbackRequest.FromString,
+                    response_serializer=driftline__pb2.SwapResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'driftline.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('driftline.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin(object):
+    """Changing what serves. With --workers N the call reaches every worker and returns when all of
+    them serve the new version. Needs the admin token when the server listens beyond loopback.
+    """
+
+    @staticmethod
+    def Swap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftline.v1.Admin/Swap',
+            driftline__pb2.SwapRequest.SerializeToString,
+            driftline__pb2.SwapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftline.v1.Admin/Rollback',
+            driftline__pb2.RollbackRequest.SerializeToString,
+            driftline__pb2.SwapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

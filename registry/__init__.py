@@ -13,4 +13,10 @@ final name and holds a manifest, so a crashed publish never shows a half-written
 from driftline.registry.metadata import Feature, TensorSpec, VersionMetadata
 from driftline.registry.store import Registry, StoredVersion, default_root
 
-__all__ = ["Feature", "Registry", "StoredVersion", "TensorSpec", "VersionMetadata", "default_root"]
+
+def open_registry(location: str) -> Registry:
+    """The registry at a folder path (an fsspec URL such as s3://bucket/prefix is not supported yet)."""
+    return Registry(location)
+
+
+__all__ = ["Feature", "Registry", "StoredVersion", "TensorSpec", "VersionMetadata", "default_root", "open_registry"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,13 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 PROFILE_FILE = "profile.json"  # the training baseline (registry/profile.py); optional for old versions
 MANIFEST_FILE = "manifest.json"
+ALIASES_FILE = "aliases.json"  # <root>/<model>/aliases.json: {"production": 3, "previous": 2, ...}
+PRODUCTION, PREVIOUS, STAGING = "production", "previous", "staging"
 MANIFEST_FORMAT = 1
 DEFAULT_ROOT = "driftline-registry"
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 def default_root() -> str:
@@ -117,6 +122,51 @@ class Registry:
         metadata = VersionMetadata.from_json(partial.read(METADATA_FILE).decode())
         return StoredVersion(model, version, path, metadata, checksums)
 
+    # -- aliases --------------------------------------------------------------------------------
+    def aliases(self, model: str) -> dict[str, int]:
+        path = self.root / check_model_name(model) / ALIASES_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise CorruptArtifact(f"{model}: {ALIASES_FILE} cannot be read: {exc}") from exc
+        return {str(k): int(v) for k, v in raw.items()}
+
+    def resolve(self, model: str, ref: str | int | None) -> int:
+        """A version number from ``3``, ``"3"``, an alias such as ``"production"``, or None/"latest"."""
+        if ref is None or ref == "latest":
+            return self.latest(model)
+        if isinstance(ref, int) or str(ref).isdigit():
+            return int(ref)
+        aliases = self.aliases(model)
+        if ref not in aliases:
+            known = ", ".join(sorted(aliases)) or "none"
+            raise NotFound(f"model {model!r} has no alias {ref!r} (aliases: {known})")
+        return aliases[ref]
+
+    def set_alias(self, model: str, alias: str, version: int) -> dict[str, int]:
+        """Point ``alias`` at ``version``; ``production`` keeps the version it replaces as ``previous``."""
+        if not _ALIAS.match(alias) or alias.isdigit() or alias == "latest":
+            raise InvalidInput(f"alias {alias!r} is not allowed: lowercase letters, digits, '_' or '-'")
+        if version not in self.versions(model):
+            raise NotFound(f"model {model!r} has no version {version} in registry {self.root}")
+        with _locked(self.root / model / ".aliases.lock"):
+            aliases = self.aliases(model)
+            if alias == PRODUCTION and aliases.get(PRODUCTION) not in (None, version):
+                aliases[PREVIOUS] = aliases[PRODUCTION]
+            aliases[alias] = version
+            text = json.dumps(aliases, indent=2, sort_keys=True) + "\n"
+            staging = self.root / model / f".{ALIASES_FILE}.{os.getpid()}"
+            _write(staging, text.encode())
+            os.replace(staging, self.root / model / ALIASES_FILE)  # readers see the old or the new file
+            _fsync_dir(self.root / model)
+        return aliases
+
+    def promote(self, model: str, version: int) -> dict[str, int]:
+        return self.set_alias(model, PRODUCTION, version)
+
+    # -- publishing -------------------------------------------------------------------------------
     def publish(self, model: str, files: Mapping[str, bytes]) -> int:
         """Write ``files`` as the next version of ``model`` and return its number.
 
@@ -146,6 +196,17 @@ class Registry:
             raise PublishError(f"publishing {model} to {self.root} failed, nothing was published: {exc}") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes changing the same model's aliases."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _numbered(model_dir: Path) -> list[int]:

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import logging
 import signal
+from dataclasses import dataclass
+from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -13,11 +15,13 @@ import grpc
 
 from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 from driftline.registry import Registry
+from driftline.server.auth import AdminGuard
 from driftline.server.peers import Peers, socket_path
+from driftline.server.poll import follow_production
 from driftline.server.repository import ModelRepository
 from driftline.server import run
 from driftline.server.monitor import MonitorThread
-from driftline.server.service import DriftlineService, InferenceService, MonitoringService
+from driftline.server.service import AdminService, DriftlineService, InferenceService, MonitoringService
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
@@ -27,13 +31,23 @@ def print_flush(line: str) -> None:
     print(line, flush=True)
 
 
-def build(settings: ServerSettings) -> tuple[grpc.aio.Server, int, ModelRepository, Executor]:
+@dataclass(frozen=True)
+class Built:
+    server: grpc.aio.Server
+    port: int
+    repository: ModelRepository
+    pool: Executor
+    admin: AdminService
+
+
+def build(settings: ServerSettings) -> Built:
     """Load the models, wire the services and bind the port (not started yet)."""
     pool = run.executor(settings.inference_threads)
     monitors = MonitorThread() if settings.monitor else None
     repository = ModelRepository(Registry(settings.registry), settings, pool, monitors)
     repository.load_startup()
     server = grpc.aio.server(
+        interceptors=[AdminGuard(settings.admin_token, settings.host)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -41,21 +55,32 @@ def build(settings: ServerSettings) -> tuple[grpc.aio.Server, int, ModelReposito
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ]
     )
-    peers = Peers(settings.peer_dir, settings.worker_index, settings.workers)
+    peers = Peers(settings.peer_dir, settings.worker_index, settings.workers, settings.admin_token)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(repository, peers), server)
     driftline_pb2_grpc.add_DriftlineServicer_to_server(DriftlineService(repository), server)
     driftline_pb2_grpc.add_MonitoringServicer_to_server(MonitoringService(repository, peers), server)
+    admin = AdminService(repository, peers, settings.workers)
+    driftline_pb2_grpc.add_AdminServicer_to_server(admin, server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    port = server.add_insecure_port(f"{host}:{settings.port}")
+    if settings.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+            root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+            require_client_auth=settings.tls_client_ca is not None,
+        )
+        port = server.add_secure_port(f"{host}:{settings.port}", credentials)
+    else:
+        port = server.add_insecure_port(f"{host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (in use, or not an address of this machine)")
     if settings.peer_dir is not None:
         server.add_insecure_port(f"unix:{socket_path(settings.peer_dir, settings.worker_index)}")
-    return server, port, repository, pool
+    return Built(server, port, repository, pool, admin)
 
 
 async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
-    server, port, repository, pool = build(settings)
+    built = build(settings)
+    server, port, repository, pool = built.server, built.port, built.repository, built.pool
     # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
     # full passes, which otherwise stall a request for ~100 ms now and then.
     gc.collect()
@@ -68,11 +93,16 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     providers = ", ".join(repository.providers)
     # Tests and scripts read this line to learn the port (which may have been chosen by the OS).
     announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})")
+    poller = None
+    if settings.poll_s and settings.worker_index == 0:
+        poller = asyncio.ensure_future(follow_production(repository, built.admin, settings.poll_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if poller is not None:
+        poller.cancel()
     log.info("shutting down: finishing in-flight requests (up to %.0f s)", settings.shutdown_grace_s)
     await server.stop(settings.shutdown_grace_s)
     pool.shutdown(wait=True, cancel_futures=True)

@@ -83,6 +83,10 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or self._running > 0
+
     def submit(self, rows: np.ndarray, deadline: float | None) -> asyncio.Future[list[np.ndarray]]:
         """Queue ``rows``; the future resolves to every output of the model, in output order, for these rows."""
         if len(self._queue) >= self.settings.max_queue_size:

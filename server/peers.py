@@ -22,6 +22,7 @@ PEER_TIMEOUT_S = 60.0
 _STUBS = {
     "inference": grpc_service_pb2_grpc.GRPCInferenceServiceStub,
     "monitoring": driftline_pb2_grpc.MonitoringStub,
+    "admin": driftline_pb2_grpc.AdminStub,
 }
 
 
@@ -35,7 +36,9 @@ def is_peer_call(context: grpc.aio.ServicerContext) -> bool:
 
 
 class Peers:
-    def __init__(self, directory: str | None, index: int, count: int) -> None:
+    def __init__(self, directory: str | None, index: int, count: int, admin_token: str | None = None) -> None:
+        # Peers pass the same admin checks as anyone: forwarded admin calls carry the token.
+        self._metadata = (PEER_MARKER,) + ((("authorization", f"Bearer {admin_token}"),) if admin_token else ())
         self._addresses = [] if directory is None else [
             f"unix:{socket_path(directory, i)}" for i in range(count) if i != index
         ]
@@ -45,12 +48,12 @@ class Peers:
         return bool(self._addresses)
 
     async def call(self, method: str, request: Any, service: str = "inference") -> list[Any]:
-        """``method`` of ``service`` ("inference" or "monitoring") on every peer, concurrently."""
+        """``method`` of ``service`` ("inference", "monitoring" or "admin") on every peer, concurrently."""
         if not self._channels:
             self._channels = [grpc.aio.insecure_channel(a) for a in self._addresses]
         stub_class = _STUBS[service]
         calls: list[Awaitable[Any]] = [
-            getattr(stub_class(channel), method)(request, metadata=(PEER_MARKER,), timeout=PEER_TIMEOUT_S)
+            getattr(stub_class(channel), method)(request, metadata=self._metadata, timeout=PEER_TIMEOUT_S)
             for channel in self._channels
         ]
         return list(await asyncio.gather(*calls))

@@ -8,23 +8,34 @@ finishes on the version it took.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import numpy as np
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from driftline.errors import DriftlineError, InvalidInput, NotFound, Unavailable
+from driftline.errors import DriftlineError, Incompatible, InvalidInput, NotFound, Unavailable
 from driftline.registry import Registry
 from driftline.server import providers
 from driftline.kernels.drift import update_state
-from driftline.registry.profile import Profile
+from driftline.registry.columns import monitored_rows
+from driftline.registry.store import PRODUCTION
 from driftline.server.batcher import Batcher
 from driftline.server.model import ServedVersion, load_version
+from driftline.server.run import run_batch
 from driftline.server.monitor import MonitorThread, VersionMonitor
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
+
+@dataclass
+class InFlight:
+    """Requests that took an endpoint and have not answered yet; a swap waits for the old one's to end."""
+
+    count: int = 0
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -33,6 +44,7 @@ class Endpoint:
     served: ServedVersion
     batcher: Batcher
     monitor: VersionMonitor | None  # None when the version carries no training profile
+    in_flight: InFlight = field(default_factory=InFlight, compare=False)
 
 
 @dataclass
@@ -41,6 +53,12 @@ class ModelSlot:
     loaded: dict[int, Endpoint] = field(default_factory=dict)
     default: Endpoint | None = None
     reason: str = ""  # why the model is not serving, when it is not
+    history: list[int] = field(default_factory=list)  # versions served, oldest first (for rollback)
+    retired: dict[int, VersionMonitor] = field(default_factory=dict)  # final drift of versions swapped out
+
+
+RETIRED_KEPT = 8  # final drift reports kept per model after their versions were swapped out
+DRAIN_TIMEOUT_S = 60.0
 
 
 class ModelRepository:
@@ -84,44 +102,99 @@ class ModelRepository:
             )
         return endpoint
 
+    def monitor(self, name: str, version: str = "") -> tuple[int, VersionMonitor | None]:
+        """The drift monitor of a serving version, or the final one of a version swapped out."""
+        slot = self.slot(name)
+        if version and parse_version(version) in slot.retired and parse_version(version) not in slot.loaded:
+            return parse_version(version), slot.retired[parse_version(version)]
+        endpoint = self.get(name, version)
+        return endpoint.served.version, endpoint.monitor
+
     def ready(self) -> bool:
         return bool(self._slots) and all(s.default is not None for s in self._slots.values())
 
     # -- changing -----------------------------------------------------------------------------
-    def load(self, name: str, version: int | None = None) -> Endpoint:
-        """Load ``version`` (latest when None) and make it the default."""
-        return self.activate(self.load_detached(name, version))
+    def load(self, name: str, version: int | str | None = None) -> None:
+        """Load ``version`` (latest when None) and make it the default, at start-up (nothing is serving yet)."""
+        self.activate(self.load_detached(name, version))
 
-    def load_detached(self, name: str, version: int | None = None) -> ServedVersion:
-        """Open and verify a version without serving it yet (slow: run it off the event loop)."""
-        stored = self.registry.open(name, version)
+    def load_detached(self, name: str, version: int | str | None = None) -> ServedVersion:
+        """Open, verify and warm up a version without serving it yet (slow: run it off the event loop)."""
+        stored = self.registry.open(name, self.registry.resolve(name, version))
         served = load_version(stored, self.providers, self.settings.intra_op_threads)
-        if served.profile is not None:
-            warm_up(served.profile)
+        warm_up(served)
         return served
 
-    def activate(self, served: ServedVersion) -> Endpoint:
-        """Make a loaded version the default for its name; earlier versions stay loaded for explicit requests."""
+    def check_compatible(self, served: ServedVersion) -> None:
+        """Refuse a version whose input differs from the serving one's: callers' requests would break."""
+        slot = self.find(served.name)
+        current = slot.default.served if slot and slot.default else None
+        if current is None:
+            return
+        before = (current.metadata.feature_names, current.input.name, current.input.datatype)
+        after = (served.metadata.feature_names, served.input.name, served.input.datatype)
+        if before != after:
+            raise Incompatible(
+                f"{served.name} version {served.version} takes input {after[1]!r} {after[2]} with features "
+                f"{list(after[0])}, but version {current.version} takes {before[1]!r} {before[2]} with "
+                f"{list(before[0])}; clients would break. Force the swap if that is intended"
+            )
+
+    def activate(self, served: ServedVersion) -> list[Endpoint]:
+        """Serve ``served`` from now on; returns the endpoints it replaced, which may still be finishing."""
         slot = self._slots.setdefault(served.name, ModelSlot(served.name))
-        endpoint = slot.loaded.get(served.version)
-        if endpoint is None or endpoint.served is not served:
-            monitor = None
-            if served.profile is not None and self.monitors is not None:
-                monitor = VersionMonitor(served.profile, served.width, served.output_names,
-                                         self.settings.drift_for(served.name))
-            observers = [self.monitors.observer(monitor)] if monitor is not None else []
-            batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, observers)
-            endpoint = Endpoint(served, batcher, monitor)
-        slot.loaded = {**slot.loaded, served.version: endpoint}
+        monitor = None
+        if served.profile is not None and self.monitors is not None:
+            monitor = VersionMonitor(served.profile, served.width, served.output_names,
+                                     self.settings.drift_for(served.name))
+        observers = [self.monitors.observer(monitor)] if monitor is not None else []
+        batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, observers)
+        endpoint = Endpoint(served, batcher, monitor)
+        replaced = list(slot.loaded.values())
+        # One assignment each: a request either took the old endpoint already or will take the new one.
+        slot.loaded = {served.version: endpoint}
         slot.default = endpoint
         slot.reason = ""
-        return endpoint
+        slot.history.append(served.version)
+        self._retire(slot, replaced)
+        return replaced
 
-    def unload(self, name: str) -> None:
+    async def swap(self, name: str, version: int | str | None, force: bool = False) -> tuple[int | None, int]:
+        """Load ``version`` beside the serving one, switch, and return once the old one has finished."""
+        loop = asyncio.get_running_loop()
+        served = await loop.run_in_executor(None, self.load_detached, name, version)
+        if not force:
+            self.check_compatible(served)
+        slot = self.find(name)
+        previous = slot.default.served.version if slot and slot.default else None
+        replaced = self.activate(served)
+        await drain(replaced)
+        log.info("%s: now serving version %d (was %s)", name, served.version, previous)
+        return previous, served.version
+
+    def rollback_target(self, name: str) -> int:
+        history = self.slot(name).history
+        current = history[-1] if history else None
+        earlier = [v for v in reversed(history) if v != current]
+        if not earlier:
+            raise NotFound(f"model {name!r} has served no other version to roll back to")
+        return earlier[0]
+
+    def unload(self, name: str) -> list[Endpoint]:
         slot = self.slot(name)
+        replaced = list(slot.loaded.values())
         slot.default = None
         slot.loaded = {}
         slot.reason = "unloaded"
+        self._retire(slot, replaced)
+        return replaced
+
+    def _retire(self, slot: ModelSlot, endpoints: list[Endpoint]) -> None:
+        for old in endpoints:
+            if old.monitor is not None:
+                slot.retired[old.served.version] = old.monitor
+        while len(slot.retired) > RETIRED_KEPT:
+            slot.retired.pop(next(iter(slot.retired)))
 
     def load_startup(self) -> None:
         """Load what the settings ask for. A model that fails is kept as unavailable, with the reason."""
@@ -130,6 +203,8 @@ class ModelRepository:
         ]
         for name, version in wanted:
             try:
+                if version is None and PRODUCTION in self.registry.aliases(name):
+                    version = self.registry.aliases(name)[PRODUCTION]
                 self.load(name, version)
             except DriftlineError as exc:
                 if self.settings.models:
@@ -150,7 +225,32 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
     return name, parse_version(version) if version else None
 
 
-def warm_up(profile: Profile) -> None:
-    """Run the drift kernel once on a scratch state, so no request pays for loading compiled code."""
-    scratch = profile.empty_state()
-    update_state(scratch, np.zeros((1, len(profile.names))), profile.layout)
+def warm_up(served: ServedVersion) -> None:
+    """Run the model and the drift kernel on a few typical rows before any request does.
+
+    onnxruntime allocates on its first runs and numba loads compiled code on its first call; the
+    first requests to a freshly swapped version should not pay for either.
+    """
+    profile = served.profile
+    if profile is None:
+        rows = np.zeros((1, served.width), dtype=served.input_dtype)
+    else:
+        features = profile.columns[: served.width]
+        rows = np.array([[c.quantiles[i] if c.quantiles else c.mean for c in features]
+                         for i in range(len(profile.quantile_levels))], dtype=served.input_dtype)
+        rows = np.nan_to_num(rows)
+    outputs = run_batch(served, rows)
+    if profile is not None:
+        scratch = profile.empty_state()
+        update_state(scratch, monitored_rows(rows, dict(zip(served.output_names, outputs, strict=True)),
+                                             served.output_names), profile.layout)
+
+
+async def drain(endpoints: list[Endpoint], timeout: float = DRAIN_TIMEOUT_S) -> None:
+    """Wait until replaced endpoints have answered every request they took."""
+    deadline = time.monotonic() + timeout
+    while any(e.in_flight.count or e.batcher.busy for e in endpoints):
+        if time.monotonic() > deadline:
+            log.warning("swap: old version still busy after %.0f s; releasing it anyway", timeout)
+            return
+        await asyncio.sleep(0.001)

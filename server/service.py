@@ -23,7 +23,8 @@ from driftline.server import status
 from driftline.server.decode import decode_rows, requested_outputs
 from driftline.server.encode import encode_response
 from driftline.server.peers import Peers, is_peer_call
-from driftline.server.repository import Endpoint, ModelRepository, parse_version
+from driftline.server.monitor import VersionMonitor
+from driftline.server.repository import Endpoint, ModelRepository, drain, parse_version
 from driftline.server.stats import Duration
 
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "driftline")
@@ -113,6 +114,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter_ns()
         endpoint = self.repository.get(request.model_name, request.model_version)
         served = endpoint.served
+        endpoint.in_flight.count += 1  # a swap waits for this to drop back before it returns
         try:
             rows = decode_rows(request, served)
             names = requested_outputs(request, served)
@@ -124,6 +126,8 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         except BaseException:
             served.stats.failed(time.perf_counter_ns() - started)
             raise
+        finally:
+            endpoint.in_flight.count -= 1
         served.stats.succeeded(len(rows), time.perf_counter_ns() - started)
         return response
 
@@ -162,19 +166,19 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def RepositoryModelLoad(self, request, context):
+        """Triton's load: driftline swaps to ``version`` (default: the latest) exactly as ``driftline swap`` does."""
         version = _version_parameter(request.parameters)
-        loop = asyncio.get_running_loop()
-        served = await loop.run_in_executor(None, self.repository.load_detached, request.model_name, version)
-        self.repository.activate(served)
+        force = "force" in request.parameters and request.parameters["force"].bool_param
+        _, current = await self.repository.swap(request.model_name, version, force=force)
         if self._fan_out(context):
-            if version is None:  # every worker must load the same version, even if a newer one lands meanwhile
-                request.parameters["version"].int64_param = served.version
+            # Every worker must load the same version, even if a newer one lands meanwhile.
+            request.parameters["version"].int64_param = current
             await self.peers.call("RepositoryModelLoad", request)
         return pb.RepositoryModelLoadResponse()
 
     @status.unary
     async def RepositoryModelUnload(self, request, context):
-        self.repository.unload(request.model_name)
+        await drain(self.repository.unload(request.model_name))
         if self._fan_out(context):
             await self.peers.call("RepositoryModelUnload", request)
         return pb.RepositoryModelUnloadResponse()
@@ -300,42 +304,43 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
 
     @status.unary
     async def DriftReport(self, request, context):
-        endpoint = self.repository.get(request.name, request.version)
-        monitor = _monitor_of(endpoint)
+        version, monitor = self.repository.monitor(request.name, request.version)
+        monitor = _require_monitor(request.name, version, monitor)
         extra = []
         if self.peers and not is_peer_call(context):
-            pinned = dpb.DriftRequest(name=request.name, version=str(endpoint.served.version))
+            pinned = dpb.DriftRequest(name=request.name, version=str(version))
             for other in await self.peers.call("DriftStates", pinned, service="monitoring"):
                 extra.append((DriftState.from_dict(json.loads(other.window_state_json)),
                               DriftState.from_dict(json.loads(other.total_state_json))))
         drift = monitor.report(extra)
         return dpb.DriftReportResponse(
-            name=endpoint.served.name,
-            version=str(endpoint.served.version),
+            name=request.name,
+            version=str(version),
             window=drift.window,
-            current=_section(drift.current_rows, drift.current, endpoint),
-            since_live=_section(drift.since_live_rows, drift.since_live, endpoint),
+            current=_section(drift.current_rows, drift.current, monitor),
+            since_live=_section(drift.since_live_rows, drift.since_live, monitor),
             thresholds_json=json.dumps(dataclasses.asdict(monitor.settings.thresholds)),
         )
 
     @status.unary
     async def DriftStates(self, request, context):
-        window, total = _monitor_of(self.repository.get(request.name, request.version)).states()
+        version, monitor = self.repository.monitor(request.name, request.version)
+        window, total = _require_monitor(request.name, version, monitor).states()
         return dpb.DriftStatesResponse(window_state_json=json.dumps(window.to_dict()),
                                        total_state_json=json.dumps(total.to_dict()))
 
 
-def _monitor_of(endpoint: Endpoint):
-    if endpoint.monitor is None:
+def _require_monitor(name: str, version: int, monitor: VersionMonitor | None) -> VersionMonitor:
+    if monitor is None:
         raise Unsupported(
-            f"{endpoint.served.name} version {endpoint.served.version} has no training profile, so there is no "
-            "baseline to compare with; publish it again with driftline train or driftline publish"
+            f"{name} version {version} has no drift monitor: it carries no training profile (publish it again "
+            "with driftline train or driftline publish) or the server runs with --no-drift"
         )
-    return endpoint.monitor
+    return monitor
 
 
-def _section(rows: int, columns, endpoint: Endpoint) -> dpb.DriftSection:
-    sources = endpoint.monitor.sources
+def _section(rows: int, columns, monitor: VersionMonitor) -> dpb.DriftSection:
+    sources = monitor.sources
     section = dpb.DriftSection(rows=rows, alarm=any(c.alarm for c in columns))
     for column in columns:
         source = sources.get(column.name, "feature")
@@ -344,3 +349,33 @@ def _section(rows: int, columns, endpoint: Endpoint) -> dpb.DriftSection:
                    wasserstein=column.wasserstein, mean_shift=column.mean_shift, chi2=column.chi2,
                    alarm=column.alarm, alarms=column.alarms, source=source)
     return section
+
+
+class AdminService(driftline_pb2_grpc.AdminServicer):
+    """Swap and rollback; the CLI's own admin calls (Triton's load/unload live on the inference service)."""
+
+    def __init__(self, repository: ModelRepository, peers: Peers, workers: int) -> None:
+        self.repository = repository
+        self.peers = peers
+        self.workers = workers
+
+    @status.unary
+    async def Swap(self, request, context):
+        return await self.swap(request.name, request.version or None, request.force, everywhere=not is_peer_call(context))
+
+    @status.unary
+    async def Rollback(self, request, context):
+        return await self.swap(request.name, self.repository.rollback_target(request.name), True, everywhere=True)
+
+    async def swap(self, name: str, version: int | str | None, force: bool, everywhere: bool = True
+                   ) -> dpb.SwapResponse:
+        """Swap here, then (``everywhere``) on every other worker; returns when all serve the new version."""
+        started = time.perf_counter()
+        previous, current = await self.repository.swap(name, version, force=force)
+        if self.peers and everywhere:
+            # The others load exactly the version this worker chose, so all agree.
+            await self.peers.call("Swap", dpb.SwapRequest(name=name, version=str(current), force=True),
+                                  service="admin")
+        return dpb.SwapResponse(name=name, previous_version="" if previous is None else str(previous),
+                                version=str(current), workers=self.workers,
+                                seconds=time.perf_counter() - started)

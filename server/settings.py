@@ -30,6 +30,11 @@ class ServerSettings:
     peer_dir: str | None = None  # where workers' private sockets live
     batching: BatchSettings = field(default_factory=BatchSettings)  # every model's, unless overridden
     model_batching: dict[str, BatchSettings] = field(default_factory=dict)  # per model name
+    admin_token: str | None = None  # required for admin calls; without it they are loopback-only
+    tls_cert: str | None = None  # PEM files: serve TLS when both cert and key are given
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # ask clients for certificates signed by this CA (mutual TLS)
+    poll_s: float | None = None  # follow the registry's production alias, checking every N seconds
     monitor: bool = True  # drift monitoring on executed batches (off only to measure what it costs)
     drift: DriftSettings = field(default_factory=DriftSettings)
     model_drift: dict[str, DriftSettings] = field(default_factory=dict)  # per model name
@@ -45,6 +50,10 @@ class ServerSettings:
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("mutual TLS (a client CA) needs the server's own certificate and key")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.intra_op_threads < 0 or self.inference_threads < 1:

@@ -13,6 +13,7 @@ from driftline.errors import (
     CorruptArtifact,
     DeadlineExpired,
     DriftlineError,
+    Incompatible,
     InvalidInput,
     NotFound,
     PublishError,
@@ -30,6 +31,7 @@ _CODES: dict[type[DriftlineError], grpc.StatusCode] = {
     PublishError: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unsupported: grpc.StatusCode.FAILED_PRECONDITION,
+    Incompatible: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 INTERNAL_MESSAGE = "internal error in driftline; the server log has the details"

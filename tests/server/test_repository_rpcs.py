@@ -46,9 +46,10 @@ def test_load_a_version_then_unload(two_versions: Path, tmp_path: Path):
         assert infer(client, "housing").get_response().model_version == "1"
         client.load_model("housing", config=None)  # no version parameter: the latest
         assert infer(client, "housing").get_response().model_version == "2"
-        assert infer(client, "housing", "1").get_response().model_version == "1"  # still loaded
+        with pytest.raises(InferenceServerException, match="version 1 is not loaded"):
+            infer(client, "housing", "1")  # swapped out and released
         index = {(m.name, m.version): m.state for m in client.get_model_repository_index().models}
-        assert index == {("housing", "1"): "READY", ("housing", "2"): "READY", ("other", "1"): "UNAVAILABLE"}
+        assert index == {("housing", "1"): "UNAVAILABLE", ("housing", "2"): "READY", ("other", "1"): "UNAVAILABLE"}
         client.unload_model("housing")
         with pytest.raises(InferenceServerException, match="not available: unloaded"):
             infer(client, "housing")
