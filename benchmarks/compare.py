@@ -356,3 +356,305 @@ def parse_perf_analyzer(output: str) -> dict:
             value = float(match.group(1))
             found[key] = int(value) if key == "count" else round(value / 1000, 4) if key != "throughput" else value
     return found
+
+
+# -- targets, table, chart --------------------------------------------------------------------
+
+
+def by_key(run: Run) -> dict[str, dict]:
+    return {r.key: r.report for r in run.rows if r.report}
+
+
+def targets(run: Run) -> list[tuple[str, str, str]]:
+    """(target, measured, status) for each of the issue's targets; 'n/a' where a figure is missing."""
+    r = by_key(run)
+
+    def rate(key: str) -> float | None:
+        return r[key]["infer_per_s"] if key in r and r[key].get("infer_per_s") else None
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+    out = []
+    unary_keys = [k for k in ("dl_unary", "dl_workers2") if rate(k)]
+    best_dl_key = max(unary_keys, key=rate) if unary_keys else None
+    best_dl = rate(best_dl_key) if best_dl_key else None
+    ml = [rate(k) for k in ("ml_adaptive", "ml_off", "ml_workers1") if rate(k)]
+    if best_dl and ml:
+        x = best_dl / max(ml)
+        out.append(("c=32 batch-1 unary: driftline >= 2.5x MLServer (best config)",
+                    f"{best_dl:,.0f} vs {max(ml):,.0f}/s = {x:.2f}x ({best_dl_key})", verdict(x >= 2.5)))
+    else:
+        out.append(("c=32 batch-1 unary: driftline >= 2.5x MLServer", "MLServer not measured", "n/a"))
+    peers = {k: rate(k) for k in ("pytriton", "kserve") if rate(k)}
+    if best_dl and peers:
+        best_peer = max(peers, key=peers.get)
+        x = best_dl / peers[best_peer]
+        out.append(("c=32 batch-1 unary: driftline >= 1.2x best of PyTriton/KServe",
+                    f"{best_dl:,.0f} vs {peers[best_peer]:,.0f}/s ({best_peer}) = {x:.2f}x", verdict(x >= 1.2)))
+    else:
+        out.append(("c=32 batch-1 unary: driftline >= 1.2x best of PyTriton/KServe", "peers not measured", "n/a"))
+    if "dl_unary" in r and "empty_unary" in r:
+        a, b = r["dl_unary"]["server_cpu_us_per_request"], r["empty_unary"]["server_cpu_us_per_request"]
+        out.append(("server CPU/request <= 1.15x the empty unary handler's",
+                    f"{a:,.0f} vs {b:,.0f} us = {a / b:.2f}x", verdict(a / b <= 1.15)))
+    if rate("dl_stream") and rate("dl_unary"):
+        x = rate("dl_stream") / rate("dl_unary")
+        out.append(("streaming >= 2x driftline unary (both --workers 1)",
+                    f"{rate('dl_stream'):,.0f} vs {rate('dl_unary'):,.0f}/s = {x:.2f}x", verdict(x >= 2)))
+        cpu = r["dl_stream"]["server_cpu_us_per_request"]
+        out.append(("streaming server CPU/request <= 100 us", f"{cpu:,.0f} us", verdict(cpu <= 100)))
+    ort = run.extra.get(f"ort_{MODEL}", {}).get("results", [])
+    ort64 = next((x["rows_per_s"] for x in ort if x["batch"] == 64), None)
+    if "dl_rows64" in r and ort64:
+        rows = r["dl_rows64"]["rows_per_s"]
+        out.append(("64-row requests >= 50% of in-process onnxruntime rows/s at batch 64 (1 thread)",
+                    f"{rows:,.0f} vs {ort64:,.0f} rows/s = {rows / ort64:.0%}", verdict(rows / ort64 >= 0.5)))
+    if rate("heavy_batched") and rate("heavy_unbatched"):
+        x = rate("heavy_batched") / rate("heavy_unbatched")
+        out.append(("heavier model: batched >= 2x unbatched",
+                    f"{rate('heavy_batched'):,.0f} vs {rate('heavy_unbatched'):,.0f}/s = {x:.2f}x", verdict(x >= 2)))
+    c1 = {p["config"]["concurrency"]: p for p in run.sweeps.get("driftline unary", [])}
+    e1 = {p["config"]["concurrency"]: p for p in run.sweeps.get("empty unary handler", [])}
+    if 1 in c1 and 1 in e1:
+        d = c1[1]["latency_ms"]["p50"] - e1[1]["latency_ms"]["p50"]
+        out.append(("concurrency 1: p50 within 0.3 ms of an empty gRPC round trip",
+                    f"{c1[1]['latency_ms']['p50']:.3f} vs {e1[1]['latency_ms']['p50']:.3f} ms = +{d:.3f} ms",
+                    verdict(d <= 0.3)))
+    if "perf_analyzer" in r and rate("dl_unary") and r["perf_analyzer"].get("infer_per_s"):
+        x = rate("dl_unary") / r["perf_analyzer"]["infer_per_s"]
+        out.append(("client check: driftline bench vs perf_analyzer on the same server (c=32)",
+                    f"{rate('dl_unary'):,.0f} vs {r['perf_analyzer']['infer_per_s']:,.0f}/s = {x:.2f}x",
+                    "bench not slower" if x >= 0.9 else "**bench slower**"))
+    return out
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(run: Run) -> str:
+    head = ["row", "server", "infer/s", "rows/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
+            "server CPU us/req", "client CPU us/req", "errors"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for row in run.rows:
+        if row.skipped:
+            lines.append(f"| {row.label} | {row.server} | skipped: {row.skipped} |" + " |" * (len(head) - 3))
+            continue
+        r, lat = row.report, row.report["latency_ms"]
+        label = row.label + (f" ({row.note})" if row.note else "")
+        lines.append("| " + " | ".join([
+            label, row.server, fmt(r["infer_per_s"], ",.0f"), fmt(r["rows_per_s"], ",.0f"), fmt(lat["p50"], ".2f"),
+            fmt(lat["p90"], ".2f"), fmt(lat["p99"], ".2f"), fmt(lat["max"], ".1f"),
+            fmt(r["server_cpu_us_per_request"], ",.0f"), fmt(r["client_cpu_us_per_request"], ",.0f"),
+            str(r["errors_total"])]) + " |")
+    for model in (MODEL, HEAVY):
+        ort = run.extra.get(f"ort_{model}")
+        for x in (ort or {}).get("results", []):
+            lines.append(f"| in-process onnxruntime, {model}, batch {x['batch']} (1 thread, no server) | - | "
+                         f"{x['calls_per_s']:,.0f} calls | {x['rows_per_s']:,.0f} | {x['p50_ms']:.3f} | - | - | - | - | "
+                         f"{x['cpu_us_per_call']:,.1f} per call | 0 |")
+    return "\n".join(lines)
+
+
+def sweep_table(run: Run) -> str:
+    lines = ["| target | concurrency | infer/s | p50 ms | p99 ms | server CPU us/req | client CPU us/req |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for line, points in run.sweeps.items():
+        for p in points:
+            lines.append(f"| {line} | {p['config']['concurrency']} | {p['infer_per_s']:,.0f} | "
+                         f"{fmt(p['latency_ms']['p50'], '.2f')} | {fmt(p['latency_ms']['p99'], '.2f')} | "
+                         f"{fmt(p['server_cpu_us_per_request'], ',.0f')} | {fmt(p['client_cpu_us_per_request'], ',.0f')} |")
+    return "\n".join(lines)
+
+
+def chart(run: Run, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        run.say("matplotlib is not installed (.venv/bin/pip install matplotlib): no chart")
+        return False
+    fig, (ax50, ax99) = plt.subplots(1, 2, figsize=(13, 5.2))
+    for line, points in run.sweeps.items():
+        xs = [p["infer_per_s"] for p in points]
+        for ax, q in ((ax50, "p50"), (ax99, "p99")):
+            ys = [p["latency_ms"][q] for p in points]
+            ax.plot(xs, ys, marker="o", label=line, linestyle="--" if "empty" in line else "-")
+            for p, x, y in zip(points, xs, ys):
+                ax.annotate(str(p["config"]["concurrency"]), (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+    for ax, q in ((ax50, "p50"), (ax99, "p99")):
+        ax.set_xlabel("throughput (infer/s, 1 row per request)")
+        ax.set_ylabel(f"{q} latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"{q} latency vs throughput (labels: concurrency)")
+    ax50.legend(fontsize=8)
+    fig.suptitle(f"{MODEL} model, closed loop, client and servers on one {os.cpu_count()}-core machine "
+                 f"(driftline bench)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = os.getloadavg()
+    import grpc
+    import numpy
+    import onnxruntime
+
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}, Python "
+            f"{platform.python_version()}, grpcio {grpc.__version__}, onnxruntime {onnxruntime.__version__}, "
+            f"numpy {numpy.__version__}; load average at the start {load[0]:.2f}")
+
+
+def code() -> str:
+    try:
+        from driftline.lineage import code_version
+
+        return code_version()
+    except Exception:  # noqa: BLE001 - informational only
+        from driftline import __version__
+
+        return __version__
+
+
+def write_results(run: Run, command: str, started: float, chart_written: bool) -> None:
+    a = run.args
+    elapsed = time.perf_counter() - started
+    section = [
+        BEGIN,
+        "## driftline vs MLServer, PyTriton and KServe (issue 3)",
+        "",
+        f"- **Date:** {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; the whole run took {elapsed / 60:.1f} minutes.",
+        f"- **Code:** `driftline {run.extra.get('code', '?')}`",
+        f"- **Machine:** {run.extra.get('machine', '?')}. Client and every server share these cores.",
+        f"- **Model:** `driftline train {MODEL} --synthetic housing --rows 4000 --seed 0` (gradient boosting, "
+        f"100 trees of depth 3, 11 FP32 features); heavy: the same data with "
+        f"`{' '.join('--param ' + p for p in HEAVY_PARAMS)}`.",
+        f"- **Client:** `driftline bench`, closed loop, concurrency {CONCURRENCY}, 1 row per request unless the row "
+        f"says otherwise, 1 channel unless noted; each row: warmup <= {a.warmup:g} s, then <= {a.duration:g} s or "
+        f"{a.requests:,} requests. Each row's exact command is in `benchmarks/out/compare.json`.",
+        "- **CPU columns:** server = utime+stime of the server's whole process tree (/proc) over the measured phase, "
+        "divided by the requests answered; client = the `driftline bench` process's own CPU (all its threads) "
+        "over the same phase.",
+        "",
+        "### Command",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "### Results (concurrency 32)",
+        "",
+        table(run),
+        "",
+        "### Targets",
+        "",
+        "| target | measured | status |",
+        "|---|---|---|",
+        *[f"| {t} | {m} | {s} |" for t, m, s in targets(run)],
+        "",
+        "### Latency vs throughput",
+        "",
+        ("![latency vs throughput](latency_vs_throughput.png)" if chart_written else "(no chart: matplotlib missing)"),
+        "",
+        sweep_table(run),
+        "",
+    ]
+    if run.skipped:
+        section += ["### Skipped", ""] + [f"- {name}: {why}" for name, why in run.skipped.items()] + [""]
+    section.append(END)
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    block = "\n".join(section)
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = block + "\n\n" + text
+    RESULTS.write_text(text)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short phases and fewer chart points (~3 minutes)")
+    p.add_argument("--duration", type=float, help="measured seconds per row (default 8; quick 3)")
+    p.add_argument("--warmup", type=float, help="warmup seconds per row (default 2; quick 1)")
+    p.add_argument("--requests", type=int, default=200_000, help="measured requests per row, at most")
+    p.add_argument("--warmup-requests", type=int, default=2000, help="warmup requests per row, at most")
+    p.add_argument("--sweep", default=None, help="chart concurrencies besides 32 (default 8,64; quick 64)")
+    p.add_argument("--sweep-duration", type=float, help="measured seconds per chart point (default 3; quick 1.5)")
+    p.add_argument("--registry", type=Path, help="registry to use (default benchmarks/out/registry, trained once)")
+    p.add_argument("--only", default="", help="comma list of parts: empty,driftline,ort,mlserver,pytriton,kserve")
+    p.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md and the chart")
+    args = p.parse_args(argv)
+    args.duration = args.duration or (3.0 if args.quick else 8.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    args.sweep_duration = args.sweep_duration or (1.5 if args.quick else 3.0)
+    args.sweep = tuple(int(c) for c in (args.sweep or ("64" if args.quick else "8,64")).split(",") if c)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([".venv/bin/python", "benchmarks/compare.py", *(sys.argv[1:] if argv is None else argv)])
+    started = time.perf_counter()
+    run = Run(args)
+    run.extra["machine"], run.extra["code"] = machine(), code()
+    run.say(f"command: {command}")
+    run.say(f"machine: {run.extra['machine']}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    registry = args.registry or OUT / "registry"
+    run.say("training the models (once per registry)")
+    model_file = harness.train(registry, MODEL)
+    harness.train(registry, HEAVY, *HEAVY_PARAMS)
+    parts: dict[str, Callable[[], None]] = {
+        "empty": lambda: part_empty(run),
+        "driftline": lambda: part_driftline(run, registry),
+        "ort": lambda: part_ort(run, registry),
+        "mlserver": lambda: part_mlserver(run, model_file),
+        "pytriton": lambda: part_pytriton(run, model_file),
+        "kserve": lambda: part_kserve(run, model_file),
+    }
+    chosen = [p for p in args.only.split(",") if p] or list(parts)
+    for name in chosen:
+        run.say(f"{name}:")
+        try:
+            parts[name]()
+        except Exception as exc:  # noqa: BLE001 - one broken peer must not lose the other rows
+            run.skipped[name] = f"{type(exc).__name__}: {str(exc)[-600:]}"
+            run.say(f"  {name} failed: {run.skipped[name]}")
+    data = {"command": command, "machine": run.extra["machine"], "args": {k: (list(v) if isinstance(v, tuple) else
+            str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "rows": [r.__dict__ for r in run.rows], "sweeps": run.sweeps, "extra": run.extra, "skipped": run.skipped}
+    (OUT / "compare.json").write_text(json.dumps(data, indent=2, default=str))
+    if not args.no_results:
+        written = chart(run, CHART)
+        write_results(run, command, started, written)
+        run.say(f"wrote {RESULTS.relative_to(harness.ROOT)}" + (f" and {CHART.relative_to(harness.ROOT)}" if written else ""))
+    print()
+    print(table(run))
+    print()
+    for t, m, s in targets(run):
+        print(f"- {t}: {m} -> {s}")
+    run.say(f"done in {(time.perf_counter() - started) / 60:.1f} minutes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ COMMANDS = {
     "swap": "driftline.cli.swap",
     "rollback": "driftline.cli.swap",
     "promote": "driftline.cli.promote",
+    "retrain": "driftline.cli.retrain",
     "bench": "driftline.cli.bench",
 }
 

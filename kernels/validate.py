@@ -123,7 +123,7 @@ def _value_bits(v, f, params, meta, cat_ok):  # noqa: ANN001, ANN202
     if bits == 0:
         if v < params[P_TMIN, f]:
             bits |= _B_BELOW_TRAINING
-        elif v > params[P_TMAX, f]:
+        if v > params[P_TMAX, f]:
             bits |= _B_ABOVE_TRAINING
     return bits
 

@@ -152,6 +152,9 @@ class FeatureSchema:
                 raise InvalidInput(f"{where}: {label} must be a finite number or null, got {x!r}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise InvalidInput(f"{where}: min {self.min:g} is above max {self.max:g}")
+        if (self.train_min is None) != (self.train_max is None) or (
+                self.train_min is not None and self.train_min > self.train_max):
+            raise InvalidInput(f"{where}: train_min and train_max must both be null or train_min <= train_max")
         if (self.type == CATEGORICAL) != (self.categories is not None):
             raise InvalidInput(f"{where}: categories go with type categorical (and it needs them)")
         if self.type in (INTEGER, BOOLEAN, CATEGORICAL) and not self.integer:
@@ -437,36 +440,44 @@ def _override_feature(feature: FeatureSchema, settings: Any) -> FeatureSchema:
         raise InvalidInput(f"{where}: unknown keys {unknown}; known: {', '.join(OVERRIDE_KEYS)}")
     try:
         s = {k: _override_value(k, v) for k, v in settings.items()}
+        kind = _override_type(feature.type, s)
+        lo, hi = _override_limits(feature, kind, s)
     except InvalidInput as e:
         raise InvalidInput(f"{where}: {e}") from None
-    kind = s.get("type", feature.type)
-    if "type" not in s and s.get("integer") is True and kind == FLOAT:
-        kind = INTEGER
-    if "type" not in s and s.get("integer") is False and kind == INTEGER:
-        kind = FLOAT
-    if "integer" in s and s["integer"] is False and kind in (BOOLEAN, CATEGORICAL):
-        raise InvalidInput(f"{where}: a {kind} feature is always whole; integer: false contradicts it")
-    if "integer" in s and s["integer"] is True and kind == FLOAT:
-        raise InvalidInput(f"{where}: type float with integer: true; use type integer")
-    if "categories" in s and kind != CATEGORICAL:
-        raise InvalidInput(f"{where}: categories need type: categorical")
-    lo = s.get("min", feature.min)
-    hi = s.get("max", feature.max)
     categories = None
-    if kind == BOOLEAN:
-        if ("min" in s and lo != 0) or ("max" in s and hi != 1):
-            raise InvalidInput(f"{where}: a boolean feature has min 0 and max 1")
-        lo, hi = 0.0, 1.0
-    elif feature.type == BOOLEAN and "type" in s:  # leaving boolean drops the limits it implied
-        lo, hi = s.get("min"), s.get("max")
     if kind == CATEGORICAL:
-        categories = s.get("categories", feature.categories)
-        if categories is None:
-            categories = _default_categories(feature, where)
-    if lo is not None and hi is not None and lo > hi:
-        raise InvalidInput(f"{where}: min {lo:g} is above max {hi:g}")
+        categories = s.get("categories", feature.categories) or _default_categories(feature, where)
     return replace(feature, type=kind, integer=kind != FLOAT, min=lo, max=hi, categories=categories,
                    allow_missing=s.get("allow_missing", feature.allow_missing))
+
+
+def _override_type(current: str, s: Mapping[str, Any]) -> str:
+    """The type after the overrides ``s``: ``type`` if given, else ``integer`` may switch float <-> integer."""
+    kind = s.get("type", current)
+    integer = s.get("integer")
+    if "type" not in s and integer is not None and kind in (FLOAT, INTEGER):
+        kind = INTEGER if integer else FLOAT
+    if integer is False and kind in (BOOLEAN, CATEGORICAL):
+        raise InvalidInput(f"a {kind} feature is always whole; integer: false contradicts it")
+    if integer is True and kind == FLOAT:
+        raise InvalidInput("type float with integer: true; use type integer")
+    if "categories" in s and kind != CATEGORICAL:
+        raise InvalidInput("categories need type: categorical")
+    return kind
+
+
+def _override_limits(feature: FeatureSchema, kind: str, s: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    lo = s.get("min", feature.min)
+    hi = s.get("max", feature.max)
+    if kind == BOOLEAN:
+        if ("min" in s and lo != 0) or ("max" in s and hi != 1):
+            raise InvalidInput("a boolean feature has min 0 and max 1")
+        lo, hi = 0.0, 1.0
+    elif feature.type == BOOLEAN:  # leaving boolean drops the limits it implied
+        lo, hi = s.get("min"), s.get("max")
+    if lo is not None and hi is not None and lo > hi:
+        raise InvalidInput(f"min {lo:g} is above max {hi:g}")
+    return lo, hi
 
 
 def _default_categories(feature: FeatureSchema, where: str) -> tuple[int, ...]:

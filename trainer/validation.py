@@ -6,7 +6,8 @@ same constraint kinds and the same wording.
 
 A string where a number belongs (a CSV column read as String because one cell says "abc") cannot reach a
 float kernel: :func:`to_numeric` finds such cells and reports them as ``not_a_number`` - the kind and wording
-the server uses for a BYTES tensor or a non-numeric JSON value (:func:`driftline.kernels.validate.not_a_number_message`).
+the server uses for a BYTES tensor or a non-numeric JSON value
+(:func:`driftline.kernels.validate.not_a_number_message`).
 Cells that hold a common missing-value marker (``""``, ``NA``, ``N/A``, ``NaN``, ``null``, ``None``, any case)
 are missing values, not strings.
 """
@@ -197,7 +198,8 @@ def validate_training_data(frame: pl.DataFrame, features: Sequence[str], schema:
     """Check the ``features`` columns of ``frame`` against ``schema`` under ``policy`` (default: the schema's).
 
     Rows are numbered from 0 in the frame's order. ``report.kept`` is the mask of rows to train on when
-    ``drop_invalid``; without it, a caller should stop when ``not report.ok`` (:meth:`~DataQualityReport.raise_if_rejected`).
+    ``drop_invalid``; without it, a caller should stop when ``not report.ok``
+    (:meth:`~DataQualityReport.raise_if_rejected`).
     """
     numeric = _numeric_for(frame, features, schema, dtype)
     policy = policy or schema.policy

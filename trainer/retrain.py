@@ -1,0 +1,106 @@
+"""``driftline retrain``: the production version's recipe on new data, published only if it is no worse.
+
+The candidate is trained with the same estimator, parameters, target and features as the version
+it would replace; both are scored on the candidate's holdout rows (the same rows for both), and the
+candidate is published only when its primary metric is within ``tolerance`` of the current one's
+there, and also within ``tolerance`` of the score the current version had on its own holdout when it
+was trained. The second check catches broken data (shuffled labels, a wrong join) that makes every
+model look bad on the new rows, where a model that learnt nothing would otherwise "win".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from driftline.errors import InvalidInput
+from driftline.registry import Registry
+from driftline.registry.store import MODEL_FILE, PRODUCTION
+from driftline.trainer.evaluate import holdout_metrics
+from driftline.trainer.train import TrainConfig, TrainedModel, publish, train
+
+PRIMARY = {"regression": ("r2", True), "classification": ("accuracy", True)}  # metric, higher is better
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    published: int | None  # the new version, or None when refused
+    baseline_version: int
+    metric: str
+    baseline_score: float
+    candidate_score: float
+    reason: str
+
+
+class OnnxModel:
+    """A stored version scored like an estimator (``predict``, ``predict_proba``) through onnxruntime."""
+
+    def __init__(self, model_bytes: bytes) -> None:
+        self._session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def _run(self, X: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(None, {self._input: X.astype(np.float32)})
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self._run(X)[0].reshape(-1)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self._run(X)[1]
+
+
+def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, base: str | None = None
+            ) -> tuple[RetrainOutcome, TrainedModel | None]:
+    aliases = registry.aliases(name)
+    baseline_version = registry.resolve(name, base or (PRODUCTION if PRODUCTION in aliases else None))
+    stored = registry.open(name, baseline_version)
+    meta = stored.metadata
+    if meta.source != "driftline train":
+        raise InvalidInput(f"{name} version {baseline_version} was imported ({meta.source}); "
+                           "retrain needs a version trained by driftline, whose recipe it can repeat")
+    config = TrainConfig(
+        model=name, estimator=meta.estimator, data=data, target=meta.target, features=meta.feature_names,
+        task=meta.task, seed=int(meta.extra.get("seed", 0)), holdout=float(meta.extra.get("holdout_fraction", 0.2)),
+        params={k: v for k, v in meta.parameters.items() if k != "random_state"},
+    )
+    candidate = train(config)
+    if meta.classes is not None and tuple(candidate.classes or ()) != tuple(meta.classes):
+        raise InvalidInput(f"the new data's classes {candidate.classes} differ from version "
+                           f"{baseline_version}'s {meta.classes}; a retrain cannot change the classes")
+    metric, higher_is_better = PRIMARY[candidate.task]
+    X = candidate.dataset.X[candidate.holdout_rows]
+    y = _encoded_target(candidate)
+    baseline_score = holdout_metrics(OnnxModel(stored.read(MODEL_FILE)), X, y, candidate.task)[metric]
+    candidate_score = candidate.metadata.metrics[metric]
+    recorded = meta.metrics.get(metric)
+    outcome = RetrainOutcome(None, baseline_version, metric, baseline_score, candidate_score, "")
+    for reference, where in ((baseline_score, "on the same rows"), (recorded, "on its own holdout when trained")):
+        if reference is None:
+            continue
+        worse_by = (reference - candidate_score) if higher_is_better else (candidate_score - reference)
+        if worse_by > tolerance:
+            return replace(outcome, reason=(
+                f"refused: {metric} {candidate_score:.4f} on the new holdout is worse than version "
+                f"{baseline_version}'s {reference:.4f} {where} by {worse_by:.4f} (tolerance {tolerance}); "
+                "nothing was published"
+            )), candidate
+    extra: dict[str, Any] = {**candidate.metadata.extra, "retrained_from": baseline_version,
+                             f"baseline_{metric}_on_holdout": baseline_score}
+    metadata = replace(candidate.metadata, source="driftline retrain", extra=extra)
+    version = publish(registry, name, candidate.onnx_model, metadata, candidate.profile)
+    return replace(outcome, published=version, reason=(
+        f"published version {version}: {metric} {candidate_score:.4f} vs version {baseline_version}'s "
+        f"{baseline_score:.4f} on the same holdout rows"
+    )), candidate
+
+
+def _encoded_target(trained: TrainedModel) -> np.ndarray:
+    y = trained.dataset.y[trained.holdout_rows]
+    if trained.task == "regression":
+        return y.astype(np.float64)
+    classes = np.asarray(trained.classes, dtype=object)
+    lookup = {c: i for i, c in enumerate(classes.tolist())}
+    return np.array([lookup[v] for v in y.tolist()], dtype=np.int64)
