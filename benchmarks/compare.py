@@ -1,22 +1,28 @@
 """driftline against MLServer, PyTriton and KServe on one model, one machine, one client.
 
     .venv/bin/python benchmarks/compare.py            # ~8 minutes on 2 cores
-    .venv/bin/python benchmarks/compare.py --quick    # ~3 minutes, shorter phases, fewer chart points
+    .venv/bin/python benchmarks/compare.py --quick    # ~3 minutes: shorter phases, one round, fewer chart points
 
 One model: the synthetic housing gradient-boosting model that ``driftline train`` makes (plus a
 heavier one, 500 trees of depth 8, for the batching rows). Every server runs onnxruntime on the CPU
 with one intra-op thread and listens on 127.0.0.1; every row is measured by the same client,
 ``driftline bench`` (closed loop, concurrency 32, one row per request unless the row says
-otherwise), in its own process, with the server's CPU (its whole process tree, from /proc) and the
-client's CPU reported beside every figure. The peers are installed on first use into their own
-virtual environments under benchmarks/.envs/ (one that cannot be installed is skipped, and the
-results say so). perf_analyzer (Triton's C++ load generator) measures driftline at the same
-settings, to show whether the Python client limits the figures.
+otherwise), in its own process, with the server's CPU (its whole process tree, from /proc), the
+client's CPU and what other processes used meanwhile reported beside every figure.
+
+The head-to-head rows (c=32, batch-1 unary: the empty handler, driftline batched and unbatched,
+MLServer with and without adaptive batching, PyTriton, KServe) run with all those servers up at
+once, in --rounds interleaved rounds whose order rotates, so that the load other tenants put on a
+shared machine falls on every server alike; their figures pool the rounds. The peers are installed
+on first use into their own virtual environments under benchmarks/.envs/ (one that cannot be
+installed or started is skipped, and the results say why). perf_analyzer (Triton's C++ load
+generator) measures driftline at the same settings, to show whether the Python client limits the
+figures.
 
 Writes benchmarks/RESULTS.md (the part between its compare markers; the rest of the file, the
 reading and the pre-batching baseline, is kept), benchmarks/latency_vs_throughput.png and
-benchmarks/out/compare.json. Every run is bounded: each phase by --duration (or requests), each
-server start by a timeout, each subprocess by a timeout.
+benchmarks/out/compare.json (every row's exact command and full report). Every run is bounded:
+each phase by --duration (or --requests), each server start and each subprocess by a timeout.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ import platform
 import re
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +65,7 @@ PEER_REQUIREMENTS = {
     "kserve": ["kserve==0.21.0", "onnxruntime", "numpy"],
     "perf_analyzer": ["tritonclient==2.47.0", "nvidia-cuda-runtime-cu12"],
 }
+KSERVE_INPUT = ("--input-name", "input", "--width", "11")  # its ModelMetadata lists no inputs
 
 
 @dataclass
@@ -71,89 +79,236 @@ class Row:
 
 
 @dataclass
+class Target:
+    """A server of the head-to-head group: how to start it and how to drive it."""
+
+    key: str
+    label: str
+    text: str  # how it runs, for the table
+    argv: list[str]
+    start: dict = field(default_factory=dict)  # harness.start keyword arguments
+    bench: tuple[str, ...] = ()
+    sweep: str = ""  # chart line name; empty: not on the chart
+
+
+@dataclass
 class Run:
     args: argparse.Namespace
     rows: list[Row] = field(default_factory=list)
     sweeps: dict[str, list[dict]] = field(default_factory=dict)  # chart line -> reports by concurrency
     skipped: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
-    log: list[str] = field(default_factory=list)
 
     def say(self, line: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp}] {line}", flush=True)
-        self.log.append(line)
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
-    def phase_args(self, *extra: str) -> list[str]:
+    def phase(self, concurrency: int = CONCURRENCY, short: bool = False) -> list[str]:
         a = self.args
-        return ["--duration", str(a.duration), "--requests", str(a.requests), "--warmup", str(a.warmup),
-                "--warmup-requests", str(a.warmup_requests), *extra]
+        duration, warmup = (a.sweep_duration, min(a.warmup, 1.0)) if short else (a.duration, a.warmup)
+        return ["--concurrency", str(concurrency), "--duration", str(duration), "--requests", str(a.requests),
+                "--warmup", str(warmup), "--warmup-requests", str(a.warmup_requests)]
 
-    def measure(self, key: str, label: str, server: Server, server_text: str, *extra: str,
-                model: str = MODEL, note: str = "") -> dict | None:
-        report = harness.bench(server, model, *self.phase_args("--concurrency", str(CONCURRENCY), *extra))
-        self.rows.append(Row(key, label, server_text, report, note))
-        self.say(f"  {label:<44} {report['infer_per_s']:>9,.0f}/s  p50 {report['latency_ms']['p50'] or 0:6.2f} ms  "
-                 f"server {report['server_cpu_us_per_request'] or 0:5.0f} us/req  "
-                 f"client {report['client_cpu_us_per_request'] or 0:4.0f} us/req  errors {report['errors_total']}")
+    def measure(self, key: str, label: str, server: Server, text: str, *extra: str, model: str = MODEL,
+                note: str = "") -> dict:
+        report = harness.bench(server, model, *self.phase(), *extra)
+        self.rows.append(Row(key, label, text, report, note))
+        self.show(label, report)
         return report
 
-    def sweep(self, line: str, server: Server, *extra: str, levels: tuple[int, ...] | None = None,
-              at_32: dict | None = None) -> None:
+    def show(self, label: str, report: dict) -> None:
+        self.say(f"  {label:<46} {report['infer_per_s']:>8,.0f}/s  p50 {report['latency_ms']['p50'] or 0:6.2f} ms  "
+                 f"server {report['server_cpu_us_per_request'] or 0:5.0f} us/req  "
+                 f"client {report['client_cpu_us_per_request'] or 0:4.0f} us/req  "
+                 f"other {report.get('other_cpu_s') or 0:5.2f} CPU-s  errors {report['errors_total']}")
+
+    def sweep(self, line: str, server: Server, *extra: str, levels: tuple[int, ...], at_32: dict | None) -> None:
         """Chart points: the same target at other concurrencies (short phases)."""
-        a = self.args
         points = [at_32] if at_32 else []
-        for c in levels or a.sweep:
-            report = harness.bench(server, MODEL, "--concurrency", str(c), "--duration", str(a.sweep_duration),
-                                   "--requests", str(a.requests), "--warmup", str(min(a.warmup, 1.0)),
-                                   "--warmup-requests", "200", *extra)
+        for c in levels:
+            report = harness.bench(server, MODEL, *self.phase(c, short=True), *extra)
             points.append(report)
-            self.say(f"    sweep {line:<28} c={c:<3} {report['infer_per_s']:>9,.0f}/s  "
+            self.say(f"    {line:<30} c={c:<3} {report['infer_per_s']:>8,.0f}/s  "
                      f"p50 {report['latency_ms']['p50'] or 0:6.2f} ms  p99 {report['latency_ms']['p99'] or 0:6.2f} ms")
         self.sweeps[line] = sorted(points, key=lambda r: r["config"]["concurrency"])
 
-    def skip(self, key: str, label: str, server_text: str, why: str) -> None:
-        self.rows.append(Row(key, label, server_text, skipped=why))
+    def skip(self, key: str, label: str, text: str, why: str) -> None:
+        self.rows.append(Row(key, label, text, skipped=why))
+        self.skipped.setdefault(key, why)
         self.say(f"  {label}: skipped: {why}")
 
 
-# -- the parts --------------------------------------------------------------------------------
+def pool(reports: list[dict]) -> dict:
+    """Interleaved rounds of one target as one figure: rates and CPU over all rounds, latency
+    percentiles as the median of the rounds' percentiles, max as the max."""
+    done = sum(r["completed"] for r in reports)
+    elapsed = sum(r["elapsed_s"] for r in reports)
+    pooled = dict(reports[0])
+
+    def total(key: str) -> float | None:
+        values = [r.get(key) for r in reports]
+        return None if any(v is None for v in values) else sum(values)
+
+    server, client = total("server_cpu_s"), total("client_cpu_s")
+    rate = done / elapsed if elapsed else 0.0
+    pooled.update(
+        completed=done, elapsed_s=round(elapsed, 3), infer_per_s=round(rate, 2),
+        rows_per_s=round(rate * reports[0]["config"]["rows_per_request"], 2),
+        latency_ms={q: (round(statistics.median(r["latency_ms"][q] for r in reports), 4) if done else None)
+                    for q in ("p50", "p90", "p99", "mean")} | {"max": max(r["latency_ms"]["max"] or 0 for r in reports)},
+        server_cpu_s=server, client_cpu_s=client, other_cpu_s=total("other_cpu_s"),
+        machine_busy_cpu_s=total("machine_busy_cpu_s"),
+        server_cpu_us_per_request=round(server / done * 1e6, 2) if server is not None and done else None,
+        client_cpu_us_per_request=round(client / done * 1e6, 2) if client is not None and done else None,
+        errors_total=sum(r["errors_total"] for r in reports),
+        rounds=[r["infer_per_s"] for r in reports], round_reports=reports,
+    )
+    return pooled
 
 
-def part_empty(run: Run) -> None:
-    argv = [sys.executable, str(harness.BENCH_DIR / "empty_server.py"), "--port", "0", "--model", MODEL]
-    with harness.running("empty", argv, model=MODEL) as server:
-        text = "benchmarks/empty_server.py (grpc.aio, no model)"
-        unary = run.measure("empty_unary", "empty grpc.aio ModelInfer handler", server, text)
-        run.measure("empty_stream", "empty grpc.aio ModelStreamInfer handler", server, text, "--stream")
-        run.sweep("empty unary handler", server, levels=(1, *run.args.sweep), at_32=unary)
+# -- the head-to-head group -------------------------------------------------------------------
 
 
-def part_driftline(run: Run, registry: Path) -> None:
+def headline_targets(run: Run, registry: Path, model_file: Path) -> list[Target]:
     serve = harness.driftline_serve_argv
-    text = "driftline serve --workers 1 (batching defaults)"
-    with harness.running("driftline", serve(registry, MODEL, "--workers", "1"), model=MODEL) as server:
-        unary = run.measure("dl_unary", "driftline unary, batched, --workers 1", server, text)
-        stream = run.measure("dl_stream", "driftline streaming (1 stream, 32 in flight)", server, text, "--stream")
-        run.measure("dl_rows64", "driftline unary, 64 rows/request", server, text, "--rows-per-request", "64")
-        run.sweep("driftline unary", server, levels=(1, *run.args.sweep), at_32=unary)
-        run.sweep("driftline streaming", server, "--stream", at_32=stream)
-        perf_analyzer(run, server)
-    text = "driftline serve --workers 1 --max-batch-size 1"
-    with harness.running("driftline", serve(registry, MODEL, "--workers", "1", "--max-batch-size", "1"),
-                         model=MODEL) as server:
-        run.measure("dl_unbatched", "driftline unary, unbatched (--max-batch-size 1)", server, text)
+    targets = [
+        Target("empty_unary", "empty grpc.aio ModelInfer handler", "benchmarks/empty_server.py (grpc.aio, no model)",
+               [sys.executable, str(harness.BENCH_DIR / "empty_server.py"), "--port", "0", "--model", MODEL],
+               sweep="empty unary handler"),
+        Target("dl_unary", "driftline unary, batched, --workers 1", "driftline serve --workers 1 (batching defaults)",
+               serve(registry, MODEL, "--workers", "1"), sweep="driftline unary"),
+        Target("dl_unbatched", "driftline unary, unbatched (--max-batch-size 1)",
+               "driftline serve --workers 1 --max-batch-size 1",
+               serve(registry, MODEL, "--workers", "1", "--max-batch-size", "1")),
+    ]
+    try:
+        python = harness.ensure_env("mlserver", PEER_REQUIREMENTS["mlserver"])
+        for key, batching in (("ml_off", False), ("ml_adaptive", True)):
+            port, home = mlserver_home(key, model_file, batching=batching, parallel_workers=0)
+            targets.append(Target(
+                key, "MLServer, adaptive batching (max 32, 0.5 ms)" if batching else "MLServer, no batching",
+                "mlserver 1.7.1, onnxruntime custom runtime, parallel_workers 0, metrics off"
+                + (", adaptive batching" if batching else ""),
+                [str(python.parent / "mlserver"), "start", str(home)],
+                start={"port": port, "cwd": home, "env": {"PYTHONPATH": str(PEERS)}},
+                sweep="MLServer (adaptive batching)" if batching else "MLServer (no batching)"))
+    except EnvUnavailable as exc:
+        for key in ("ml_off", "ml_adaptive"):
+            run.skip(key, f"MLServer ({key})", "mlserver 1.7.1", str(exc))
+    try:
+        python = harness.ensure_env("pytriton", PEER_REQUIREMENTS["pytriton"])
+        port = harness.free_port()
+        # Triton's Python backend stub links libpython dynamically: it must find this interpreter's.
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        targets.append(Target(
+            "pytriton", "PyTriton, dynamic batching (max 64, 0.5 ms)",
+            "nvidia-pytriton 0.7.0 (Triton 2.51), 1 Python model instance, dynamic batching",
+            [str(python), str(PEERS / "pytriton_server.py"), "--model", str(model_file), "--grpc-port", str(port),
+             "--http-port", str(harness.free_port()), "--metrics-port", str(harness.free_port()),
+             "--max-batch-size", "64", "--max-queue-delay-us", "500"],
+            start={"env": {"LD_LIBRARY_PATH": ":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)},
+                   "timeout_s": 240},
+            sweep="PyTriton (dynamic batching)"))
+    except EnvUnavailable as exc:
+        run.skip("pytriton", "PyTriton", "nvidia-pytriton 0.7.0", str(exc))
+    try:
+        python = harness.ensure_env("kserve", PEER_REQUIREMENTS["kserve"])
+        port = harness.free_port()
+        targets.append(Target(
+            "kserve", "KServe ModelServer (Python), no batching", "kserve 0.21.0 ModelServer, 1 worker, latency log off",
+            [str(python), str(PEERS / "kserve_server.py"), "--model", str(model_file), "--grpc-port", str(port),
+             "--http-port", str(harness.free_port())],
+            start={"port": port}, bench=KSERVE_INPUT, sweep="KServe"))
+    except EnvUnavailable as exc:
+        run.skip("kserve", "KServe", "kserve 0.21.0", str(exc))
+    return targets
+
+
+def mlserver_home(key: str, model_file: Path, *, batching: bool, parallel_workers: int | None) -> tuple[int, Path]:
+    """An MLServer model repository under benchmarks/out/ for the onnxruntime runtime; its gRPC port."""
+    home = OUT / f"mlserver-{key}"
+    (home / MODEL).mkdir(parents=True, exist_ok=True)
+    port = harness.free_port()
+    settings = {"host": HOST, "grpc_port": port, "http_port": harness.free_port(), "metrics_port": harness.free_port(),
+                "metrics_endpoint": None, "debug": False}
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers
+    model_settings = {
+        "name": MODEL, "implementation": "mlserver_onnx.OnnxModel",
+        "parameters": {"uri": str(model_file), "version": "1"},
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 11]}],
+        "outputs": [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1]}],
+        "max_batch_size": CONCURRENCY if batching else 0, "max_batch_time": 0.0005 if batching else 0.0,
+    }
+    (home / "settings.json").write_text(json.dumps(settings, indent=2))
+    (home / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+    return port, home
+
+
+def part_headline(run: Run, registry: Path, model_file: Path) -> None:
+    targets = headline_targets(run, registry, model_file)
+    with ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for t in targets:
+            try:
+                servers[t.key] = stack.enter_context(harness.running(t.key, t.argv, model=MODEL, **t.start))
+                run.say(f"  started {t.key} on {servers[t.key].address} (pid {servers[t.key].pid})")
+            except (RuntimeError, OSError) as exc:
+                run.skip(t.key, t.label, t.text, f"did not start: {str(exc)[-300:]}")
+        live = [t for t in targets if t.key in servers]
+        rounds: dict[str, list[dict]] = {t.key: [] for t in live}
+        for number in range(run.args.rounds):
+            run.say(f"  round {number + 1} of {run.args.rounds}")
+            shift = number % len(live) if live else 0
+            for t in live[shift:] + live[:shift]:  # a rotating order: nobody always goes first
+                report = harness.bench(servers[t.key], MODEL, *run.phase(), *t.bench)
+                rounds[t.key].append(report)
+                run.show(t.label, report)
+        by_key = {}
+        for t in live:
+            by_key[t.key] = pool(rounds[t.key])
+            run.rows.append(Row(t.key, t.label, t.text, by_key[t.key],
+                                note=(f"{len(rounds[t.key])} interleaved rounds: "
+                                      + " / ".join(f"{x:,.0f}" for x in by_key[t.key]["rounds"]) + " infer/s")
+                                if len(rounds[t.key]) > 1 else ""))
+        if "empty_unary" in servers:
+            run.measure("empty_stream", "empty grpc.aio ModelStreamInfer handler", servers["empty_unary"],
+                        "benchmarks/empty_server.py", "--stream", note="1 stream, 32 in flight")
+        stream = None
+        if "dl_unary" in servers:
+            server, text = servers["dl_unary"], "driftline serve --workers 1 (batching defaults)"
+            stream = run.measure("dl_stream", "driftline streaming", server, text, "--stream",
+                                 note="1 stream, 32 in flight")
+            run.measure("dl_rows64", "driftline unary, 64 rows/request", server, text, "--rows-per-request", "64")
+            perf_analyzer(run, server)
+        run.say("  chart points")
+        for t in live:
+            if t.sweep:
+                levels = (1, *run.args.sweep) if t.key in ("empty_unary", "dl_unary") else run.args.sweep
+                run.sweep(t.sweep, servers[t.key], *t.bench, levels=levels, at_32=by_key[t.key])
+        if stream is not None:
+            run.sweep("driftline streaming", servers["dl_unary"], "--stream", levels=run.args.sweep, at_32=stream)
+
+
+# -- the other rows ---------------------------------------------------------------------------
+
+
+def part_workers(run: Run, registry: Path) -> None:
     text = "driftline serve --workers 2"
-    with harness.running("driftline", serve(registry, MODEL, "--workers", "2"), model=MODEL) as server:
+    with harness.running("driftline", harness.driftline_serve_argv(registry, MODEL, "--workers", "2"),
+                         model=MODEL) as server:
         run.measure("dl_workers2", "driftline unary, batched, --workers 2", server, text, "--channels", "4",
                     note="4 channels, so the kernel spreads connections over both workers")
         run.measure("dl_workers2_stream", "driftline streaming, --workers 2", server, text, "--stream",
-                    "--streams", "2", "--channels", "2", note="2 streams on 2 connections (16 in flight each)")
-    for batching, label, extra in (("batched", "batched", ()), ("unbatched", "unbatched", ("--max-batch-size", "1"))):
-        text = f"driftline serve --workers 1 {' '.join(extra)}".strip()
-        with harness.running("driftline", serve(registry, HEAVY, "--workers", "1", *extra), model=HEAVY) as server:
-            run.measure(f"heavy_{batching}", f"heavy model (500 trees, depth 8), {label}", server, text,
-                        model=HEAVY)
+                    "--streams", "2", "--channels", "2", note="2 streams on 2 connections, 16 in flight each")
+
+
+def part_heavy(run: Run, registry: Path) -> None:
+    for key, label, extra in (("heavy_batched", "batched", ()), ("heavy_unbatched", "unbatched",
+                                                                  ("--max-batch-size", "1"))):
+        text = " ".join(["driftline serve --workers 1", *extra])
+        with harness.running("driftline", harness.driftline_serve_argv(registry, HEAVY, "--workers", "1", *extra),
+                             model=HEAVY) as server:
+            run.measure(key, f"heavy model (500 trees, depth 8), {label}", server, text, model=HEAVY)
 
 
 def part_ort(run: Run, registry: Path) -> None:
@@ -162,111 +317,24 @@ def part_ort(run: Run, registry: Path) -> None:
                 str(harness.latest_model_file(registry, model)), "--batch", "1,64", "--seconds",
                 str(max(run.args.duration / 3, 1.0))]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
-        run.extra[f"ort_{model}"] = json.loads(result.stdout)
-        run.extra[f"ort_{model}"]["command"] = harness.display_command(argv)
+        run.extra[f"ort_{model}"] = json.loads(result.stdout) | {"command": harness.display_command(argv)}
         for r in run.extra[f"ort_{model}"]["results"]:
             run.say(f"  in-process onnxruntime {model} batch {r['batch']}: {r['calls_per_s']:,.0f} calls/s, "
                     f"{r['rows_per_s']:,.0f} rows/s, {r['cpu_us_per_call']:.1f} us CPU/call")
 
 
-def part_mlserver(run: Run, model_file: Path) -> None:
+def part_mlserver_default(run: Run, model_file: Path) -> None:
+    """MLServer's default parallel_workers (1: inference in a worker process), for the record."""
+    label = "MLServer, adaptive batching, parallel_workers 1 (its default)"
     try:
         python = harness.ensure_env("mlserver", PEER_REQUIREMENTS["mlserver"])
     except EnvUnavailable as exc:
-        run.skipped["mlserver"] = str(exc)
-        for key, label in (("ml_adaptive", "MLServer, adaptive batching"), ("ml_off", "MLServer, no batching")):
-            run.skip(key, label, "mlserver 1.7.1", str(exc))
+        run.skip("ml_workers1", label, "mlserver 1.7.1", str(exc))
         return
-    for key, batching in (("ml_adaptive", True), ("ml_off", False)):
-        home = OUT / f"mlserver-{key}"
-        (home / MODEL).mkdir(parents=True, exist_ok=True)
-        port = harness.free_port()
-        settings = {"host": HOST, "grpc_port": port, "http_port": harness.free_port(),
-                    "metrics_port": harness.free_port(), "metrics_endpoint": None, "parallel_workers": 0,
-                    "debug": False}
-        model_settings = {
-            "name": MODEL, "implementation": "mlserver_onnx.OnnxModel",
-            "parameters": {"uri": str(model_file), "version": "1"},
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 11]}],
-            "outputs": [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1]}],
-            "max_batch_size": CONCURRENCY if batching else 0, "max_batch_time": 0.0005 if batching else 0.0,
-        }
-        (home / "settings.json").write_text(json.dumps(settings, indent=2))
-        (home / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
-        argv = [str(python.parent / "mlserver"), "start", str(home)]
-        text = ("mlserver 1.7.1, custom onnxruntime runtime, parallel_workers 0, metrics off, "
-                + ("adaptive batching max 32 / 0.5 ms" if batching else "no adaptive batching"))
-        label = "MLServer, adaptive batching" if batching else "MLServer, no batching"
-        with harness.running("mlserver", argv, model=MODEL, port=port, cwd=home,
-                             env={"PYTHONPATH": str(PEERS)}) as server:
-            report = run.measure(key, label, server, text)
-            if batching:
-                run.sweep("MLServer (adaptive batching)", server, at_32=report)
-    run.extra["mlserver_note"] = mlserver_workers_note(run, python, model_file)
-
-
-def mlserver_workers_note(run: Run, python: Path, model_file: Path) -> str:
-    """parallel_workers 0 was chosen because it was MLServer's best here; the default (1) is measured too."""
-    home = OUT / "mlserver-default-workers"
-    (home / MODEL).mkdir(parents=True, exist_ok=True)
-    port = harness.free_port()
-    settings = {"host": HOST, "grpc_port": port, "http_port": harness.free_port(), "metrics_port": harness.free_port(),
-                "metrics_endpoint": None, "debug": False}
-    model_settings = {"name": MODEL, "implementation": "mlserver_onnx.OnnxModel",
-                      "parameters": {"uri": str(model_file), "version": "1"},
-                      "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 11]}],
-                      "outputs": [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1]}],
-                      "max_batch_size": CONCURRENCY, "max_batch_time": 0.0005}
-    (home / "settings.json").write_text(json.dumps(settings, indent=2))
-    (home / MODEL / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
-    text = "mlserver 1.7.1, parallel_workers 1 (its default: inference in a worker process), adaptive batching"
+    port, home = mlserver_home("ml_workers1", model_file, batching=True, parallel_workers=None)
     with harness.running("mlserver", [str(python.parent / "mlserver"), "start", str(home)], model=MODEL, port=port,
                          cwd=home, env={"PYTHONPATH": str(PEERS)}) as server:
-        run.measure("ml_workers1", "MLServer, adaptive batching, parallel_workers 1", server, text)
-    return text
-
-
-def part_pytriton(run: Run, model_file: Path) -> None:
-    label = "PyTriton, dynamic batching (max 64, 0.5 ms)"
-    try:
-        python = harness.ensure_env("pytriton", PEER_REQUIREMENTS["pytriton"])
-    except EnvUnavailable as exc:
-        run.skipped["pytriton"] = str(exc)
-        run.skip("pytriton", label, "nvidia-pytriton 0.7.0", str(exc))
-        return
-    port = harness.free_port()
-    argv = [str(python), str(PEERS / "pytriton_server.py"), "--model", str(model_file), "--grpc-port", str(port),
-            "--http-port", str(harness.free_port()), "--metrics-port", str(harness.free_port()),
-            "--max-batch-size", "64", "--max-queue-delay-us", "500"]
-    # Triton's Python backend stub links libpython dynamically: it must find this interpreter's.
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    env = {"LD_LIBRARY_PATH": ":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p)}
-    text = "nvidia-pytriton 0.7.0 (Triton 2.51), 1 Python model instance, dynamic batching max 64 / 500 us"
-    try:
-        with harness.running("pytriton", argv, model=MODEL, env=env, timeout_s=240) as server:
-            report = run.measure("pytriton", label, server, text)
-            run.sweep("PyTriton (dynamic batching)", server, at_32=report)
-    except RuntimeError as exc:
-        run.skipped["pytriton"] = f"did not start: {str(exc)[-400:]}"
-        run.skip("pytriton", label, text, "did not start (see compare.json)")
-
-
-def part_kserve(run: Run, model_file: Path) -> None:
-    label = "KServe ModelServer (Python)"
-    try:
-        python = harness.ensure_env("kserve", PEER_REQUIREMENTS["kserve"])
-    except EnvUnavailable as exc:
-        run.skipped["kserve"] = str(exc)
-        run.skip("kserve", label, "kserve 0.21.0", str(exc))
-        return
-    port = harness.free_port()
-    argv = [str(python), str(PEERS / "kserve_server.py"), "--model", str(model_file), "--grpc-port", str(port),
-            "--http-port", str(harness.free_port())]
-    text = "kserve 0.21.0 ModelServer, 1 worker, latency logging off, no batching (it has none)"
-    with harness.running("kserve", argv, model=MODEL, port=port) as server:
-        # KServe's ModelMetadata lists no inputs for a custom Model: name the input for the client.
-        report = run.measure("kserve", label, server, text, "--input-name", "input", "--width", "11")
-        run.sweep("KServe", server, "--input-name", "input", "--width", "11", at_32=report)
+        run.measure("ml_workers1", label, server, "mlserver 1.7.1, default parallel_workers, metrics off")
 
 
 # -- perf_analyzer ----------------------------------------------------------------------------
@@ -435,7 +503,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def table(run: Run) -> str:
     head = ["row", "server", "infer/s", "rows/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-            "server CPU us/req", "client CPU us/req", "errors"]
+            "server CPU us/req", "client CPU us/req", "other procs (cores)", "errors"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for row in run.rows:
         if row.skipped:
@@ -447,13 +515,15 @@ def table(run: Run) -> str:
             label, row.server, fmt(r["infer_per_s"], ",.0f"), fmt(r["rows_per_s"], ",.0f"), fmt(lat["p50"], ".2f"),
             fmt(lat["p90"], ".2f"), fmt(lat["p99"], ".2f"), fmt(lat["max"], ".1f"),
             fmt(r["server_cpu_us_per_request"], ",.0f"), fmt(r["client_cpu_us_per_request"], ",.0f"),
+            fmt(r["other_cpu_s"] / r["elapsed_s"] if r.get("other_cpu_s") is not None and r.get("elapsed_s") else None,
+                ".2f"),
             str(r["errors_total"])]) + " |")
     for model in (MODEL, HEAVY):
         ort = run.extra.get(f"ort_{model}")
         for x in (ort or {}).get("results", []):
             lines.append(f"| in-process onnxruntime, {model}, batch {x['batch']} (1 thread, no server) | - | "
                          f"{x['calls_per_s']:,.0f} calls | {x['rows_per_s']:,.0f} | {x['p50_ms']:.3f} | - | - | - | - | "
-                         f"{x['cpu_us_per_call']:,.1f} per call | 0 |")
+                         f"{x['cpu_us_per_call']:,.1f} per call | - | 0 |")
     return "\n".join(lines)
 
 
@@ -600,12 +670,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep", default=None, help="chart concurrencies besides 32 (default 8,64; quick 64)")
     p.add_argument("--sweep-duration", type=float, help="measured seconds per chart point (default 3; quick 1.5)")
     p.add_argument("--registry", type=Path, help="registry to use (default benchmarks/out/registry, trained once)")
-    p.add_argument("--only", default="", help="comma list of parts: empty,driftline,ort,mlserver,pytriton,kserve")
+    p.add_argument("--rounds", type=int, help="interleaved rounds of the head-to-head rows (default 2; quick 1)")
+    p.add_argument("--only", default="", help="comma list of parts: headline,workers,heavy,ort,mlserver_default")
     p.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md and the chart")
     args = p.parse_args(argv)
     args.duration = args.duration or (3.0 if args.quick else 8.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.sweep_duration = args.sweep_duration or (1.5 if args.quick else 3.0)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     args.sweep = tuple(int(c) for c in (args.sweep or ("64" if args.quick else "8,64")).split(",") if c)
     return args
 
@@ -623,15 +695,14 @@ def main(argv: list[str] | None = None) -> int:
     run.say("training the models (once per registry)")
     model_file = harness.train(registry, MODEL)
     harness.train(registry, HEAVY, *HEAVY_PARAMS)
-    parts: dict[str, Callable[[], None]] = {
-        "empty": lambda: part_empty(run),
-        "driftline": lambda: part_driftline(run, registry),
+    parts = {
+        "headline": lambda: part_headline(run, registry, model_file),
+        "workers": lambda: part_workers(run, registry),
+        "heavy": lambda: part_heavy(run, registry),
         "ort": lambda: part_ort(run, registry),
-        "mlserver": lambda: part_mlserver(run, model_file),
-        "pytriton": lambda: part_pytriton(run, model_file),
-        "kserve": lambda: part_kserve(run, model_file),
+        "mlserver_default": lambda: part_mlserver_default(run, model_file),
     }
-    chosen = [p for p in args.only.split(",") if p] or list(parts)
+    chosen = [p for p in args.only.split(",") if p] or [p for p in parts if not (args.quick and p == "mlserver_default")]
     for name in chosen:
         run.say(f"{name}:")
         try:

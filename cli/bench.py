@@ -193,6 +193,17 @@ def tree_cpu_seconds(pid: int) -> tuple[float, int]:
     return ticks / os.sysconf("SC_CLK_TCK"), count
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), to see what else ran meanwhile."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 # -- requests ---------------------------------------------------------------------------------
 
 
@@ -540,9 +551,13 @@ async def _run_phases(config: BenchConfig, payloads: list[tuple[str, bytes]]) ->
         measured = Phase(config.requests, config.duration_s)
         cpu: dict = {}
         server_before = tree_cpu_seconds(config.server_pid) if config.server_pid else None
+        busy_before = machine_busy_seconds()
         client_before = time.process_time()  # every thread of this process, gRPC's own included
         await driver.run(measured)
         cpu["client_cpu_s"] = time.process_time() - client_before
+        busy_after = machine_busy_seconds()
+        if busy_before is not None and busy_after is not None:
+            cpu["machine_busy_cpu_s"] = busy_after - busy_before
         if server_before is not None:
             after, processes = tree_cpu_seconds(config.server_pid)
             cpu["server_cpu_s"] = after - server_before[0]
@@ -611,6 +626,10 @@ def make_report(config: BenchConfig, tensor: ModelInput, warm: Phase, measured: 
         "server_cpu_s": round(cpu["server_cpu_s"], 4) if "server_cpu_s" in cpu else None,
         "server_cpu_us_per_request": per_request(cpu.get("server_cpu_s")),
         "server_processes": cpu.get("server_processes"),
+        # Busy CPU of the whole machine over the phase; "other" is what neither side used (other processes).
+        "machine_busy_cpu_s": round(cpu["machine_busy_cpu_s"], 3) if "machine_busy_cpu_s" in cpu else None,
+        "other_cpu_s": (round(cpu["machine_busy_cpu_s"] - cpu["client_cpu_s"] - cpu["server_cpu_s"], 3)
+                        if "machine_busy_cpu_s" in cpu and "server_cpu_s" in cpu else None),
         "warmup": {"completed": len(warm.latencies_s), "errors": dict(warm.errors), "elapsed_s": round(warm.elapsed_s, 4)},
         "cpu_count": os.cpu_count(),
     }
@@ -640,6 +659,8 @@ def format_report(report: dict) -> str:
         f"  CPU/req    server {us(report['server_cpu_us_per_request'])}"
         + (f" ({report['server_processes']} process(es))" if report["server_processes"] else " (give --server-pid)")
         + f"  client {us(report['client_cpu_us_per_request'])}",
+        f"  machine    {report['cpu_count']} CPUs, busy {report['machine_busy_cpu_s'] or 0:.2f} CPU-s in the phase"
+        + (f", of which {report['other_cpu_s']:.2f} by other processes" if report["other_cpu_s"] is not None else ""),
         f"  errors     {report['errors_total']}" + (f" {report['errors']}" if report["errors"] else ""),
     ]
     lines += [f"    {sample}" for sample in report["error_samples"]]

@@ -6,7 +6,7 @@ import argparse
 
 from driftline.cli.common import add_registry
 from driftline.errors import DriftlineError
-from driftline.registry import Registry
+from driftline.registry import open_registry
 
 PRIMARY_METRIC = {"regression": "r2", "classification": "accuracy"}
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    registry = Registry(args.registry)
+    registry = open_registry(args.registry)
     rows = [("MODEL", "VERSIONS", "LATEST", "ESTIMATOR", "METRIC", "DATA VERSION", "CREATED")]
     for name in registry.models():
         versions = registry.versions(name)
@@ -44,7 +44,7 @@ def run_list(args: argparse.Namespace) -> int:
         rows.append((name, _span(versions), str(versions[-1]), meta.estimator, metric,
                      meta.data_version.removeprefix("sha256:")[:12], meta.created_at))
     if len(rows) == 1:
-        print(f"no models in {registry.root}")
+        print(f"no models in {registry.location}")
         return 0
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -53,14 +53,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    registry = Registry(args.registry)
+    registry = open_registry(args.registry)
     versions = registry.versions(args.name)
     if not versions:
         registry.latest(args.name)  # raises NotFound with the models that exist
     by_version: dict[int, list[str]] = {}
     for alias, version in sorted(registry.aliases(args.name).items()):
         by_version.setdefault(version, []).append(alias)
-    print(f"{args.name}: {len(versions)} version(s) in {registry.root}")
+    print(f"{args.name}: {len(versions)} version(s) in {registry.location}")
     for version in reversed(versions):
         try:
             meta = registry.open(args.name, version).metadata
@@ -83,7 +83,7 @@ def run_diff(args: argparse.Namespace) -> int:
     from driftline.registry.profile import Profile
     from driftline.registry.store import PROFILE_FILE
 
-    registry = Registry(args.registry)
+    registry = open_registry(args.registry)
     a, b = (registry.open(args.name, registry.resolve(args.name, ref)) for ref in (args.a, args.b))
     print(f"{args.name}: version {a.version} -> version {b.version}")
     fields = ("estimator", "task", "target", "data_version", "data_rows", "code_version", "created_at", "source")

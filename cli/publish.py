@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from driftline.cli.common import add_registry
-from driftline.registry import Registry
+from driftline.registry import open_registry
 from driftline.trainer.publish import import_onnx
 
 
@@ -21,6 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    version = import_onnx(Registry(args.registry), args.name, args.onnx, args.reference, target=args.target)
+    version = import_onnx(open_registry(args.registry), args.name, args.onnx, args.reference, target=args.target)
     print(f"published {args.name} version {version} to {args.registry}")
     return 0

@@ -40,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def once(args: argparse.Namespace) -> int:
-    from driftline.registry import Registry
+    from driftline.registry import open_registry
     from driftline.trainer.retrain import retrain
 
     if args.on_drift and not drift_alarm(args.server, args.name):
         print(f"{args.name}: no drift alarm on {args.server}; not retraining")
         return 0
-    registry = Registry(args.registry)
+    registry = open_registry(args.registry)
     outcome, _ = retrain(registry, args.name, args.data, args.tolerance, args.base)
     print(f"{args.name}: {outcome.reason}")
     if outcome.published is None:

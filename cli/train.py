@@ -6,7 +6,7 @@ import argparse
 import json
 
 from driftline.cli.common import add_registry, key_values
-from driftline.registry import Registry
+from driftline.registry import open_registry
 from driftline.trainer import estimators, synthetic
 from driftline.trainer.train import TrainConfig, publish, train
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         params=key_values(args.param),
     )
     trained = train(config)
-    version = publish(Registry(args.registry), args.name, trained.onnx_model, trained.metadata, trained.profile)
+    version = publish(open_registry(args.registry), args.name, trained.onnx_model, trained.metadata, trained.profile)
     metrics = {k: round(v, 4) for k, v in trained.metadata.metrics.items()}
     print(f"published {args.name} version {version} ({trained.task}, {args.estimator}) to {args.registry}")
     print(f"  holdout metrics: {json.dumps(metrics)}")

@@ -39,9 +39,9 @@ Layout (fast when everything is valid, which is the common case)
 (0 = valid), and returns the number of failed rows. Per row, a branch-free pass tests each value against
 ``[lo, hi]`` (the tighter of the hard and training limits; NaN fails it) and, for whole and categorical
 features, ``v - floor(v) == 0``; categorical codes are looked up in a bitmap. Only a row that fails that
-pass is classified value by value (:func:`_value_bits`). The per-feature
-detail (:func:`feature_bits`: ``uint32 [failed rows, features]``) is computed afterwards, and only for the
-rows that failed, which is what names the first failing feature, value and limit.
+pass is classified value by value (:func:`_value_bits`). The per-feature detail (:func:`feature_bits`:
+``uint32 [failed rows, features]``) is computed afterwards, on first use and only for the rows that failed;
+it is what names the first failing feature, value and limit.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class SchemaArrays:
             hi = _bound(max[f], math.inf) if on[ABOVE_MAX] else math.inf
             tlo = _bound(train_min[f], -math.inf) if on[BELOW_TRAINING_RANGE] and not categorical else -math.inf
             thi = _bound(train_max[f], math.inf) if on[ABOVE_TRAINING_RANGE] and not categorical else math.inf
-            params[:, f] = (max_(lo, tlo), min_(hi, thi), lo, hi, tlo, thi)
+            params[:, f] = (_max(lo, tlo), _min(hi, thi), lo, hi, tlo, thi)
             flags = 0
             if allow_missing[f] or not on[MISSING]:
                 flags |= F_ALLOW_MISSING
@@ -299,11 +299,11 @@ class SchemaArrays:
         return None
 
 
-def max_(a: float, b: float) -> float:
+def _max(a: float, b: float) -> float:
     return a if a >= b else b
 
 
-def min_(a: float, b: float) -> float:
+def _min(a: float, b: float) -> float:
     return a if a <= b else b
 
 
@@ -485,15 +485,20 @@ class ValidationResult:
             action=self.arrays.action(kind), column=f, text=text, dtype=str(self.X.dtype),
         )
 
+    def _index(self, row: int) -> int:
+        """Position of batch row ``row`` in ``failed_rows``, or -1."""
+        i = int(np.searchsorted(self.failed_rows, row))
+        return i if i < len(self.failed_rows) and self.failed_rows[i] == row else -1
+
     def violations(self, row: int) -> list[Violation]:
         """Every failed constraint of batch row ``row`` (without ``row_offset``), feature by feature."""
-        i = int(np.searchsorted(self.failed_rows, row))
-        if i >= len(self.failed_rows) or self.failed_rows[i] != row:
+        i = self._index(row)
+        if i < 0:
             return []
         out = []
-        for f in range(self.arrays.features):
-            bits = int(self.detail[i, f])
-            out.extend(self._violation(i, f, k) for k in _SEVERITY if bits & BIT[k])
+        for f, bits in enumerate(self.detail[i].tolist()):
+            if bits:
+                out.extend(self._violation(i, f, k) for k in _SEVERITY if bits & BIT[k])
         return out
 
     def first_violation(self, row: int | None = None) -> Violation | None:
@@ -510,11 +515,15 @@ class ValidationResult:
                     break
             else:
                 return None
-        found = self.violations(row)
-        for wanted in (REJECT, FLAG):
-            for v in found:
-                if v.action == wanted:
-                    return v
+        i = self._index(row)
+        if i < 0:
+            return None
+        row_bits = self.detail[i].tolist()
+        for wanted in (self.arrays.reject_mask, self.arrays.flag_mask):
+            for f, bits in enumerate(row_bits):
+                if bits & wanted:
+                    kind = next(k for k in _SEVERITY if bits & wanted & BIT[k])
+                    return self._violation(i, f, kind)
         return None
 
     def examples(self, feature: int, kind: str, limit: int = 3) -> list[Violation]:

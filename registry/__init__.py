@@ -15,8 +15,12 @@ from driftline.registry.store import Registry, StoredVersion, default_root
 
 
 def open_registry(location: str) -> Registry:
-    """The registry at a folder path (an fsspec URL such as s3://bucket/prefix is not supported yet)."""
-    return Registry(location)
+    """The registry at a folder path, or in an object store given as an fsspec URL (``s3://bucket/prefix``)."""
+    if "://" in location and not location.startswith("file://"):
+        from driftline.registry.objectstore import ObjectStorage
+
+        return Registry(ObjectStorage(location))
+    return Registry(location.removeprefix("file://"))
 
 
 __all__ = ["Feature", "Registry", "StoredVersion", "TensorSpec", "VersionMetadata", "default_root", "open_registry"]

@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 import grpc
 
 from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
-from driftline.registry import Registry
+from driftline.registry import open_registry
 from driftline.server.auth import AdminGuard
 from driftline.server.peers import Peers, socket_path
 from driftline.server.poll import follow_production
@@ -44,7 +44,7 @@ def build(settings: ServerSettings) -> Built:
     """Load the models, wire the services and bind the port (not started yet)."""
     pool = run.executor(settings.inference_threads)
     monitors = MonitorThread() if settings.monitor else None
-    repository = ModelRepository(Registry(settings.registry), settings, pool, monitors)
+    repository = ModelRepository(open_registry(settings.registry), settings, pool, monitors)
     repository.load_startup()
     server = grpc.aio.server(
         interceptors=[AdminGuard(settings.admin_token, settings.host)],

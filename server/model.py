@@ -77,7 +77,7 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         outputs=outputs,
         metadata=stored.metadata,
         providers=tuple(session.get_providers()),
-        source=str(stored.path),
+        source=stored.location,
         profile=_profile(stored),
     )
     log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))

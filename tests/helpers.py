@@ -78,3 +78,18 @@ def running_server(registry: Path, *extra: str) -> Iterator[RunningServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def sample_metadata(**changes):
+    """A small, valid VersionMetadata for registry tests that need no real model."""
+    from driftline.registry import Feature, TensorSpec, VersionMetadata
+
+    base = dict(
+        features=(Feature("a", "Float64"), Feature("b", "Float64")),
+        inputs=(TensorSpec("input", "FP32", (-1, 2)),),
+        outputs=(TensorSpec("prediction", "FP32", (-1, 1)),),
+        task="regression", estimator="linear", parameters={}, metrics={"r2": 0.5},
+        data_version="sha256:" + "0" * 64, data_rows=10, code_version="0.1.0",
+        created_at="2026-01-01T00:00:00+00:00", source="test",
+    )
+    return VersionMetadata(**{**base, **changes})

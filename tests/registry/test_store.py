@@ -12,20 +12,12 @@ from pathlib import Path
 import pytest
 
 from driftline.errors import CorruptArtifact, InvalidInput, NotFound, PublishError
-from driftline.registry import Feature, Registry, TensorSpec, VersionMetadata
+from driftline.registry import Registry, VersionMetadata
 from driftline.registry.store import MANIFEST_FILE, METADATA_FILE, MODEL_FILE
+from helpers import sample_metadata
 
 
-def metadata(**changes) -> VersionMetadata:
-    base = dict(
-        features=(Feature("a", "Float64"), Feature("b", "Float64")),
-        inputs=(TensorSpec("input", "FP32", (-1, 2)),),
-        outputs=(TensorSpec("prediction", "FP32", (-1, 1)),),
-        task="regression", estimator="linear", parameters={}, metrics={"r2": 0.5},
-        data_version="sha256:" + "0" * 64, data_rows=10, code_version="0.1.0",
-        created_at="2026-01-01T00:00:00+00:00", source="test",
-    )
-    return VersionMetadata(**{**base, **changes})
+metadata = sample_metadata
 
 
 def files(model: bytes = b"onnx-bytes") -> dict[str, bytes]:
@@ -96,7 +88,7 @@ def test_failed_rename_publishes_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     def disk_error(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("driftline.registry.store.os.rename", disk_error)
+    monkeypatch.setattr("driftline.registry.local.os.rename", disk_error)
     with pytest.raises(PublishError, match="nothing was published"):
         registry.publish("m", files(b"v2"))
     monkeypatch.undo()
@@ -111,9 +103,9 @@ def test_crash_during_publish_leaves_no_visible_version(tmp_path: Path, crash_po
     Registry(tmp_path).publish("m", files(b"v1"))
     script = textwrap.dedent(f"""
         import os, sys
-        import driftline.registry.store as store
+        import driftline.registry.local as store
         from driftline.registry import Registry
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parent.parent)!r}]
         from test_store import files
         if {crash_point!r} == "rename":
             store.os.rename = lambda *a: os._exit(9)

@@ -1,0 +1,101 @@
+"""A registry in a local folder: versions appear by renaming a finished folder into place."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+MANIFEST_FILE = "manifest.json"
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def children(self, key: str) -> list[str]:
+        folder = self.root / key if key else self.root
+        if not folder.is_dir():
+            return []
+        return [p.name for p in folder.iterdir() if p.is_dir()]
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def read(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def replace(self, key: str, data: bytes) -> None:
+        target = self.root / key
+        staging = target.with_name(f".{target.name}.{os.getpid()}")
+        _write(staging, data)
+        os.replace(staging, target)  # readers see the old or the new file
+        _fsync_dir(target.parent)
+
+    @contextlib.contextmanager
+    def alias_lock(self, model: str) -> Iterator[None]:
+        """An exclusive lock between processes changing the same model's aliases."""
+        with open(self.root / model / ".aliases.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def publish(self, model: str, files: Mapping[str, bytes], manifest: bytes) -> int:
+        """Files go to a hidden folder, the manifest last, and the folder is renamed into place.
+
+        Two publishers racing for one number both succeed: the second rename fails and it takes
+        the next number.
+        """
+        model_dir = self.root / model
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
+        try:
+            for name, data in files.items():
+                _write(staging / name, data)
+            _write(staging / MANIFEST_FILE, manifest)
+            _fsync_dir(staging)
+            version = _rename_to_next_version(staging, model_dir)
+            _fsync_dir(model_dir)
+            return version
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _numbered(model_dir: Path) -> list[int]:
+    return [int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.name == str(int(p.name))]
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rename_to_next_version(staging: Path, model_dir: Path) -> int:
+    # Numbers of incomplete folders count too: a number is never reused, even after a crash.
+    version = max(_numbered(model_dir), default=0) + 1
+    while True:
+        try:
+            os.rename(staging, model_dir / str(version))
+            return version
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            version += 1

@@ -1,0 +1,65 @@
+"""The CUDA twin of the TreeSHAP kernel must equal the CPU kernel (run under NUMBA_ENABLE_CUDASIM=1 without a GPU).
+
+Kept small for the simulator (every CUDA thread is a Python thread there): a few shallow trees, a few rows,
+and few threads per block and blocks, so the grid-stride loop wraps several times.
+"""
+
+from __future__ import annotations
+
+import pytest
+from numba import cuda
+
+if not cuda.is_available():
+    pytest.skip("no CUDA device (set NUMBA_ENABLE_CUDASIM=1 before numba is imported to simulate)", allow_module_level=True)
+
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+from sklearn.ensemble import (  # noqa: E402
+    GradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+)
+
+from driftline.kernels.treeshap import compute_cover, prepare, shap_values  # noqa: E402
+from driftline.kernels.treeshap_cuda import prepare_cuda, shap_values_cuda  # noqa: E402
+from driftline.onnx_trees import read_tree_ensemble  # noqa: E402
+from driftline.trainer.export import export_onnx  # noqa: E402
+
+F = 5
+RNG = np.random.default_rng(5)
+X = RNG.normal(size=(200, F)).astype(np.float32)
+X[RNG.random(X.shape) < 0.1] = np.nan
+Y = 2.0 * np.nan_to_num(X[:, 0]) - np.nan_to_num(X[:, 1]) ** 2 + np.nan_to_num(X[:, 2])
+MODELS = {
+    "hgb-regressor": (lambda: HistGradientBoostingRegressor(max_iter=3, max_depth=3, random_state=0), Y),
+    "gb-3class": (lambda: GradientBoostingClassifier(n_estimators=1, max_depth=2, random_state=0), np.digitize(Y, [-1, 1])),
+    "rf-3class": (lambda: RandomForestClassifier(n_estimators=2, max_depth=3, random_state=0), np.digitize(Y, [-1, 1])),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cuda_twin_equals_cpu_kernel(name: str) -> None:
+    make, y = MODELS[name]
+    rows = np.nan_to_num(X, nan=0.0) if name.startswith("gb") else X  # GradientBoosting rejects NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = make().fit(rows, y)
+    e = read_tree_ensemble(export_onnx(est, F))
+    e = e.with_cover(compute_cover(e, rows))
+    prepared = prepare(e)
+    batch = rows[:5]
+    want, want_base = shap_values(prepared, batch)
+
+    model = prepare_cuda(prepared)
+    phi, base = shap_values_cuda(model, cuda.to_device(batch), threads_per_block=16, max_blocks=2)
+    assert 5 * model.n_leaves > 16 * 2  # the grid-stride loop wraps
+    got = phi.copy_to_host()
+    assert got.shape == want.shape and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(base, want_base)
+
+    empty, _ = shap_values_cuda(model, cuda.to_device(batch[:0]))
+    assert empty.shape == (0, F, e.n_outputs)
+    with pytest.raises(ValueError, match="float32 device rows"):
+        shap_values_cuda(model, cuda.to_device(batch.astype(np.float64)))
