@@ -41,15 +41,14 @@ import sysconfig
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+from driftline.cli.bench import sample_rows, tree_cpu_seconds  # noqa: E402
 from harness import HOST, OUT, PEERS, EnvUnavailable, Server  # noqa: E402
-
-from driftline.cli.bench import tree_cpu_seconds  # noqa: E402
 
 MODEL = "housing"
 HEAVY = "housing_heavy"
@@ -154,7 +153,8 @@ def pool(reports: list[dict]) -> dict:
         completed=done, elapsed_s=round(elapsed, 3), infer_per_s=round(rate, 2),
         rows_per_s=round(rate * reports[0]["config"]["rows_per_request"], 2),
         latency_ms={q: (round(statistics.median(r["latency_ms"][q] for r in reports), 4) if done else None)
-                    for q in ("p50", "p90", "p99", "mean")} | {"max": max(r["latency_ms"]["max"] or 0 for r in reports)},
+                    for q in ("p50", "p90", "p99", "mean")}
+        | {"max": max(r["latency_ms"]["max"] or 0 for r in reports)},
         server_cpu_s=server, client_cpu_s=client, other_cpu_s=total("other_cpu_s"),
         machine_busy_cpu_s=total("machine_busy_cpu_s"),
         server_cpu_us_per_request=round(server / done * 1e6, 2) if server is not None and done else None,
@@ -214,7 +214,8 @@ def headline_targets(run: Run, registry: Path, model_file: Path) -> list[Target]
         python = harness.ensure_env("kserve", PEER_REQUIREMENTS["kserve"])
         port = harness.free_port()
         targets.append(Target(
-            "kserve", "KServe ModelServer (Python), no batching", "kserve 0.21.0 ModelServer, 1 worker, latency log off",
+            "kserve", "KServe ModelServer (Python), no batching",
+            "kserve 0.21.0 ModelServer, 1 worker, latency log off",
             [str(python), str(PEERS / "kserve_server.py"), "--model", str(model_file), "--grpc-port", str(port),
              "--http-port", str(harness.free_port())],
             start={"port": port}, bench=KSERVE_INPUT, sweep="KServe"))
@@ -361,8 +362,12 @@ def perf_analyzer(run: Run, server: Server) -> None:
         run.skip("perf_analyzer", label, "", str(exc))
         return
     interval_ms = int(max(run.args.duration / 2, 1.0) * 1000)
+    # The rows driftline bench sends: perf_analyzer's random data fails driftline's input checks.
+    data = OUT / "perf_analyzer_rows.json"
+    data.write_text(json.dumps({"data": [{"input": r} for r in sample_rows(64, 11, "housing", 0).tolist()]}))
     argv = [str(binary), "-i", "grpc", "-u", server.address, "-m", MODEL, "--concurrency-range", str(CONCURRENCY),
-            "--measurement-interval", str(interval_ms), "--max-trials", "6", "--stability-percentage", "25"]
+            "--measurement-interval", str(interval_ms), "--max-trials", "6", "--stability-percentage", "25",
+            "--input-data", str(data)]
     before_server, _ = tree_cpu_seconds(server.pid)
     before_count = success_count(server)
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)  # perf_analyzer's CPU lands here once reaped
@@ -382,7 +387,8 @@ def perf_analyzer(run: Run, server: Server) -> None:
     server_cpu = tree_cpu_seconds(server.pid)[0] - before_server
     parsed = parse_perf_analyzer(output)
     report = {
-        "command": harness.display_command(argv).replace(str(binary), "benchmarks/.envs/perf_analyzer/bin/perf_analyzer"),
+        "command": harness.display_command(argv).replace(str(binary),
+                                                         "benchmarks/.envs/perf_analyzer/bin/perf_analyzer"),
         "returncode": process.returncode, "output_tail": output[-3000:], "elapsed_s": round(elapsed, 2),
         "infer_per_s": parsed.get("throughput"), "rows_per_s": parsed.get("throughput"),
         "latency_ms": {k: parsed.get(k) for k in ("p50", "p90", "p99")} | {"max": None},
@@ -402,7 +408,6 @@ def perf_analyzer(run: Run, server: Server) -> None:
 
 def success_count(server: Server) -> int:
     import grpc
-
     from driftline.proto import grpc_service_pb2 as pb
     from driftline.proto import grpc_service_pb2_grpc as pb_grpc
 
@@ -522,7 +527,8 @@ def table(run: Run) -> str:
         ort = run.extra.get(f"ort_{model}")
         for x in (ort or {}).get("results", []):
             lines.append(f"| in-process onnxruntime, {model}, batch {x['batch']} (1 thread, no server) | - | "
-                         f"{x['calls_per_s']:,.0f} calls | {x['rows_per_s']:,.0f} | {x['p50_ms']:.3f} | - | - | - | - | "
+                         f"{x['calls_per_s']:,.0f} calls | {x['rows_per_s']:,.0f} | {x['p50_ms']:.3f} | - | - | - "
+                         "| - | "
                          f"{x['cpu_us_per_call']:,.1f} per call | - | 0 |")
     return "\n".join(lines)
 
@@ -534,7 +540,8 @@ def sweep_table(run: Run) -> str:
         for p in points:
             lines.append(f"| {line} | {p['config']['concurrency']} | {p['infer_per_s']:,.0f} | "
                          f"{fmt(p['latency_ms']['p50'], '.2f')} | {fmt(p['latency_ms']['p99'], '.2f')} | "
-                         f"{fmt(p['server_cpu_us_per_request'], ',.0f')} | {fmt(p['client_cpu_us_per_request'], ',.0f')} |")
+                         f"{fmt(p['server_cpu_us_per_request'], ',.0f')} | "
+                         f"{fmt(p['client_cpu_us_per_request'], ',.0f')} |")
     return "\n".join(lines)
 
 
@@ -553,7 +560,7 @@ def chart(run: Run, path: Path) -> bool:
         for ax, q in ((ax50, "p50"), (ax99, "p99")):
             ys = [p["latency_ms"][q] for p in points]
             ax.plot(xs, ys, marker="o", label=line, linestyle="--" if "empty" in line else "-")
-            for p, x, y in zip(points, xs, ys):
+            for p, x, y in zip(points, xs, ys, strict=True):
                 ax.annotate(str(p["config"]["concurrency"]), (x, y), textcoords="offset points", xytext=(4, 4),
                             fontsize=7)
     for ax, q in ((ax50, "p50"), (ax99, "p99")):
@@ -609,7 +616,7 @@ def write_results(run: Run, command: str, started: float, chart_written: bool) -
         BEGIN,
         "## driftline vs MLServer, PyTriton and KServe (issue 3)",
         "",
-        f"- **Date:** {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; the whole run took {elapsed / 60:.1f} minutes.",
+        f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; the whole run took {elapsed / 60:.1f} minutes.",
         f"- **Code:** `driftline {run.extra.get('code', '?')}`",
         f"- **Machine:** {run.extra.get('machine', '?')}. Client and every server share these cores.",
         f"- **Model:** `driftline train {MODEL} --synthetic housing --rows 4000 --seed 0` (gradient boosting, "
@@ -702,7 +709,8 @@ def main(argv: list[str] | None = None) -> int:
         "ort": lambda: part_ort(run, registry),
         "mlserver_default": lambda: part_mlserver_default(run, model_file),
     }
-    chosen = [p for p in args.only.split(",") if p] or [p for p in parts if not (args.quick and p == "mlserver_default")]
+    chosen = ([p for p in args.only.split(",") if p]
+              or [p for p in parts if not (args.quick and p == "mlserver_default")])
     for name in chosen:
         run.say(f"{name}:")
         try:
@@ -717,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         written = chart(run, CHART)
         write_results(run, command, started, written)
-        run.say(f"wrote {RESULTS.relative_to(harness.ROOT)}" + (f" and {CHART.relative_to(harness.ROOT)}" if written else ""))
+        run.say(f"wrote {RESULTS.relative_to(harness.ROOT)}"
+                + (f" and {CHART.relative_to(harness.ROOT)}" if written else ""))
     print()
     print(table(run))
     print()

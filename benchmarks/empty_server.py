@@ -18,7 +18,6 @@ import signal
 
 import grpc
 import numpy as np
-
 from driftline.proto import grpc_service_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"

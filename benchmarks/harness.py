@@ -68,7 +68,6 @@ def free_port() -> int:
 
 def model_ready(address: str, model: str, timeout_s: float) -> bool:
     import grpc
-
     from driftline.proto import grpc_service_pb2 as pb
     from driftline.proto import grpc_service_pb2_grpc as pb_grpc
 

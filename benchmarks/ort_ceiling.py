@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-
 from driftline.cli.bench import sample_rows
 
 

@@ -217,10 +217,10 @@ class ModelInput:
 def model_input(config: BenchConfig) -> ModelInput:
     """The model's first input, from ModelMetadata unless --input-name and --width say it."""
     import grpc
-
-    from driftline.errors import InvalidInput, Unavailable
     from driftline.proto import grpc_service_pb2 as pb
     from driftline.proto import grpc_service_pb2_grpc as pb_grpc
+
+    from driftline.errors import InvalidInput, Unavailable
 
     if config.input_name and config.width:
         return ModelInput(config.input_name, "FP32", config.width)
@@ -259,7 +259,6 @@ def sample_rows(count: int, width: int, data: str, seed: int):
 def build_payloads(config: BenchConfig, tensor: ModelInput, distinct: int = 64) -> list[tuple[str, bytes]]:
     """``distinct`` different requests, serialised once: (id, bytes). Ids only where a stream needs them."""
     import numpy as np
-
     from driftline.proto import grpc_service_pb2 as pb
 
     rows = sample_rows(distinct * config.rows_per_request, tensor.width, config.data, config.seed)
@@ -575,7 +574,7 @@ async def asyncio_wait_ready(channel, timeout_s: float) -> None:
 
     try:
         await asyncio.wait_for(channel.channel_ready(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise Unavailable(f"could not connect in {timeout_s:g} s") from None
 
 
@@ -630,7 +629,8 @@ def make_report(config: BenchConfig, tensor: ModelInput, warm: Phase, measured: 
         "machine_busy_cpu_s": round(cpu["machine_busy_cpu_s"], 3) if "machine_busy_cpu_s" in cpu else None,
         "other_cpu_s": (round(cpu["machine_busy_cpu_s"] - cpu["client_cpu_s"] - cpu["server_cpu_s"], 3)
                         if "machine_busy_cpu_s" in cpu and "server_cpu_s" in cpu else None),
-        "warmup": {"completed": len(warm.latencies_s), "errors": dict(warm.errors), "elapsed_s": round(warm.elapsed_s, 4)},
+        "warmup": {"completed": len(warm.latencies_s), "errors": dict(warm.errors),
+                   "elapsed_s": round(warm.elapsed_s, 4)},
         "cpu_count": os.cpu_count(),
     }
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     step("1. Train a gradient-boosting price model on synthetic housing data and publish it")
     first = train(TrainConfig(model="housing", estimator="gradient_boosting", rows=args.rows, seed=1))
-    v1 = publish(registry, "housing", first.onnx_model, first.metadata, first.profile)
+    v1 = publish(registry, "housing", first.onnx_model, first.metadata, first.profile, first.schema)
     print(f"published housing version {v1}: holdout r2={first.metadata.metrics['r2']:.3f}, "
           f"mae={first.metadata.metrics['mae']:,.0f} PLN, data {first.metadata.data_version[:19]}...")
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
         step("5. Retrain with another estimator, publish version 2 and load it into the running server")
         second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", rows=args.rows, seed=2))
-        v2 = publish(registry, "housing", second.onnx_model, second.metadata, second.profile)
+        v2 = publish(registry, "housing", second.onnx_model, second.metadata, second.profile, second.schema)
         load = pb.RepositoryModelLoadRequest(model_name="housing")
         load.parameters["version"].int64_param = v2
         grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryModelLoad(load)

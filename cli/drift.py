@@ -78,6 +78,7 @@ def as_json(response: Any, section: Any) -> dict[str, Any]:
         "features": [column(c) for c in section.features],
         "prediction": [column(c) for c in section.outputs],
         "thresholds": json.loads(response.thresholds_json or "{}"),
+        "validation": json.loads(response.validation_json or "{}"),
     }
 
 
@@ -94,6 +95,14 @@ def print_table(summary: dict[str, Any], window: str) -> None:
     for row in rows:
         print("  ".join(cell.rjust(w) if 0 < i < 7 else cell.ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    validation = summary.get("validation") or {}
+    if validation.get("rows_rejected") or validation.get("rows_flagged"):
+        print(f"validation since live: {validation['requests_rejected']} requests refused "
+              f"({validation['rows_rejected']} rows), {validation['rows_flagged']} rows served but flagged")
+        for feature, kinds in validation["counts"].items():
+            print(f"  {feature}: " + ", ".join(f"{k} x{n}" for k, n in kinds.items()))
+        for example in validation["examples"][-3:]:
+            print(f"  e.g. {example}")
 
 
 def _finite(value: float) -> float | None:

@@ -78,7 +78,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     )
     drift = DriftSettings(window_rows=args.drift_window_rows, window_seconds=args.drift_window_seconds,
                           thresholds=Thresholds(min_rows=args.drift_min_rows))
-    per_model, per_model_drift = load_model_config(args.model_config, batching, drift) if args.model_config else ({}, {})
+    per_model, per_model_drift, per_model_validation = (
+        load_model_config(args.model_config, batching, drift) if args.model_config else ({}, {}, {}))
     return ServerSettings(
         registry=args.registry,
         host=args.host,
@@ -98,4 +99,5 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         model_batching=per_model,
         drift=drift,
         model_drift=per_model_drift,
+        model_validation=per_model_validation,
     )

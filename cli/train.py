@@ -7,6 +7,7 @@ import json
 
 from driftline.cli.common import add_registry, key_values
 from driftline.registry import open_registry
+from driftline.registry.schema import load_overrides
 from driftline.trainer import estimators, synthetic
 from driftline.trainer.train import TrainConfig, publish, train
 
@@ -27,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["auto", "regression", "classification"], default="auto")
     p.add_argument("--holdout", type=float, default=0.2, help="fraction kept out for evaluation (default 0.2)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="estimator parameter override")
+    p.add_argument("--schema", metavar="FILE.yaml",
+                   help="tighten or loosen the inferred schema, e.g. 'bedrooms: {min: 0, integer: true}'")
+    p.add_argument("--drop-invalid", action="store_true",
+                   help="train without the rows that break hard limits (default: stop with a report)")
     p.set_defaults(run=run)
 
 
@@ -43,11 +48,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         holdout=args.holdout,
         params=key_values(args.param),
+        schema_overrides=load_overrides(args.schema) if args.schema else None,
+        drop_invalid=args.drop_invalid,
     )
     trained = train(config)
-    version = publish(open_registry(args.registry), args.name, trained.onnx_model, trained.metadata, trained.profile)
+    version = publish(open_registry(args.registry), args.name, trained.onnx_model, trained.metadata, trained.profile, trained.schema)
     metrics = {k: round(v, 4) for k, v in trained.metadata.metrics.items()}
     print(f"published {args.name} version {version} ({trained.task}, {args.estimator}) to {args.registry}")
     print(f"  holdout metrics: {json.dumps(metrics)}")
     print(f"  data version: {trained.metadata.data_version}  code version: {trained.metadata.code_version}")
+    print("  " + trained.quality.format().replace("\n", "\n  "))
     return 0

@@ -98,7 +98,10 @@ def _below_f32(t: np.ndarray) -> np.ndarray:
 
 def _n_features(model: onnx.ModelProto, node: onnx.NodeProto, max_feature: int) -> int:
     inputs = {i.name: i for i in model.graph.input}
+    producers = {out: n for n in model.graph.node for out in n.output}
     src = node.input[0]
+    while src not in inputs and src in producers and producers[src].op_type in ("Cast", "Identity"):
+        src = producers[src].input[0]  # a dtype cast keeps the columns
     if src not in inputs:
         raise ValueError(
             f"the tree ensemble reads {src!r}, not a graph input: the model transforms its input first, so "
@@ -142,7 +145,9 @@ def _structure(attrs: dict[str, Any], pos: dict[tuple[int, int], int], tree_ids:
     values = _array(attrs, "nodes_values", np.float64)
     true_ids = _array(attrs, "nodes_truenodeids", np.int64)
     false_ids = _array(attrs, "nodes_falsenodeids", np.int64)
-    tracks = _array(attrs, "nodes_missing_value_tracks_true", np.int64, np.zeros(n))
+    tracks = _array(attrs, "nodes_missing_value_tracks_true", np.int64, [])
+    if tracks.size == 0:  # absent or empty: NaN takes the false branch everywhere
+        tracks = np.zeros(n, np.int64)
     for name, arr in (("featureids", feature), ("values", values), ("truenodeids", true_ids),
                       ("falsenodeids", false_ids), ("missing_value_tracks_true", tracks)):  # fmt: skip
         if arr is None or arr.shape != (n,):

@@ -534,7 +534,8 @@ def prepare(
     gl_t, gl_w, gl_pw = _gauss_legendre(max(max_slots, 1))
     tables = np.zeros(max(total, 1))
     if total:
-        _build_tables(leaf_d, leaf_lo, slot_z, table_off, tables, gl_t, gl_w, gl_pw, max_table_depth)
+        deepest = int(leaf_d[table_off >= 0].max())  # sizes the builder's scratch
+        _build_tables(leaf_d, leaf_lo, slot_z, table_off, tables, gl_t, gl_w, gl_pw, deepest)
     stats = {
         "n_trees": e.n_trees, "n_nodes": n, "n_leaves": int(n_leaves), "max_depth": int(depth.max()),
         "max_path_features": max_slots, "table_leaves": int((table_off >= 0).sum()), "table_bytes": total * 8,
@@ -623,7 +624,7 @@ def _leaf_table(mask, d, lo, slot_z, tables, off, coef):  # noqa: ANN001, ANN202
 
 
 @njit(nogil=True, cache=True)
-def _shap_kernel(X, phi, tree_inner_start, tree_leaf_start, tree_out, inner_node, inner_feature,  # noqa: ANN001, ANN202
+def _shap_kernel(X, phi, tree_inner_start, tree_leaf_start, tree_out, inner_node, inner_feature,  # noqa: ANN001, ANN202, C901
                  inner_threshold, inner_default_left, inner_bit, inner_left, inner_right, leaf_node, leaf_d,
                  leaf_lo, leaf_value, table_off, slot_feature, slot_z, tables, gl_t, gl_w, gl_pw,
                  max_tree_nodes, max_slots):  # fmt: skip
@@ -701,7 +702,8 @@ def shap_values(
 
     Returns ``(phi, base)``: ``phi`` float64 ``[n, n_features, n_outputs]`` and ``base`` float64
     ``[n_outputs]`` (the expected value) with ``phi[r].sum(axis=0) + base == raw output of row r`` (the margin:
-    before ``post_transform``, e.g. log-odds for a boosted classifier). ``model`` is :func:`prepare`'s result
+    before ``post_transform``, e.g. log-odds for a boosted classifier). ``X`` is cast to float32 first, as the
+    ONNX input is. ``model`` is :func:`prepare`'s result
     (a bare :class:`TreeEnsemble` is prepared on every call). ``n_threads > 1`` splits batches of at least
     ``2 * min_rows_per_thread`` rows over that many threads (the kernel releases the GIL); the default runs
     on the calling thread.

@@ -87,7 +87,9 @@ def prepare_cuda(model: TreeShapModel | TreeEnsemble) -> CudaTreeShap:
         model = prepare(model, table_budget_bytes=0)
     m = model
     if m.max_slots > CUDA_MAX_PATH_FEATURES:
-        raise ValueError(f"a path splits on {m.max_slots} distinct features; the CUDA kernel takes {CUDA_MAX_PATH_FEATURES}")
+        raise ValueError(
+            f"a path splits on {m.max_slots} distinct features; the CUDA kernel takes {CUDA_MAX_PATH_FEATURES}"
+        )
     path_lo, path_inner, path_left = _leaf_paths(
         m.tree_inner_start, m.tree_leaf_start, m.inner_node, m.inner_left, m.inner_right, m.leaf_node, m.max_tree_nodes
     )

@@ -81,28 +81,32 @@ class DriftSection(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., alarm: bool = ..., features: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ...) -> None: ...
 
 class DriftReportResponse(_message.Message):
-    __slots__ = ("name", "version", "window", "current", "since_live", "thresholds_json")
+    __slots__ = ("name", "version", "window", "current", "since_live", "thresholds_json", "validation_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     SINCE_LIVE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     window: str
     current: DriftSection
     since_live: DriftSection
     thresholds_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., window: _Optional[str] = ..., current: _Optional[_Union[DriftSection, _Mapping]] = ..., since_live: _Optional[_Union[DriftSection, _Mapping]] = ..., thresholds_json: _Optional[str] = ...) -> None: ...
+    validation_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., window: _Optional[str] = ..., current: _Optional[_Union[DriftSection, _Mapping]] = ..., since_live: _Optional[_Union[DriftSection, _Mapping]] = ..., thresholds_json: _Optional[str] = ..., validation_json: _Optional[str] = ...) -> None: ...
 
 class DriftStatesResponse(_message.Message):
-    __slots__ = ("window_state_json", "total_state_json")
+    __slots__ = ("window_state_json", "total_state_json", "validation_json")
     WINDOW_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_JSON_FIELD_NUMBER: _ClassVar[int]
     window_state_json: str
     total_state_json: str
-    def __init__(self, window_state_json: _Optional[str] = ..., total_state_json: _Optional[str] = ...) -> None: ...
+    validation_json: str
+    def __init__(self, window_state_json: _Optional[str] = ..., total_state_json: _Optional[str] = ..., validation_json: _Optional[str] = ...) -> None: ...
 
 class SwapRequest(_message.Message):
     __slots__ = ("name", "version", "force")

@@ -12,6 +12,7 @@ from driftline.datatypes import NUMPY_OF, oip_from_ort
 from driftline.errors import CorruptArtifact
 from driftline.registry import StoredVersion, TensorSpec, VersionMetadata
 from driftline.registry.profile import Profile
+from driftline.registry.schema import SCHEMA_FILE, Schema
 from driftline.registry.store import MODEL_FILE, PROFILE_FILE
 from driftline.server.stats import VersionStats
 
@@ -29,6 +30,7 @@ class ServedVersion:
     providers: tuple[str, ...]  # what the session really runs on
     source: str  # registry location, for humans
     profile: Profile | None = None  # the training baseline; None for versions published without one
+    schema: Schema | None = None  # what valid input looks like; None for versions published without one
     stats: VersionStats = field(default_factory=VersionStats, compare=False)
 
     @property
@@ -79,6 +81,7 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         providers=tuple(session.get_providers()),
         source=stored.location,
         profile=_profile(stored),
+        schema=_schema(stored),
     )
     log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))
     return served
@@ -91,3 +94,9 @@ def _profile(stored: StoredVersion) -> Profile | None:
         return Profile.from_json(stored.read(PROFILE_FILE))
     except ValueError as exc:
         raise CorruptArtifact(f"{stored.model} version {stored.version}: profile.json cannot be read: {exc}") from exc
+
+
+def _schema(stored: StoredVersion) -> Schema | None:
+    if SCHEMA_FILE not in stored.checksums:
+        return None
+    return Schema.from_json(stored.read(SCHEMA_FILE))

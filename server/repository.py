@@ -9,6 +9,7 @@ finishes on the version it took.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -26,6 +27,7 @@ from driftline.server.batcher import Batcher
 from driftline.server.model import ServedVersion, load_version
 from driftline.server.run import run_batch
 from driftline.server.monitor import MonitorThread, VersionMonitor
+from driftline.server.validate import RequestValidator
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
@@ -44,6 +46,7 @@ class Endpoint:
     served: ServedVersion
     batcher: Batcher
     monitor: VersionMonitor | None  # None when the version carries no training profile
+    validator: RequestValidator | None  # None when the version carries no schema
     in_flight: InFlight = field(default_factory=InFlight, compare=False)
 
 
@@ -54,7 +57,7 @@ class ModelSlot:
     default: Endpoint | None = None
     reason: str = ""  # why the model is not serving, when it is not
     history: list[int] = field(default_factory=list)  # versions served, oldest first (for rollback)
-    retired: dict[int, VersionMonitor] = field(default_factory=dict)  # final drift of versions swapped out
+    retired: dict[int, Endpoint] = field(default_factory=dict)  # versions swapped out, for their final reports
 
 
 RETIRED_KEPT = 8  # final drift reports kept per model after their versions were swapped out
@@ -105,10 +108,15 @@ class ModelRepository:
     def monitor(self, name: str, version: str = "") -> tuple[int, VersionMonitor | None]:
         """The drift monitor of a serving version, or the final one of a version swapped out."""
         slot = self.slot(name)
-        if version and parse_version(version) in slot.retired and parse_version(version) not in slot.loaded:
-            return parse_version(version), slot.retired[parse_version(version)]
-        endpoint = self.get(name, version)
+        endpoint = self.endpoint_for_report(name, version)
         return endpoint.served.version, endpoint.monitor
+
+    def endpoint_for_report(self, name: str, version: str = "") -> Endpoint:
+        """A serving endpoint, or one swapped out (its session released) whose final reports stay readable."""
+        slot = self.slot(name)
+        if version and parse_version(version) in slot.retired and parse_version(version) not in slot.loaded:
+            return slot.retired[parse_version(version)]
+        return self.get(name, version)
 
     def ready(self) -> bool:
         return bool(self._slots) and all(s.default is not None for s in self._slots.values())
@@ -149,7 +157,10 @@ class ModelRepository:
                                      self.settings.drift_for(served.name))
         observers = [self.monitors.observer(monitor)] if monitor is not None else []
         batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, observers)
-        endpoint = Endpoint(served, batcher, monitor)
+        validator = None
+        if served.schema is not None:
+            validator = RequestValidator(served.schema, self.settings.validation_for(served.name, served.schema))
+        endpoint = Endpoint(served, batcher, monitor, validator)
         replaced = list(slot.loaded.values())
         # One assignment each: a request either took the old endpoint already or will take the new one.
         slot.loaded = {served.version: endpoint}
@@ -191,8 +202,8 @@ class ModelRepository:
 
     def _retire(self, slot: ModelSlot, endpoints: list[Endpoint]) -> None:
         for old in endpoints:
-            if old.monitor is not None:
-                slot.retired[old.served.version] = old.monitor
+            # Keep only what the reports need: the monitor and counters, not the session or batcher.
+            slot.retired[old.served.version] = Endpoint(_released(old.served), None, old.monitor, old.validator)
         while len(slot.retired) > RETIRED_KEPT:
             slot.retired.pop(next(iter(slot.retired)))
 
@@ -244,6 +255,10 @@ def warm_up(served: ServedVersion) -> None:
         scratch = profile.empty_state()
         update_state(scratch, monitored_rows(rows, dict(zip(served.output_names, outputs, strict=True)),
                                              served.output_names), profile.layout)
+
+
+def _released(served: ServedVersion) -> ServedVersion:
+    return dataclasses.replace(served, session=None)
 
 
 async def drain(endpoints: list[Endpoint], timeout: float = DRAIN_TIMEOUT_S) -> None:

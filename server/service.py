@@ -26,6 +26,7 @@ from driftline.server.peers import Peers, is_peer_call
 from driftline.server.monitor import VersionMonitor
 from driftline.server.repository import Endpoint, ModelRepository, drain, parse_version
 from driftline.server.stats import Duration
+from driftline.server.validate import FLAGGED_PARAMETER, ValidationCounts
 
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "driftline")
 PLATFORM = "onnxruntime_onnx"
@@ -118,11 +119,14 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             rows = decode_rows(request, served)
             names = requested_outputs(request, served)
+            flagged = endpoint.validator.check(rows) if endpoint.validator is not None else None
             outputs = await endpoint.batcher.submit(rows, deadline)
             if names != served.output_names:
                 by_name = dict(zip(served.output_names, outputs, strict=True))
                 outputs = [by_name[n] for n in names]
             response = encode_response(request, served, names, outputs)
+            if flagged is not None and len(flagged):
+                response.parameters[FLAGGED_PARAMETER].string_param = ",".join(map(str, flagged.tolist()))
         except BaseException:
             served.stats.failed(time.perf_counter_ns() - started)
             raise
@@ -304,14 +308,16 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
 
     @status.unary
     async def DriftReport(self, request, context):
-        version, monitor = self.repository.monitor(request.name, request.version)
-        monitor = _require_monitor(request.name, version, monitor)
-        extra = []
+        endpoint = self.repository.endpoint_for_report(request.name, request.version)
+        version = endpoint.served.version
+        monitor = _require_monitor(request.name, version, endpoint.monitor)
+        extra, validation = [], [_validation(endpoint)]
         if self.peers and not is_peer_call(context):
             pinned = dpb.DriftRequest(name=request.name, version=str(version))
             for other in await self.peers.call("DriftStates", pinned, service="monitoring"):
                 extra.append((DriftState.from_dict(json.loads(other.window_state_json)),
                               DriftState.from_dict(json.loads(other.total_state_json))))
+                validation.append(json.loads(other.validation_json or "{}"))
         drift = monitor.report(extra)
         return dpb.DriftReportResponse(
             name=request.name,
@@ -320,14 +326,20 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
             current=_section(drift.current_rows, drift.current, monitor),
             since_live=_section(drift.since_live_rows, drift.since_live, monitor),
             thresholds_json=json.dumps(dataclasses.asdict(monitor.settings.thresholds)),
+            validation_json=json.dumps(ValidationCounts.merged(validation)),
         )
 
     @status.unary
     async def DriftStates(self, request, context):
-        version, monitor = self.repository.monitor(request.name, request.version)
-        window, total = _require_monitor(request.name, version, monitor).states()
+        endpoint = self.repository.endpoint_for_report(request.name, request.version)
+        window, total = _require_monitor(request.name, endpoint.served.version, endpoint.monitor).states()
         return dpb.DriftStatesResponse(window_state_json=json.dumps(window.to_dict()),
-                                       total_state_json=json.dumps(total.to_dict()))
+                                       total_state_json=json.dumps(total.to_dict()),
+                                       validation_json=json.dumps(_validation(endpoint)))
+
+
+def _validation(endpoint: Endpoint) -> dict:
+    return endpoint.validator.counts.to_dict() if endpoint.validator is not None else {}
 
 
 def _require_monitor(name: str, version: int, monitor: VersionMonitor | None) -> VersionMonitor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from driftline.registry.schema import Policy, Schema
 from driftline.server.batcher import BatchSettings
 from driftline.kernels.drift_stats import Thresholds
 from driftline.server.monitor import DriftSettings
@@ -38,12 +39,17 @@ class ServerSettings:
     monitor: bool = True  # drift monitoring on executed batches (off only to measure what it costs)
     drift: DriftSettings = field(default_factory=DriftSettings)
     model_drift: dict[str, DriftSettings] = field(default_factory=dict)  # per model name
+    model_validation: dict[str, dict[str, str]] = field(default_factory=dict)  # per model: constraint -> action
 
     def batching_for(self, model: str) -> BatchSettings:
         return self.model_batching.get(model, self.batching)
 
     def drift_for(self, model: str) -> DriftSettings:
         return self.model_drift.get(model, self.drift)
+
+    def validation_for(self, model: str, schema: Schema) -> Policy:
+        """The version's own policy, with this server's overrides for the model (constraint -> reject/flag/off)."""
+        return schema.policy.with_overrides(self.model_validation.get(model))
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -61,7 +67,7 @@ class ServerSettings:
 
 
 def load_model_config(path: str | Path, batching: BatchSettings, drift: DriftSettings
-                      ) -> tuple[dict[str, BatchSettings], dict[str, DriftSettings]]:
+                      ) -> tuple[dict[str, BatchSettings], dict[str, DriftSettings], dict[str, dict[str, str]]]:
     """Per-model settings from a TOML file, one table per model name::
 
         [housing]
@@ -72,6 +78,9 @@ def load_model_config(path: str | Path, batching: BatchSettings, drift: DriftSet
         window_rows = 5000
         psi = 0.25        # thresholds: psi, js, ks, mean_shift (absent: the defaults)
         min_rows = 300
+
+        [housing.validation]
+        above_training_range = "reject"   # constraint = "reject" | "flag" | "off"
     """
     try:
         raw: dict[str, Any] = tomllib.loads(Path(path).read_text())
@@ -80,19 +89,23 @@ def load_model_config(path: str | Path, batching: BatchSettings, drift: DriftSet
     batch_keys = {f.name for f in fields(BatchSettings)}
     drift_keys = {f.name for f in fields(DriftSettings)} - {"thresholds"}
     threshold_keys = {f.name for f in fields(Thresholds)}
-    per_batching, per_drift = {}, {}
+    per_batching, per_drift, per_validation = {}, {}, {}
     for model, table in raw.items():
         if not isinstance(table, dict):
             raise ValueError(f"{path}: [{model}] must be a table of settings")
         table = dict(table)
         drift_table = dict(table.pop("drift", {}))
+        validation_table = dict(table.pop("validation", {}))
+        if validation_table:
+            Policy().with_overrides(validation_table)  # refuses unknown constraints or actions now
+            per_validation[model] = validation_table
         _check_keys(path, f"[{model}]", table, batch_keys)
         _check_keys(path, f"[{model}.drift]", drift_table, drift_keys | threshold_keys)
         per_batching[model] = replace(batching, **table)
         if drift_table:
             limits = {k: drift_table.pop(k) for k in list(drift_table) if k in threshold_keys}
             per_drift[model] = replace(drift, thresholds=replace(drift.thresholds, **limits), **drift_table)
-    return per_batching, per_drift
+    return per_batching, per_drift, per_validation
 
 
 def _check_keys(path: str | Path, where: str, table: dict[str, Any], known: set[str]) -> None:

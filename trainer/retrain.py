@@ -90,7 +90,7 @@ def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, b
     extra: dict[str, Any] = {**candidate.metadata.extra, "retrained_from": baseline_version,
                              f"baseline_{metric}_on_holdout": baseline_score}
     metadata = replace(candidate.metadata, source="driftline retrain", extra=extra)
-    version = publish(registry, name, candidate.onnx_model, metadata, candidate.profile)
+    version = publish(registry, name, candidate.onnx_model, metadata, candidate.profile, candidate.schema)
     return replace(outcome, published=version, reason=(
         f"published version {version}: {metric} {candidate_score:.4f} vs version {baseline_version}'s "
         f"{baseline_score:.4f} on the same holdout rows"

@@ -14,6 +14,7 @@ from driftline.errors import InvalidInput
 from driftline.lineage import code_version
 from driftline.registry import Feature, Registry, VersionMetadata
 from driftline.registry.profile import Profile
+from driftline.registry.schema import SCHEMA_FILE, Schema
 from driftline.registry.store import METADATA_FILE, MODEL_FILE, PROFILE_FILE
 from driftline.trainer import estimators, synthetic
 from driftline.trainer.baseline import training_profile
@@ -21,6 +22,7 @@ from driftline.trainer.data import Dataset, read_table, split_columns
 from driftline.trainer.evaluate import holdout_metrics, onnx_agreement
 from driftline.trainer.export import export_onnx
 from driftline.trainer.signature import onnx_signature
+from driftline.trainer.validation import DataQualityReport, prepare_training_data
 
 MAX_ONNX_DEVIATION = 1e-3  # relative; beyond it the exported model is not the trained one
 
@@ -41,6 +43,8 @@ class TrainConfig:
     seed: int = 0
     holdout: float = 0.2
     params: dict[str, Any] = field(default_factory=dict)
+    schema_overrides: dict[str, Any] | None = None  # from --schema FILE (registry/schema.py load_overrides)
+    drop_invalid: bool = False  # train without rows that break hard limits, instead of stopping
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class TrainedModel:
     onnx_model: onnx.ModelProto
     metadata: VersionMetadata
     profile: Profile  # the training baseline live traffic is compared with
+    schema: Schema  # what valid input looks like; the server checks every request against it
+    quality: DataQualityReport  # what validating the training data found
 
 
 def load_frame(config: TrainConfig) -> tuple[pl.DataFrame, str]:
@@ -74,7 +80,14 @@ def train(config: TrainConfig) -> TrainedModel:
     if not 0.0 < config.holdout < 0.9:
         raise InvalidInput(f"--holdout must be between 0 and 0.9, got {config.holdout}")
     frame, target = load_frame(config)
-    dataset = split_columns(frame, target, list(config.features) if config.features else None)
+    features = list(config.features) if config.features else [c for c in frame.columns if c != target]
+    # The same validator as the server's: rows breaking hard limits stop training (or are dropped).
+    prepared = prepare_training_data(frame, features, overrides=config.schema_overrides,
+                                     drop_invalid=config.drop_invalid)
+    if prepared.report.rejected_rows:
+        frame = frame.filter(pl.Series(prepared.kept)).with_columns(
+            [pl.col(f).cast(pl.Float64, strict=False) for f in features])
+    dataset = split_columns(frame, target, features)
     task = _task(config, dataset.y)
     y, classes = _encode_target(dataset.y, task)
 
@@ -123,19 +136,24 @@ def train(config: TrainConfig) -> TrainedModel:
             "holdout_fraction": config.holdout,
             "holdout_rows": int(len(holdout)),
             "seed": config.seed,
+            "data_quality": prepared.report.to_dict(),
         },
     )
     profile = training_profile(model, dataset.X[fit_rows], metadata)
-    return TrainedModel(config, estimator, task, dataset, holdout, classes, model, metadata, profile)
+    return TrainedModel(config, estimator, task, dataset, holdout, classes, model, metadata, profile,
+                        prepared.schema, prepared.report)
 
 
 def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: VersionMetadata,
-            profile: Profile) -> int:
-    return registry.publish(name, {
+            profile: Profile, schema: Schema | None = None) -> int:
+    files = {
         MODEL_FILE: model.SerializeToString(),
         METADATA_FILE: metadata.to_json().encode(),
         PROFILE_FILE: profile.to_json().encode(),
-    })
+    }
+    if schema is not None:
+        files[SCHEMA_FILE] = schema.to_json().encode()
+    return registry.publish(name, files)
 
 
 def now_utc() -> str:

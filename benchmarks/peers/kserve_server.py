@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 
 import grpc.aio
+import kserve
 import numpy as np
 import onnxruntime as ort
 import uvicorn
-
-import kserve
 from kserve import InferRequest, InferResponse, Model, ModelServer
 from kserve.protocol.infer_type import InferOutput
 

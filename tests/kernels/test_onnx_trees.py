@@ -20,6 +20,8 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from driftline.kernels.treeshap import TreeEnsemble, compute_cover, predict_raw
 from driftline.onnx_trees import find_tree_node, read_tree_ensemble, with_cover
@@ -87,7 +89,8 @@ def ort_margin(model: onnx.ModelProto, rows: np.ndarray) -> np.ndarray:
     _set_attr(node, "post_transform", "NONE")
     out = ort.InferenceSession(raw.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": rows})
     scores = out[-1].astype(np.float64)
-    if node.op_type == "TreeEnsembleClassifier" and scores.shape[1] == 2 and len(set(_get_attr(node, "class_ids"))) == 1:
+    single = node.op_type == "TreeEnsembleClassifier" and len(set(_get_attr(node, "class_ids"))) == 1
+    if single and scores.shape[1] == 2:
         return scores[:, 1:]  # one stored score; onnxruntime derives [-s, s] or [1 - s, s]
     return scores
 
@@ -177,6 +180,12 @@ def test_refuses_models_without_a_tree_ensemble() -> None:
         read_tree_ensemble(model)
     with pytest.raises(ValueError, match="no TreeEnsembleRegressor"):
         find_tree_node(model)
+
+
+def test_refuses_trees_fed_by_a_transformed_input() -> None:
+    pipeline = make_pipeline(StandardScaler(), GradientBoostingRegressor(n_estimators=3, random_state=0)).fit(X, Y)
+    with pytest.raises(ValueError, match="not a graph input"):
+        read_tree_ensemble(export_onnx(pipeline, F))
 
 
 @pytest.mark.parametrize("mode", ["BRANCH_EQ", "BRANCH_NEQ"])

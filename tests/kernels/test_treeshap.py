@@ -128,14 +128,17 @@ def test_table_memory_stays_within_the_budget(fitted) -> None:  # noqa: ANN001
 # --------------------------------------------------------------------------------------------------------------
 
 
+NO_BOOTSTRAP = {"bootstrap": False, "max_features": 0.5, "random_state": 0}  # cover = the training rows' counts
+
+
 @pytest.mark.parametrize(
     "make, y",
     [
         (lambda: GradientBoostingRegressor(n_estimators=25, max_depth=4, random_state=0), Y),
-        (lambda: RandomForestRegressor(n_estimators=6, max_depth=7, bootstrap=False, max_features=0.5, random_state=0), Y),
+        (lambda: RandomForestRegressor(n_estimators=6, max_depth=7, **NO_BOOTSTRAP), Y),
         (lambda: GradientBoostingClassifier(n_estimators=15, max_depth=3, random_state=0), Y2),
-        (lambda: RandomForestClassifier(n_estimators=6, max_depth=6, bootstrap=False, max_features=0.5, random_state=0), Y2),
-        (lambda: RandomForestClassifier(n_estimators=6, max_depth=6, bootstrap=False, max_features=0.5, random_state=0), Y3),
+        (lambda: RandomForestClassifier(n_estimators=6, max_depth=6, **NO_BOOTSTRAP), Y2),
+        (lambda: RandomForestClassifier(n_estimators=6, max_depth=6, **NO_BOOTSTRAP), Y3),
     ],
     ids=["gb-regressor", "rf-regressor", "gb-binary", "rf-binary", "rf-3class"],
 )
@@ -215,6 +218,38 @@ def test_equals_brute_force_shapley_with_repeats_nan_and_empty_nodes() -> None:
                 want, want_base = _brute_force(e, row)
                 np.testing.assert_allclose(phi[r], want, rtol=1e-9, atol=1e-12)
                 np.testing.assert_allclose(base, want_base, rtol=1e-9, atol=1e-12)
+
+
+def test_hand_built_ensemble_with_a_leaf_only_tree_and_a_repeated_feature() -> None:
+    """TreeEnsemble is not ONNX-specific: any node order, a one-leaf tree, a path splitting twice on feature 0."""
+    # tree 0 (root 4): x0 <= 0 ? (x0 <= -1 ? 1.0 : 2.0) : (x2 <= 0.5 ? 3.0 : 4.0); tree 1 (root 7): leaf 10.0
+    e = TreeEnsemble(
+        feature=[-1, 0, -1, -1, 0, 2, -1, -1, -1],
+        threshold=[np.nan, -1.0, np.nan, np.nan, 0.0, 0.5, np.nan, np.nan, np.nan],
+        default_left=[False, True, False, False, True, False, False, False, False],
+        left=[-1, 0, -1, -1, 1, 6, -1, -1, -1],
+        right=[-1, 2, -1, -1, 5, 8, -1, -1, -1],
+        value=[[1.0], [0.0], [2.0], [0.0], [0.0], [0.0], [3.0], [10.0], [4.0]],
+        cover=[10.0, 30.0, 20.0, 0.0, 100.0, 70.0, 35.0, 100.0, 35.0],
+        roots=[4, 7],
+        n_features=3,
+        n_outputs=1,
+        base_values=[0.5],
+    )  # node 3 is unreachable (ignored)
+    rows = np.array([[-2, 0, 0], [-0.5, 9, 1], [0.3, 0, 0.2], [np.nan, 0, np.nan], [5, 5, 5]], np.float32)
+    for budget in (TABLES, QUADRATURE):
+        phi, base = shap_values(prepare(e, table_budget_bytes=budget), rows)
+        np.testing.assert_allclose(phi.sum(axis=1) + base, predict_raw(e, rows), rtol=0, atol=1e-12)
+        assert np.all(phi[:, 1] == 0)  # never split on
+        for r, row in enumerate(rows):
+            want, want_base = _brute_force(e, row)
+            np.testing.assert_allclose(phi[r], want, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(base, want_base, rtol=0, atol=1e-12)
+    assert predict_raw(e, rows)[3, 0] == 0.5 + 1.0 + 10.0  # NaN goes left (default_left) at nodes 4 and 1
+    assert predict_raw(e, rows[4:])[0, 0] == 0.5 + 4.0 + 10.0
+    with pytest.raises(ValueError, match="exactly one child"):
+        TreeEnsemble(feature=[0, -1], threshold=[0, 0], default_left=[0, 0], left=[1, -1], right=[-1, -1],
+                     value=[[0], [1]], cover=[1, 1], roots=[0], n_features=1, n_outputs=1, base_values=[0])  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from numba import cuda
 
 if not cuda.is_available():
-    pytest.skip("no CUDA device (set NUMBA_ENABLE_CUDASIM=1 before numba is imported to simulate)", allow_module_level=True)
+    pytest.skip("no CUDA device (NUMBA_ENABLE_CUDASIM=1 before numba's import simulates one)", allow_module_level=True)
 
 import warnings  # noqa: E402
 
@@ -31,10 +31,11 @@ RNG = np.random.default_rng(5)
 X = RNG.normal(size=(200, F)).astype(np.float32)
 X[RNG.random(X.shape) < 0.1] = np.nan
 Y = 2.0 * np.nan_to_num(X[:, 0]) - np.nan_to_num(X[:, 1]) ** 2 + np.nan_to_num(X[:, 2])
+Y3 = np.digitize(Y, [-1.0, 1.0])
 MODELS = {
     "hgb-regressor": (lambda: HistGradientBoostingRegressor(max_iter=3, max_depth=3, random_state=0), Y),
-    "gb-3class": (lambda: GradientBoostingClassifier(n_estimators=1, max_depth=2, random_state=0), np.digitize(Y, [-1, 1])),
-    "rf-3class": (lambda: RandomForestClassifier(n_estimators=2, max_depth=3, random_state=0), np.digitize(Y, [-1, 1])),
+    "gb-3class": (lambda: GradientBoostingClassifier(n_estimators=1, max_depth=2, random_state=0), Y3),  # 1 tree/class
+    "rf-3class": (lambda: RandomForestClassifier(n_estimators=2, max_depth=3, random_state=0), Y3),  # 3 outputs/leaf
 }
 
 

@@ -26,7 +26,7 @@ from driftline.trainer.train import TrainConfig, publish, train
 def served(tmp_path_factory: pytest.TempPathFactory):
     registry = Registry(tmp_path_factory.mktemp("batcher") / "registry")
     trained = train(TrainConfig(model="housing", rows=600, params={"n_estimators": 15}))
-    version = publish(registry, "housing", trained.onnx_model, trained.metadata, trained.profile)
+    version = publish(registry, "housing", trained.onnx_model, trained.metadata, trained.profile, trained.schema)
     return load_version(registry.open("housing", version), ["CPUExecutionProvider"], 1)
 
 
@@ -144,7 +144,7 @@ def test_model_config_file_overrides_per_model(tmp_path: Path):
 
     path = tmp_path / "models.toml"
     path.write_text("[housing]\nmax_batch_size = 8\n[housing.drift]\nwindow_rows = 300\npsi = 0.3\n")
-    batching, drift = load_model_config(path, BatchSettings(max_queue_size=7), DriftSettings())
+    batching, drift, _ = load_model_config(path, BatchSettings(max_queue_size=7), DriftSettings())
     assert batching["housing"] == BatchSettings(max_batch_size=8, max_queue_size=7)
     assert drift["housing"] == DriftSettings(window_rows=300, thresholds=Thresholds(psi=0.3))
     path.write_text("[housing]\nmax_batch = 8\n")

@@ -13,6 +13,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from driftline.trainer import synthetic
 from helpers import driftline, running_server
 
 WIDTH = 11
@@ -26,7 +27,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
 
 
 def houses(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 150, size=(n, WIDTH)).astype(np.float32)
+    return synthetic.housing(n, seed=seed).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
 
 
 def infer(client: triton.InferenceServerClient, x: np.ndarray, **kwargs) -> np.ndarray:

@@ -17,10 +17,11 @@ import tritonclient.grpc as triton
 
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
+from driftline.trainer import synthetic
 from helpers import driftline, running_server
 
 WIDTH = 11
-ROWS = np.random.default_rng(5).uniform(1, 150, size=(8, WIDTH)).astype(np.float32)
+ROWS = synthetic.housing(8, seed=5).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
 
 
 @pytest.fixture(scope="module")
