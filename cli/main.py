@@ -26,6 +26,8 @@ COMMANDS = {
     "rollback": "driftline.cli.swap",
     "promote": "driftline.cli.promote",
     "retrain": "driftline.cli.retrain",
+    "validate": "driftline.cli.validate",
+    "schema": "driftline.cli.validate",
     "bench": "driftline.cli.bench",
 }
 

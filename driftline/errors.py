@@ -40,3 +40,11 @@ class Unsupported(DriftlineError):
 
 class Incompatible(DriftlineError):
     """A version that cannot replace the serving one without breaking its callers."""
+
+
+class NotANumber(InvalidInput):
+    """Text where a number belongs; carries the feature so validation counters can count it."""
+
+    def __init__(self, message: str, feature: str) -> None:
+        super().__init__(message)
+        self.feature = feature

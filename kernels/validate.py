@@ -73,6 +73,9 @@ HARD_KINDS = (MISSING, BELOW_MIN, ABOVE_MAX, NOT_INTEGER, UNKNOWN_CATEGORY, NOT_
 RANGE_KINDS = (BELOW_TRAINING_RANGE, ABOVE_TRAINING_RANGE)
 
 # Actions a policy can take per kind.
+# Text cells that mean "no value" wherever text meets a number column (CSV files, BYTES tensors).
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none"})
+
 REJECT = "reject"
 FLAG = "flag"
 OFF = "off"

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from driftline.datatypes import CONTENTS_FIELD, NUMPY_OF
-from driftline.errors import InvalidInput
+from driftline.errors import InvalidInput, NotANumber
+from driftline.kernels.validate import MISSING_MARKERS, not_a_number_message
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.server.model import ServedVersion
 
-ACCEPTED_DATATYPES = ("FP32", "FP64", "INT32", "INT64")
+ACCEPTED_DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BYTES")
 
 
 def decode_rows(request: pb.ModelInferRequest, served: ServedVersion) -> np.ndarray:
@@ -32,6 +33,8 @@ def decode_rows(request: pb.ModelInferRequest, served: ServedVersion) -> np.ndar
             f"{', '.join(ACCEPTED_DATATYPES)} (converted to the model's {spec.datatype})"
         )
     rows, width = _shape(tensor, served)
+    if tensor.datatype == "BYTES":
+        return _numbers_from_text(request, tensor, rows, width, served)
     values = _values(request, tensor, rows * width)
     array = values.reshape(rows, width)
     if array.dtype != served.input_dtype:
@@ -99,3 +102,45 @@ def _values(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInp
             f"{list(tensor.shape)} needs {count}"
         )
     return np.asarray(values, dtype=dtype)
+
+
+def _numbers_from_text(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, rows: int,
+                       width: int, served: ServedVersion) -> np.ndarray:
+    """A BYTES tensor of numbers written as text (as some clients send them), checked cell by cell.
+
+    A cell that is not a number is refused with the trainer's and ``driftline validate``'s own wording.
+    """
+    cells = _text_cells(request, tensor, rows * width)
+    values = np.empty(rows * width, dtype=np.float64)
+    features = served.metadata.feature_names
+    for i, cell in enumerate(cells):
+        text = cell.decode("utf-8", errors="replace").strip()
+        if text.lower() in MISSING_MARKERS:
+            values[i] = np.nan
+            continue
+        try:
+            values[i] = float(text)
+        except ValueError:
+            raise NotANumber(not_a_number_message(i // width, features[i % width], text)
+                             + "; nothing in this request was run", features[i % width]) from None
+    return values.reshape(rows, width).astype(served.input_dtype)
+
+
+def _text_cells(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, count: int
+                ) -> list[bytes]:
+    if not request.raw_input_contents:
+        cells = list(tensor.contents.bytes_contents)
+    else:
+        # Raw BYTES: each element is a 4-byte little-endian length, then that many bytes.
+        raw, cells, at = request.raw_input_contents[0], [], 0
+        while at + 4 <= len(raw):
+            size = int.from_bytes(raw[at:at + 4], "little")
+            cells.append(raw[at + 4:at + 4 + size])
+            at += 4 + size
+        if at != len(raw):
+            raise InvalidInput(f"raw_input_contents for input {tensor.name!r} is not a valid BYTES tensor "
+                               "(4-byte length, then the bytes, per element)")
+    if len(cells) != count:
+        raise InvalidInput(f"input {tensor.name!r} carries {len(cells)} BYTES elements; shape "
+                           f"{list(tensor.shape)} needs {count}")
+    return cells

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from driftline import __version__
-from driftline.errors import InvalidInput, NotFound, Unavailable, Unsupported
+from driftline.errors import InvalidInput, NotANumber, NotFound, Unavailable, Unsupported
 from driftline.kernels.drift import DriftState
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
@@ -127,6 +127,11 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             response = encode_response(request, served, names, outputs)
             if flagged is not None and len(flagged):
                 response.parameters[FLAGGED_PARAMETER].string_param = ",".join(map(str, flagged.tolist()))
+        except NotANumber as exc:
+            if endpoint.validator is not None:
+                endpoint.validator.refused_text(exc)
+            served.stats.failed(time.perf_counter_ns() - started)
+            raise
         except BaseException:
             served.stats.failed(time.perf_counter_ns() - started)
             raise

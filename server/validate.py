@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from driftline.errors import InvalidInput
-from driftline.kernels.validate import KINDS, ValidationResult
+from driftline.errors import InvalidInput, NotANumber
+from driftline.kernels.validate import KINDS, NOT_A_NUMBER, ValidationResult
 from driftline.registry.schema import Policy, Schema
 
 FLAGGED_PARAMETER = "driftline_flagged_rows"
@@ -75,6 +75,13 @@ class RequestValidator:
         flagged = np.flatnonzero(result.flagged_rows)
         self.counts.rows_flagged += len(flagged)
         return flagged
+
+    def refused_text(self, error: NotANumber) -> None:
+        """Count a request refused while decoding, for text where a number belongs."""
+        self.counts.requests_rejected += 1
+        self.counts.rows_rejected += 1
+        self.counts.counts[(error.feature, NOT_A_NUMBER)] += 1
+        self.counts.examples.append(str(error))
 
     def _count(self, result: ValidationResult) -> None:
         counts = result.counts

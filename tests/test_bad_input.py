@@ -60,9 +60,16 @@ def test_wrong_input_name(stub):
                  "'input'")
 
 
-def test_bytes_datatype(stub):
-    message = request(datatype="BYTES", raw=b"\x03\x00\x00\x00abc")
-    assert_fails(stub, message, grpc.StatusCode.INVALID_ARGUMENT, "datatype BYTES", "FP32, FP64, INT32, INT64")
+def test_unsupported_datatype(stub):
+    message = request(datatype="FP16", raw=np.ones((1, WIDTH), dtype="<f2").tobytes())
+    assert_fails(stub, message, grpc.StatusCode.INVALID_ARGUMENT, "datatype FP16", "FP32, FP64, INT32, INT64")
+
+
+def test_bytes_that_are_not_numbers(stub):
+    cells = [b"84", b"400", b"abc"] + [b"1"] * (WIDTH - 3)
+    raw = b"".join(len(c).to_bytes(4, "little") + c for c in cells)
+    assert_fails(stub, request(datatype="BYTES", raw=raw), grpc.StatusCode.INVALID_ARGUMENT,
+                 "row 0, feature 'bedrooms': 'abc' is not a number")
 
 
 def test_wrong_rank(stub):

@@ -25,7 +25,8 @@ import polars as pl
 from driftline.errors import InvalidInput
 from driftline.kernels.drift import update_state
 from driftline.kernels.drift_stats import ColumnDrift, Thresholds, report
-from driftline.kernels.validate import (
+from driftline.kernels.validate import (  # noqa: I001
+    MISSING_MARKERS,
     FLAG,
     KINDS,
     NOT_A_NUMBER,
@@ -38,7 +39,6 @@ from driftline.registry.profile import Profile
 from driftline.registry.schema import Policy, Schema, apply_overrides, infer_schema
 from driftline.trainer.data import read_table
 
-MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 MAX_EXAMPLES = 5
 
 
