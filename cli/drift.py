@@ -79,6 +79,8 @@ def as_json(response: Any, section: Any) -> dict[str, Any]:
         "prediction": [column(c) for c in section.outputs],
         "thresholds": json.loads(response.thresholds_json or "{}"),
         "validation": json.loads(response.validation_json or "{}"),
+        "attribution": {"features": [column(c) for c in section.attribution],
+                        **json.loads(response.attribution_flags_json or "{}")},
     }
 
 
@@ -95,6 +97,17 @@ def print_table(summary: dict[str, Any], window: str) -> None:
     for row in rows:
         print("  ".join(cell.rjust(w) if 0 < i < 7 else cell.ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    attribution = summary.get("attribution") or {}
+    shares = [c for c in attribution.get("features", []) if c["rows"]]
+    if shares:
+        moved = [c for c in shares if c["alarm"]]
+        print(f"attribution shares ({shares[0]['rows']} sampled rows): "
+              + (", ".join(f"{c['name']} ({','.join(c['alarms'])})" for c in moved) if moved else "as in training"))
+    if attribution.get("flagged_rows"):
+        print(f"rows driven by values outside the training range: {attribution['flagged_rows']} of "
+              f"{attribution['sampled_rows']} explained")
+        for example in attribution["examples"][-3:]:
+            print(f"  e.g. {example}")
     validation = summary.get("validation") or {}
     if validation.get("rows_rejected") or validation.get("rows_flagged"):
         print(f"validation since live: {validation['requests_rejected']} requests refused "

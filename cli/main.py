@@ -27,6 +27,7 @@ COMMANDS = {
     "promote": "driftline.cli.promote",
     "retrain": "driftline.cli.retrain",
     "validate": "driftline.cli.validate",
+    "explain": "driftline.cli.explain",
     "schema": "driftline.cli.validate",
     "bench": "driftline.cli.bench",
 }

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-window-rows", type=int, default=DriftSettings().window_rows,
                    help="drift is judged over about the last N rows (default %(default)s)")
     p.add_argument("--drift-window-seconds", type=float, help="...or over the last T seconds instead")
+    p.add_argument("--attribution-sample", type=float, default=DriftSettings().attribution_sample,
+                   help="fraction of live rows explained off the response path to watch what drives predictions "
+                        "(default %(default)s; 0 turns it off)")
     p.add_argument("--drift-min-rows", type=int, default=Thresholds().min_rows,
                    help="rows a window needs before it may alarm (default %(default)s)")
     p.add_argument("--model-config", metavar="FILE.toml",
@@ -77,7 +80,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_concurrent_batches=args.max_concurrent_batches,
     )
     drift = DriftSettings(window_rows=args.drift_window_rows, window_seconds=args.drift_window_seconds,
-                          thresholds=Thresholds(min_rows=args.drift_min_rows))
+                          thresholds=Thresholds(min_rows=args.drift_min_rows),
+                          attribution_sample=args.attribution_sample)
     per_model, per_model_drift, per_model_validation = (
         load_model_config(args.model_config, batching, drift) if args.model_config else ({}, {}, {}))
     return ServerSettings(

@@ -69,19 +69,21 @@ class ColumnDrift(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., mean_shift: _Optional[float] = ..., chi2: _Optional[float] = ..., alarm: bool = ..., alarms: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class DriftSection(_message.Message):
-    __slots__ = ("rows", "alarm", "features", "outputs")
+    __slots__ = ("rows", "alarm", "features", "outputs", "attribution")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     ALARM_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     rows: int
     alarm: bool
     features: _containers.RepeatedCompositeFieldContainer[ColumnDrift]
     outputs: _containers.RepeatedCompositeFieldContainer[ColumnDrift]
-    def __init__(self, rows: _Optional[int] = ..., alarm: bool = ..., features: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ...) -> None: ...
+    attribution: _containers.RepeatedCompositeFieldContainer[ColumnDrift]
+    def __init__(self, rows: _Optional[int] = ..., alarm: bool = ..., features: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ..., attribution: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ...) -> None: ...
 
 class DriftReportResponse(_message.Message):
-    __slots__ = ("name", "version", "window", "current", "since_live", "thresholds_json", "validation_json")
+    __slots__ = ("name", "version", "window", "current", "since_live", "thresholds_json", "validation_json", "attribution_flags_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +91,7 @@ class DriftReportResponse(_message.Message):
     SINCE_LIVE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_JSON_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FLAGS_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     window: str
@@ -96,17 +99,20 @@ class DriftReportResponse(_message.Message):
     since_live: DriftSection
     thresholds_json: str
     validation_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., window: _Optional[str] = ..., current: _Optional[_Union[DriftSection, _Mapping]] = ..., since_live: _Optional[_Union[DriftSection, _Mapping]] = ..., thresholds_json: _Optional[str] = ..., validation_json: _Optional[str] = ...) -> None: ...
+    attribution_flags_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., window: _Optional[str] = ..., current: _Optional[_Union[DriftSection, _Mapping]] = ..., since_live: _Optional[_Union[DriftSection, _Mapping]] = ..., thresholds_json: _Optional[str] = ..., validation_json: _Optional[str] = ..., attribution_flags_json: _Optional[str] = ...) -> None: ...
 
 class DriftStatesResponse(_message.Message):
-    __slots__ = ("window_state_json", "total_state_json", "validation_json")
+    __slots__ = ("window_state_json", "total_state_json", "validation_json", "attribution_flags_json")
     WINDOW_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FLAGS_JSON_FIELD_NUMBER: _ClassVar[int]
     window_state_json: str
     total_state_json: str
     validation_json: str
-    def __init__(self, window_state_json: _Optional[str] = ..., total_state_json: _Optional[str] = ..., validation_json: _Optional[str] = ...) -> None: ...
+    attribution_flags_json: str
+    def __init__(self, window_state_json: _Optional[str] = ..., total_state_json: _Optional[str] = ..., validation_json: _Optional[str] = ..., attribution_flags_json: _Optional[str] = ...) -> None: ...
 
 class SwapRequest(_message.Message):
     __slots__ = ("name", "version", "force")

@@ -41,6 +41,21 @@ def monitored_columns(features: Sequence[str], outputs: Sequence[TensorSpec], cl
     return tuple(columns)
 
 
+ATTRIBUTION_SHARE = "attribution_share"
+
+
+def share_columns(features: Sequence[str]) -> tuple[Column, ...]:
+    """One column per feature: its share of the row's total absolute attribution, in [0, 1]."""
+    return tuple(Column(f"{ATTRIBUTION_SHARE}[{f}]", NUMERIC, ATTRIBUTION_SHARE) for f in features)
+
+
+def attribution_shares(phi: np.ndarray) -> np.ndarray:
+    """[rows, features] shares of |phi| (rows with no attribution at all share nothing)."""
+    magnitude = np.abs(phi)
+    total = magnitude.sum(axis=1, keepdims=True)
+    return np.divide(magnitude, total, out=np.zeros_like(magnitude), where=total > 0)
+
+
 def output_widths(outputs: Mapping[str, np.ndarray]) -> dict[str, int]:
     return {name: (1 if a.ndim == 1 else int(np.prod(a.shape[1:]))) for name, a in outputs.items()}
 

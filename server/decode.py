@@ -45,13 +45,13 @@ def decode_rows(request: pb.ModelInferRequest, served: ServedVersion) -> np.ndar
 def requested_outputs(request: pb.ModelInferRequest, served: ServedVersion) -> tuple[str, ...]:
     """Output names to return, in the order asked; every output when none is named."""
     if not request.outputs:
-        return served.output_names
+        return served.output_names  # attributions cost extra: only when asked for by name
     names = tuple(o.name for o in request.outputs)
-    unknown = [n for n in names if n not in served.output_names]
+    unknown = [n for n in names if n not in served.offered_outputs]
     if unknown:
         raise InvalidInput(
             f"unknown output {unknown[0]!r}: {served.name} version {served.version} has outputs "
-            f"{', '.join(served.output_names)}"
+            f"{', '.join(served.offered_outputs)}"
         )
     return names
 

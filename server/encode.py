@@ -14,11 +14,11 @@ def encode_response(
     request: pb.ModelInferRequest, served: ServedVersion, names: Sequence[str], outputs: Sequence[np.ndarray]
 ) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=request.id)
-    datatypes = {o.name: o.datatype for o in served.outputs}
+    datatypes = {o.name: o.datatype for o in served.outputs}  # attributions are FP32
     for name, array in zip(names, outputs, strict=True):
         tensor = response.outputs.add()
         tensor.name = name
-        tensor.datatype = datatypes[name]
+        tensor.datatype = datatypes.get(name, "FP32")
         tensor.shape.extend(array.shape)
         response.raw_output_contents.append(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
     return response

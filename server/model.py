@@ -6,8 +6,10 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
+from driftline.attribution import ATTRIBUTION, ATTRIBUTION_BASE, Explainer, explainer_for
 from driftline.datatypes import NUMPY_OF, oip_from_ort
 from driftline.errors import CorruptArtifact
 from driftline.registry import StoredVersion, TensorSpec, VersionMetadata
@@ -31,6 +33,13 @@ class ServedVersion:
     source: str  # registry location, for humans
     profile: Profile | None = None  # the training baseline; None for versions published without one
     schema: Schema | None = None  # what valid input looks like; None for versions published without one
+    explainer: Explainer | None = None  # feature attributions, when the model allows them
+
+    @property
+    def offered_outputs(self) -> tuple[str, ...]:
+        """What a request may ask for: the model's outputs, and attributions when there is an explainer."""
+        extra = (ATTRIBUTION, ATTRIBUTION_BASE) if self.explainer is not None else ()
+        return self.output_names + extra
     stats: VersionStats = field(default_factory=VersionStats, compare=False)
 
     @property
@@ -71,6 +80,7 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         TensorSpec(o.name, oip_from_ort(o.type), tuple(d if isinstance(d, int) else -1 for d in o.shape))
         for o in session.get_outputs()
     )
+    profile = _profile(stored)
     served = ServedVersion(
         name=stored.model,
         version=stored.version,
@@ -80,8 +90,9 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         metadata=stored.metadata,
         providers=tuple(session.get_providers()),
         source=stored.location,
-        profile=_profile(stored),
+        profile=profile,
         schema=_schema(stored),
+        explainer=_explainer(model_bytes, profile, width),
     )
     log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))
     return served
@@ -100,3 +111,12 @@ def _schema(stored: StoredVersion) -> Schema | None:
     if SCHEMA_FILE not in stored.checksums:
         return None
     return Schema.from_json(stored.read(SCHEMA_FILE))
+
+
+def _explainer(model_bytes: bytes, profile: Profile | None, width: int) -> Explainer | None:
+    means = np.array([c.mean for c in profile.columns[:width]]) if profile is not None else None
+    try:
+        return explainer_for(onnx.load_model_from_string(model_bytes), means)
+    except Exception:  # noqa: BLE001 - attributions are optional; serving must not fail for them
+        log.exception("attributions unavailable for this model")
+        return None

@@ -23,7 +23,8 @@ import numpy as np
 
 from driftline.kernels.drift import DriftState, merge, merge_into, update_state
 from driftline.kernels.drift_stats import ColumnDrift, Thresholds, report
-from driftline.registry.columns import monitored_rows
+from driftline.attribution import Explainer, per_row
+from driftline.registry.columns import ATTRIBUTION_SHARE, attribution_shares, monitored_rows
 from driftline.registry.profile import Profile
 from driftline.server.batcher import Batch
 
@@ -36,6 +37,9 @@ class DriftSettings:
     window_seconds: float | None = None  # ...or the last T seconds (when set, it wins)
     slots: int = 10  # the window is this many sub-windows; it moves one sub-window at a time
     thresholds: Thresholds = field(default_factory=Thresholds)
+    attribution_sample: float = 0.05  # fraction of live rows explained off the response path (0: none)
+    driver_share: float = 0.05  # an out-of-range feature with at least this attribution share flags the row
+    beyond_range: float = 0.10  # "out of range": beyond the training min/max by this fraction of the span
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -60,12 +64,23 @@ class DriftReport:
 
 class VersionMonitor:
     def __init__(self, profile: Profile, n_features: int, output_order: Sequence[str], settings: DriftSettings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, explainer: Explainer | None = None,
+                 features: Sequence[str] = ()) -> None:
         self.profile = profile
         self.output_order = tuple(output_order)
         # Which profile columns are features and which come from which output ("probabilities[2]").
         self.sources = {name: "feature" if i < n_features else name.split("[")[0]
                         for i, name in enumerate(profile.names)}
+        self.features = tuple(features) or tuple(profile.names[:n_features])
+        self._shares = any(source == ATTRIBUTION_SHARE for source in self.sources.values())
+        self._explainer = explainer if self._shares else None
+        low = np.array([c.min for c in profile.columns[:n_features]])
+        high = np.array([c.max for c in profile.columns[:n_features]])
+        margin = settings.beyond_range * (high - low)
+        self._low, self._high = low - margin, high + margin
+        self._training_range = list(zip(low.tolist(), high.tolist(), strict=True))
+        self._rng = np.random.default_rng(0)
+        self.attribution = AttributionFlags()
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
@@ -77,10 +92,42 @@ class VersionMonitor:
     def update(self, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
         """Called on the monitor thread only."""
         columns = monitored_rows(rows, outputs, self.output_order)
+        if self._shares:
+            columns = np.hstack([columns, self._sampled_shares(rows, outputs)])
         with self._lock:
             self._rotate()
             update_state(self._current, columns, self.profile.layout)
             update_state(self._total, columns, self.profile.layout)
+
+    def _sampled_shares(self, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Attribution shares of a random sample of the rows (NaN, i.e. missing, for the others)."""
+        shares = np.full((len(rows), len(self.features)), np.nan)
+        if self._explainer is None or self.settings.attribution_sample <= 0:
+            return shares
+        picked = np.flatnonzero(self._rng.random(len(rows)) < self.settings.attribution_sample)
+        if not len(picked):
+            return shares
+        phi, base = self._explainer.explain(rows[picked])
+        labels = outputs["label"][picked] if "label" in outputs else None
+        per_feature, _ = per_row(phi, base, labels)
+        shares[picked] = attribution_shares(per_feature)
+        self._flag(rows[picked], shares[picked], {k: v[picked] for k, v in outputs.items()})
+        return shares
+
+    def _flag(self, rows: np.ndarray, shares: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        """Rows whose prediction leans on a value no training row had (a 120 m2 garage)."""
+        outside = (rows < self._low) | (rows > self._high)
+        driven = outside & (shares >= self.settings.driver_share)
+        self.attribution.sampled_rows += len(rows)
+        for r in np.flatnonzero(driven.any(axis=1)):
+            f = int(np.argmax(np.where(driven[r], shares[r], -1.0)))
+            low, high = self._training_range[f]
+            answer = "; ".join(f"{k} " + ", ".join(f"{x:,.4g}" for x in np.asarray(v[r]).reshape(-1).tolist())
+                               for k, v in outputs.items())
+            self.attribution.flag(
+                f"{self.features[f]}={float(rows[r, f]):g} (training range {low:g}..{high:g}) drives "
+                f"{shares[r, f]:.0%} of the answer ({answer})"
+            )
 
     def states(self) -> tuple[DriftState, DriftState]:
         """Copies of (window, since live), safe to read while updates go on."""
@@ -122,6 +169,28 @@ class VersionMonitor:
         self._closed.append((self._opened, self._current))
         self._current = self.profile.empty_state()
         self._opened = now
+
+
+@dataclass
+class AttributionFlags:
+    """Rows explained by sampling, and those driven by a feature outside the training range."""
+
+    sampled_rows: int = 0
+    flagged_rows: int = 0
+    examples: deque[str] = field(default_factory=lambda: deque(maxlen=10))
+
+    def flag(self, example: str) -> None:
+        self.flagged_rows += 1
+        self.examples.append(example)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"sampled_rows": self.sampled_rows, "flagged_rows": self.flagged_rows, "examples": list(self.examples)}
+
+    @staticmethod
+    def merged(parts: Sequence[dict]) -> dict[str, object]:
+        return {"sampled_rows": sum(p.get("sampled_rows", 0) for p in parts),
+                "flagged_rows": sum(p.get("flagged_rows", 0) for p in parts),
+                "examples": [e for p in parts for e in p.get("examples", [])][-10:]}
 
 
 class MonitorThread:

@@ -154,7 +154,8 @@ class ModelRepository:
         monitor = None
         if served.profile is not None and self.monitors is not None:
             monitor = VersionMonitor(served.profile, served.width, served.output_names,
-                                     self.settings.drift_for(served.name))
+                                     self.settings.drift_for(served.name), explainer=served.explainer,
+                                     features=served.metadata.feature_names)
         observers = [self.monitors.observer(monitor)] if monitor is not None else []
         batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, observers)
         validator = None
@@ -251,10 +252,13 @@ def warm_up(served: ServedVersion) -> None:
                          for i in range(len(profile.quantile_levels))], dtype=served.input_dtype)
         rows = np.nan_to_num(rows)
     outputs = run_batch(served, rows)
+    if served.explainer is not None:
+        served.explainer.explain(rows[:1])
     if profile is not None:
-        scratch = profile.empty_state()
-        update_state(scratch, monitored_rows(rows, dict(zip(served.output_names, outputs, strict=True)),
-                                             served.output_names), profile.layout)
+        columns = monitored_rows(rows, dict(zip(served.output_names, outputs, strict=True)), served.output_names)
+        padded = np.full((len(rows), len(profile.names)), np.nan)  # attribution shares: missing here
+        padded[:, : columns.shape[1]] = columns
+        update_state(profile.empty_state(), padded, profile.layout)
 
 
 def _released(served: ServedVersion) -> ServedVersion:

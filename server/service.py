@@ -9,8 +9,10 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 
 from driftline import __version__
+from driftline.attribution import ATTRIBUTION, ATTRIBUTION_BASE, per_row
 from driftline.errors import InvalidInput, NotANumber, NotFound, Unavailable, Unsupported
 from driftline.kernels.drift import DriftState
 from driftline.proto import driftline_pb2 as dpb
@@ -23,7 +25,8 @@ from driftline.server import status
 from driftline.server.decode import decode_rows, requested_outputs
 from driftline.server.encode import encode_response
 from driftline.server.peers import Peers, is_peer_call
-from driftline.server.monitor import VersionMonitor
+from driftline.registry.columns import ATTRIBUTION_SHARE
+from driftline.server.monitor import AttributionFlags, VersionMonitor
 from driftline.server.repository import Endpoint, ModelRepository, drain, parse_version
 from driftline.server.stats import Duration
 from driftline.server.validate import FLAGGED_PARAMETER, ValidationCounts
@@ -72,7 +75,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             versions=[str(v) for v in sorted(slot.loaded)],
             platform=PLATFORM,
             inputs=[_tensor_metadata(served.input)],
-            outputs=[_tensor_metadata(o) for o in served.outputs],
+            outputs=[_tensor_metadata(o) for o in served.outputs] + _attribution_metadata(served),
         )
 
     @status.unary
@@ -123,6 +126,8 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             outputs = await endpoint.batcher.submit(rows, deadline)
             if names != served.output_names:
                 by_name = dict(zip(served.output_names, outputs, strict=True))
+                if ATTRIBUTION in names or ATTRIBUTION_BASE in names:
+                    by_name.update(await self._attributions(served, rows, by_name))
                 outputs = [by_name[n] for n in names]
             response = encode_response(request, served, names, outputs)
             if flagged is not None and len(flagged):
@@ -139,6 +144,13 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             endpoint.in_flight.count -= 1
         served.stats.succeeded(len(rows), time.perf_counter_ns() - started)
         return response
+
+    async def _attributions(self, served, rows, outputs: dict) -> dict:
+        """Exact feature attributions of these rows, computed only because the request asked for them."""
+        loop = asyncio.get_running_loop()
+        phi, base = await loop.run_in_executor(self.repository.executor, served.explainer.explain, rows)
+        per_feature, start = per_row(phi, base, outputs.get("label"))
+        return {ATTRIBUTION: per_feature.astype(np.float32), ATTRIBUTION_BASE: start.astype(np.float32)}
 
     # -- statistics and repository extensions -------------------------------------------------
     @status.unary
@@ -209,6 +221,13 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
             registry=served.source,
             profile_json=served.profile.to_json() if served.profile is not None else "",
         )
+
+
+def _attribution_metadata(served) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    if served.explainer is None:
+        return []
+    return [_tensor_metadata(TensorSpec(ATTRIBUTION, "FP32", (-1, served.width))),
+            _tensor_metadata(TensorSpec(ATTRIBUTION_BASE, "FP32", (-1, 1)))]
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -316,13 +335,14 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
         endpoint = self.repository.endpoint_for_report(request.name, request.version)
         version = endpoint.served.version
         monitor = _require_monitor(request.name, version, endpoint.monitor)
-        extra, validation = [], [_validation(endpoint)]
+        extra, validation, flags = [], [_validation(endpoint)], [monitor.attribution.to_dict()]
         if self.peers and not is_peer_call(context):
             pinned = dpb.DriftRequest(name=request.name, version=str(version))
             for other in await self.peers.call("DriftStates", pinned, service="monitoring"):
                 extra.append((DriftState.from_dict(json.loads(other.window_state_json)),
                               DriftState.from_dict(json.loads(other.total_state_json))))
                 validation.append(json.loads(other.validation_json or "{}"))
+                flags.append(json.loads(other.attribution_flags_json or "{}"))
         drift = monitor.report(extra)
         return dpb.DriftReportResponse(
             name=request.name,
@@ -332,15 +352,18 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
             since_live=_section(drift.since_live_rows, drift.since_live, monitor),
             thresholds_json=json.dumps(dataclasses.asdict(monitor.settings.thresholds)),
             validation_json=json.dumps(ValidationCounts.merged(validation)),
+            attribution_flags_json=json.dumps(AttributionFlags.merged(flags)),
         )
 
     @status.unary
     async def DriftStates(self, request, context):
         endpoint = self.repository.endpoint_for_report(request.name, request.version)
-        window, total = _require_monitor(request.name, endpoint.served.version, endpoint.monitor).states()
+        monitor = _require_monitor(request.name, endpoint.served.version, endpoint.monitor)
+        window, total = monitor.states()
         return dpb.DriftStatesResponse(window_state_json=json.dumps(window.to_dict()),
                                        total_state_json=json.dumps(total.to_dict()),
-                                       validation_json=json.dumps(_validation(endpoint)))
+                                       validation_json=json.dumps(_validation(endpoint)),
+                                       attribution_flags_json=json.dumps(monitor.attribution.to_dict()))
 
 
 def _validation(endpoint: Endpoint) -> dict:
@@ -361,7 +384,7 @@ def _section(rows: int, columns, monitor: VersionMonitor) -> dpb.DriftSection:
     section = dpb.DriftSection(rows=rows, alarm=any(c.alarm for c in columns))
     for column in columns:
         source = sources.get(column.name, "feature")
-        target = section.features if source == "feature" else section.outputs
+        target = {"feature": section.features, ATTRIBUTION_SHARE: section.attribution}.get(source, section.outputs)
         target.add(name=column.name, kind=column.kind, rows=column.rows, psi=column.psi, js=column.js, ks=column.ks,
                    wasserstein=column.wasserstein, mean_shift=column.mean_shift, chi2=column.chi2,
                    alarm=column.alarm, alarms=column.alarms, source=source)

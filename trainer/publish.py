@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnx
 
+from driftline.attribution import attach_cover
 from driftline.errors import InvalidInput, NotFound
 from driftline.lineage import code_version
 from driftline.registry import Feature, Registry, VersionMetadata
@@ -61,4 +62,5 @@ def import_onnx(registry: Registry, name: str, onnx_path: str | Path, reference:
         target=target,
         extra={"onnx_file": onnx_path.name, "reference": str(reference), "producer_version": model.producer_version},
     )
+    model = attach_cover(model, dataset.X)  # tree ensembles get node cover for exact attributions
     return publish(registry, name, model, metadata, training_profile(model, dataset.X, metadata))

@@ -138,7 +138,7 @@ def housing(rows: int, seed: int = 0, shift: str | None = None) -> pl.DataFrame:
     land = land_ppm2 * lot_area**0.92
     # A garage adds value with diminishing returns: the second car space is
     # worth less than the first, a hangar barely more than two spaces.
-    garage = 70_000.0 * (1.0 - np.exp(-garage_area / 25.0))
+    garage = 220_000.0 * (1.0 - np.exp(-garage_area / 30.0))
 
     price = (
         structure * age_factor * condition_factor * bath_factor * basement_factor

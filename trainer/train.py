@@ -11,6 +11,7 @@ import onnx
 import polars as pl
 
 from driftline.errors import InvalidInput
+from driftline.attribution import attach_cover
 from driftline.lineage import code_version
 from driftline.registry import Feature, Registry, VersionMetadata
 from driftline.registry.profile import Profile
@@ -105,7 +106,8 @@ def train(config: TrainConfig) -> TrainedModel:
     except ValueError as exc:  # scikit-learn's parameter and data checks
         raise InvalidInput(f"training {config.estimator} failed: {exc}") from exc
 
-    model = export_onnx(estimator, len(dataset.features), model_name=config.model)
+    # Node cover from the training rows travels inside the artifact: TreeSHAP needs it at serving time.
+    model = attach_cover(export_onnx(estimator, len(dataset.features), model_name=config.model), dataset.X[fit_rows])
     metrics = holdout_metrics(estimator, dataset.X[holdout], y[holdout], task)
     deviation = onnx_agreement(model, estimator, dataset.X[holdout], task)
     if deviation > MAX_ONNX_DEVIATION:

@@ -1,0 +1,108 @@
+"""Feature attributions of a served version: exact where the model allows, and the cover they need.
+
+- Tree ensembles (gradient boosting, hist gradient boosting, random forests): exact path-dependent
+  TreeSHAP (``kernels/treeshap.py``) of the raw output, i.e. the margin for boosted classifiers.
+  ONNX stores no node cover, so :func:`attach_cover` computes it from the training (or reference)
+  rows at publish time and writes it into ``nodes_hitrates``, which onnxruntime ignores: the
+  artifact is self-contained.
+- Linear regression (an ONNX ``LinearRegressor``): exact, coefficient times the difference from
+  the training mean.
+- Anything else: no attributions (a model-agnostic estimate is not built yet).
+
+The trainer (attribution shares in the training profile) and the server (the ``attribution``
+output, sampled monitoring) use the same :class:`Explainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from driftline.kernels.treeshap import TreeShapModel, compute_cover, prepare, shap_values
+from driftline.onnx_trees import TREE_OPS, read_tree_ensemble, with_cover
+
+ATTRIBUTION = "attribution"  # FP32 [rows, features]
+ATTRIBUTION_BASE = "attribution_base"  # FP32 [rows, 1]: the expected value the attributions start from
+
+
+class Explainer(Protocol):
+    method: str
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(phi float64 [rows, features, outputs], base float64 [outputs]) of the raw model output."""
+
+
+@dataclass(frozen=True)
+class TreeExplainer:
+    model: TreeShapModel
+    method: str = "treeshap (exact, raw output)"
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return shap_values(self.model, X)
+
+
+@dataclass(frozen=True)
+class LinearExplainer:
+    weights: np.ndarray  # [features, outputs]
+    intercepts: np.ndarray  # [outputs]
+    means: np.ndarray  # [features], from the training profile
+    method: str = "linear (exact)"
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        centred = np.asarray(X, dtype=np.float64) - self.means
+        phi = centred[:, :, None] * self.weights[None, :, :]
+        return phi, self.means @ self.weights + self.intercepts
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def attach_cover(model: onnx.ModelProto, X: np.ndarray) -> onnx.ModelProto:
+    """The model with node cover from rows ``X`` written in, when it is a tree ensemble; else unchanged."""
+    if not any(op in TREE_OPS for op in _ops(model)):
+        return model
+    try:
+        ensemble = read_tree_ensemble(model)
+    except ValueError:
+        return model  # a tree layout TreeSHAP cannot read: no attributions, but still servable
+    return with_cover(model, compute_cover(ensemble, np.ascontiguousarray(X, dtype=np.float32)))
+
+
+def explainer_for(model: onnx.ModelProto, feature_means: np.ndarray | None) -> Explainer | None:
+    ops = _ops(model)
+    if any(op in TREE_OPS for op in ops):
+        try:
+            ensemble = read_tree_ensemble(model)
+        except ValueError:
+            return None
+        return TreeExplainer(prepare(ensemble)) if ensemble.has_cover else None
+    if "LinearRegressor" in ops and feature_means is not None:
+        return _linear(model, feature_means)
+    return None
+
+
+def _linear(model: onnx.ModelProto, means: np.ndarray) -> LinearExplainer | None:
+    linear = [n for n in model.graph.node if n.op_type == "LinearRegressor"]
+    others = {n.op_type for n in model.graph.node} - {"LinearRegressor", "Cast", "Identity"}
+    if len(linear) != 1 or others:
+        return None  # preprocessing in the graph: the coefficients are not on the served features
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in linear[0].attribute}
+    targets = int(attrs.get("targets", 1))
+    weights = np.asarray(attrs["coefficients"], dtype=np.float64).reshape(targets, -1).T
+    intercepts = np.asarray(attrs.get("intercepts", [0.0] * targets), dtype=np.float64)
+    if weights.shape[0] != len(means):
+        return None
+    return LinearExplainer(weights, intercepts, np.asarray(means, dtype=np.float64))
+
+
+def per_row(phi: np.ndarray, base: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """[rows, features] and [rows, 1]: the only output, or each row's predicted class when there are several."""
+    if phi.shape[2] == 1 or labels is None:
+        return phi[:, :, 0], np.broadcast_to(base[0], (phi.shape[0], 1))
+    index = np.clip(np.asarray(labels, dtype=np.int64).reshape(-1), 0, phi.shape[2] - 1)
+    rows = np.arange(phi.shape[0])
+    return phi[rows, :, index], base[index].reshape(-1, 1)
