@@ -1,7 +1,7 @@
 """driftline against MLServer, PyTriton and KServe on one model, one machine, one client.
 
     .venv/bin/python benchmarks/compare.py            # ~8 minutes on 2 cores
-    .venv/bin/python benchmarks/compare.py --quick    # ~3 minutes: shorter phases, one round, fewer chart points
+    .venv/bin/python benchmarks/compare.py --quick    # ~2.5 minutes: one round, shorter phases, fewer chart points
 
 One model: the synthetic housing gradient-boosting model that ``driftline train`` makes (plus a
 heavier one, 500 trees of depth 8, for the batching rows). Every server runs onnxruntime on the CPU
@@ -10,10 +10,11 @@ with one intra-op thread and listens on 127.0.0.1; every row is measured by the 
 otherwise), in its own process, with the server's CPU (its whole process tree, from /proc), the
 client's CPU and what other processes used meanwhile reported beside every figure.
 
-The head-to-head rows (c=32, batch-1 unary: the empty handler, driftline batched and unbatched,
-MLServer with and without adaptive batching, PyTriton, KServe) run with all those servers up at
-once, in --rounds interleaved rounds whose order rotates, so that the load other tenants put on a
-shared machine falls on every server alike; their figures pool the rounds. The peers are installed
+The head-to-head rows (c=32: the empty handlers, driftline unary batched and unbatched, streaming,
+--workers 2, the heavy model batched and unbatched, MLServer with and without adaptive batching,
+PyTriton, KServe) run with all those servers up at once, in --rounds interleaved rounds whose order
+rotates, so that the load other tenants put on a shared machine falls on every row alike; their
+figures pool the rounds. The peers are installed
 on first use into their own virtual environments under benchmarks/.envs/ (one that cannot be
 installed or started is skipped, and the results say why). perf_analyzer (Triton's C++ load
 generator) measures driftline at the same settings, to show whether the Python client limits the
@@ -78,16 +79,28 @@ class Row:
 
 
 @dataclass
+class ServerSpec:
+    """A server of the head-to-head group: how to start it."""
+
+    key: str
+    argv: list[str]
+    model: str = MODEL
+    start: dict = field(default_factory=dict)  # harness.start keyword arguments
+
+
+@dataclass
 class Target:
-    """A server of the head-to-head group: how to start it and how to drive it."""
+    """A row of the head-to-head group: which server, and how the client drives it."""
 
     key: str
     label: str
-    text: str  # how it runs, for the table
-    argv: list[str]
-    start: dict = field(default_factory=dict)  # harness.start keyword arguments
+    text: str  # how the server runs, for the table
+    server: str  # a ServerSpec key
     bench: tuple[str, ...] = ()
+    model: str = MODEL
     sweep: str = ""  # chart line name; empty: not on the chart
+    sweep_low: bool = False  # also chart concurrency 1 (the round-trip rows)
+    note: str = ""
 
 
 @dataclass
@@ -107,9 +120,24 @@ class Run:
         return ["--concurrency", str(concurrency), "--duration", str(duration), "--requests", str(a.requests),
                 "--warmup", str(warmup), "--warmup-requests", str(a.warmup_requests)]
 
+    def try_bench(self, label: str, server: Server, model: str, *args: str) -> dict | None:
+        """One driftline bench run; a failure is logged with the server's state, and the run goes on."""
+        try:
+            return harness.bench(server, model, *args)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            alive = server.process.poll() is None
+            why = (f"{label}: {str(exc).strip()[-400:]} (server {'alive' if alive else 'exited'}; its last lines: "
+                   f"{server.tail(5).strip()[-400:]})")
+            self.skipped.setdefault(f"{label} failure {len(self.skipped)}", why)
+            self.say(f"  FAILED {why}")
+            return None
+
     def measure(self, key: str, label: str, server: Server, text: str, *extra: str, model: str = MODEL,
-                note: str = "") -> dict:
-        report = harness.bench(server, model, *self.phase(), *extra)
+                note: str = "") -> dict | None:
+        report = self.try_bench(label, server, model, *self.phase(), *extra)
+        if report is None:
+            self.rows.append(Row(key, label, text, skipped="the run failed (see Skipped)"))
+            return None
         self.rows.append(Row(key, label, text, report, note))
         self.show(label, report)
         return report
@@ -124,7 +152,9 @@ class Run:
         """Chart points: the same target at other concurrencies (short phases)."""
         points = [at_32] if at_32 else []
         for c in levels:
-            report = harness.bench(server, MODEL, *self.phase(c, short=True), *extra)
+            report = self.try_bench(f"{line} c={c}", server, MODEL, *self.phase(c, short=True), *extra)
+            if report is None:
+                continue
             points.append(report)
             self.say(f"    {line:<30} c={c:<3} {report['infer_per_s']:>8,.0f}/s  "
                      f"p50 {report['latency_ms']['p50'] or 0:6.2f} ms  p99 {report['latency_ms']['p99'] or 0:6.2f} ms")
@@ -168,28 +198,46 @@ def pool(reports: list[dict]) -> dict:
 # -- the head-to-head group -------------------------------------------------------------------
 
 
-def headline_targets(run: Run, registry: Path, model_file: Path) -> list[Target]:
+def headline(run: Run, registry: Path, model_file: Path) -> tuple[list[ServerSpec], list[Target]]:
     serve = harness.driftline_serve_argv
+    dl1 = "driftline serve --workers 1 (batching defaults)"
+    specs = [
+        ServerSpec("empty", [sys.executable, str(harness.BENCH_DIR / "empty_server.py"), "--port", "0",
+                             "--model", MODEL]),
+        ServerSpec("dl1", serve(registry, MODEL, "--workers", "1")),
+        ServerSpec("dl1_unbatched", serve(registry, MODEL, "--workers", "1", "--max-batch-size", "1")),
+        ServerSpec("dl2", serve(registry, MODEL, "--workers", "2")),
+        ServerSpec("heavy", serve(registry, HEAVY, "--workers", "1"), model=HEAVY),
+        ServerSpec("heavy_unbatched", serve(registry, HEAVY, "--workers", "1", "--max-batch-size", "1"), model=HEAVY),
+    ]
     targets = [
         Target("empty_unary", "empty grpc.aio ModelInfer handler", "benchmarks/empty_server.py (grpc.aio, no model)",
-               [sys.executable, str(harness.BENCH_DIR / "empty_server.py"), "--port", "0", "--model", MODEL],
-               sweep="empty unary handler"),
-        Target("dl_unary", "driftline unary, batched, --workers 1", "driftline serve --workers 1 (batching defaults)",
-               serve(registry, MODEL, "--workers", "1"), sweep="driftline unary"),
+               "empty", sweep="empty unary handler", sweep_low=True),
+        Target("empty_stream", "empty grpc.aio ModelStreamInfer handler", "benchmarks/empty_server.py", "empty",
+               ("--stream",), note="1 stream, 32 in flight"),
+        Target("dl_unary", "driftline unary, batched, --workers 1", dl1, "dl1", sweep="driftline unary",
+               sweep_low=True),
+        Target("dl_stream", "driftline streaming, --workers 1", dl1, "dl1", ("--stream",),
+               sweep="driftline streaming", note="1 stream, 32 in flight"),
         Target("dl_unbatched", "driftline unary, unbatched (--max-batch-size 1)",
-               "driftline serve --workers 1 --max-batch-size 1",
-               serve(registry, MODEL, "--workers", "1", "--max-batch-size", "1")),
+               "driftline serve --workers 1 --max-batch-size 1", "dl1_unbatched"),
+        Target("dl_workers2", "driftline unary, batched, --workers 2", "driftline serve --workers 2", "dl2",
+               ("--channels", "4"), note="4 channels, so the kernel spreads connections over both workers"),
+        Target("heavy_batched", "heavy model (500 trees, depth 8), batched", "driftline serve --workers 1", "heavy",
+               model=HEAVY),
+        Target("heavy_unbatched", "heavy model (500 trees, depth 8), unbatched",
+               "driftline serve --workers 1 --max-batch-size 1", "heavy_unbatched", model=HEAVY),
     ]
     try:
         python = harness.ensure_env("mlserver", PEER_REQUIREMENTS["mlserver"])
         for key, batching in (("ml_off", False), ("ml_adaptive", True)):
             port, home = mlserver_home(key, model_file, batching=batching, parallel_workers=0)
+            specs.append(ServerSpec(key, [str(python.parent / "mlserver"), "start", str(home)],
+                                    start={"port": port, "cwd": home, "env": {"PYTHONPATH": str(PEERS)}}))
             targets.append(Target(
                 key, "MLServer, adaptive batching (max 32, 0.5 ms)" if batching else "MLServer, no batching",
                 "mlserver 1.7.1, onnxruntime custom runtime, parallel_workers 0, metrics off"
-                + (", adaptive batching" if batching else ""),
-                [str(python.parent / "mlserver"), "start", str(home)],
-                start={"port": port, "cwd": home, "env": {"PYTHONPATH": str(PEERS)}},
+                + (", adaptive batching" if batching else ""), key,
                 sweep="MLServer (adaptive batching)" if batching else "MLServer (no batching)"))
     except EnvUnavailable as exc:
         for key in ("ml_off", "ml_adaptive"):
@@ -199,29 +247,30 @@ def headline_targets(run: Run, registry: Path, model_file: Path) -> list[Target]
         port = harness.free_port()
         # Triton's Python backend stub links libpython dynamically: it must find this interpreter's.
         libdir = sysconfig.get_config_var("LIBDIR") or ""
-        targets.append(Target(
-            "pytriton", "PyTriton, dynamic batching (max 64, 0.5 ms)",
-            "nvidia-pytriton 0.7.0 (Triton 2.51), 1 Python model instance, dynamic batching",
+        specs.append(ServerSpec(
+            "pytriton",
             [str(python), str(PEERS / "pytriton_server.py"), "--model", str(model_file), "--grpc-port", str(port),
              "--http-port", str(harness.free_port()), "--metrics-port", str(harness.free_port()),
              "--max-batch-size", "64", "--max-queue-delay-us", "500"],
             start={"env": {"LD_LIBRARY_PATH": ":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)},
-                   "timeout_s": 240},
-            sweep="PyTriton (dynamic batching)"))
+                   "timeout_s": 240}))
+        targets.append(Target("pytriton", "PyTriton, dynamic batching (max 64, 0.5 ms)",
+                              "nvidia-pytriton 0.7.0 (Triton 2.51), 1 Python model instance, dynamic batching",
+                              "pytriton", sweep="PyTriton (dynamic batching)"))
     except EnvUnavailable as exc:
         run.skip("pytriton", "PyTriton", "nvidia-pytriton 0.7.0", str(exc))
     try:
         python = harness.ensure_env("kserve", PEER_REQUIREMENTS["kserve"])
         port = harness.free_port()
-        targets.append(Target(
-            "kserve", "KServe ModelServer (Python), no batching",
-            "kserve 0.21.0 ModelServer, 1 worker, latency log off",
-            [str(python), str(PEERS / "kserve_server.py"), "--model", str(model_file), "--grpc-port", str(port),
-             "--http-port", str(harness.free_port())],
-            start={"port": port}, bench=KSERVE_INPUT, sweep="KServe"))
+        specs.append(ServerSpec(
+            "kserve", [str(python), str(PEERS / "kserve_server.py"), "--model", str(model_file), "--grpc-port",
+                       str(port), "--http-port", str(harness.free_port())], start={"port": port}))
+        targets.append(Target("kserve", "KServe ModelServer (Python), no batching",
+                              "kserve 0.21.0 ModelServer, 1 worker, latency log off", "kserve", KSERVE_INPUT,
+                              sweep="KServe"))
     except EnvUnavailable as exc:
         run.skip("kserve", "KServe", "kserve 0.21.0", str(exc))
-    return targets
+    return specs, targets
 
 
 def mlserver_home(key: str, model_file: Path, *, batching: bool, parallel_workers: int | None) -> tuple[int, Path]:
@@ -246,70 +295,53 @@ def mlserver_home(key: str, model_file: Path, *, batching: bool, parallel_worker
 
 
 def part_headline(run: Run, registry: Path, model_file: Path) -> None:
-    targets = headline_targets(run, registry, model_file)
+    """Every c=32 server up at once; interleaved rounds; then the extra rows and the chart points."""
+    specs, targets = headline(run, registry, model_file)
     with ExitStack() as stack:
         servers: dict[str, Server] = {}
-        for t in targets:
+        for spec in specs:
             try:
-                servers[t.key] = stack.enter_context(harness.running(t.key, t.argv, model=MODEL, **t.start))
-                run.say(f"  started {t.key} on {servers[t.key].address} (pid {servers[t.key].pid})")
+                servers[spec.key] = stack.enter_context(harness.running(spec.key, spec.argv, model=spec.model,
+                                                                        **spec.start))
+                run.say(f"  started {spec.key} on {servers[spec.key].address} (pid {servers[spec.key].pid})")
             except (RuntimeError, OSError) as exc:
-                run.skip(t.key, t.label, t.text, f"did not start: {str(exc)[-300:]}")
-        live = [t for t in targets if t.key in servers]
+                run.say(f"  {spec.key} did not start: {str(exc)[-300:]}")
+                for t in targets:
+                    if t.server == spec.key:
+                        run.skip(t.key, t.label, t.text, f"did not start: {str(exc)[-300:]}")
+        live = [t for t in targets if t.server in servers]
         rounds: dict[str, list[dict]] = {t.key: [] for t in live}
         for number in range(run.args.rounds):
             run.say(f"  round {number + 1} of {run.args.rounds}")
-            shift = number % len(live) if live else 0
+            shift = (number * max(len(live) // run.args.rounds, 1)) % max(len(live), 1)
             for t in live[shift:] + live[:shift]:  # a rotating order: nobody always goes first
-                report = harness.bench(servers[t.key], MODEL, *run.phase(), *t.bench)
-                rounds[t.key].append(report)
-                run.show(t.label, report)
-        by_key = {}
+                report = run.try_bench(t.label, servers[t.server], t.model, *run.phase(), *t.bench)
+                if report is not None:
+                    rounds[t.key].append(report)
+                    run.show(t.label, report)
+        pooled = {}
         for t in live:
-            by_key[t.key] = pool(rounds[t.key])
-            run.rows.append(Row(t.key, t.label, t.text, by_key[t.key],
-                                note=(f"{len(rounds[t.key])} interleaved rounds: "
-                                      + " / ".join(f"{x:,.0f}" for x in by_key[t.key]["rounds"]) + " infer/s")
-                                if len(rounds[t.key]) > 1 else ""))
-        if "empty_unary" in servers:
-            run.measure("empty_stream", "empty grpc.aio ModelStreamInfer handler", servers["empty_unary"],
-                        "benchmarks/empty_server.py", "--stream", note="1 stream, 32 in flight")
-        stream = None
-        if "dl_unary" in servers:
-            server, text = servers["dl_unary"], "driftline serve --workers 1 (batching defaults)"
-            stream = run.measure("dl_stream", "driftline streaming", server, text, "--stream",
-                                 note="1 stream, 32 in flight")
-            run.measure("dl_rows64", "driftline unary, 64 rows/request", server, text, "--rows-per-request", "64")
-            perf_analyzer(run, server)
+            if not rounds[t.key]:
+                run.skip(t.key, t.label, t.text, "every round failed (see the log)")
+                continue
+            pooled[t.key] = pool(rounds[t.key])
+            note = "; ".join(x for x in (t.note, (f"{len(rounds[t.key])} interleaved rounds: "
+                                                  + " / ".join(f"{x:,.0f}" for x in pooled[t.key]["rounds"])
+                                                  + " infer/s") if len(rounds[t.key]) > 1 else "") if x)
+            run.rows.append(Row(t.key, t.label, t.text, pooled[t.key], note))
+        if "dl1" in servers:
+            run.measure("dl_rows64", "driftline unary, 64 rows/request", servers["dl1"],
+                        "driftline serve --workers 1 (batching defaults)", "--rows-per-request", "64")
+            perf_analyzer(run, servers["dl1"])
+        if "dl2" in servers:
+            run.measure("dl_workers2_stream", "driftline streaming, --workers 2", servers["dl2"],
+                        "driftline serve --workers 2", "--stream", "--streams", "2", "--channels", "2",
+                        note="2 streams on 2 connections, 16 in flight each")
         run.say("  chart points")
         for t in live:
-            if t.sweep:
-                levels = (1, *run.args.sweep) if t.key in ("empty_unary", "dl_unary") else run.args.sweep
-                run.sweep(t.sweep, servers[t.key], *t.bench, levels=levels, at_32=by_key[t.key])
-        if stream is not None:
-            run.sweep("driftline streaming", servers["dl_unary"], "--stream", levels=run.args.sweep, at_32=stream)
-
-
-# -- the other rows ---------------------------------------------------------------------------
-
-
-def part_workers(run: Run, registry: Path) -> None:
-    text = "driftline serve --workers 2"
-    with harness.running("driftline", harness.driftline_serve_argv(registry, MODEL, "--workers", "2"),
-                         model=MODEL) as server:
-        run.measure("dl_workers2", "driftline unary, batched, --workers 2", server, text, "--channels", "4",
-                    note="4 channels, so the kernel spreads connections over both workers")
-        run.measure("dl_workers2_stream", "driftline streaming, --workers 2", server, text, "--stream",
-                    "--streams", "2", "--channels", "2", note="2 streams on 2 connections, 16 in flight each")
-
-
-def part_heavy(run: Run, registry: Path) -> None:
-    for key, label, extra in (("heavy_batched", "batched", ()), ("heavy_unbatched", "unbatched",
-                                                                  ("--max-batch-size", "1"))):
-        text = " ".join(["driftline serve --workers 1", *extra])
-        with harness.running("driftline", harness.driftline_serve_argv(registry, HEAVY, "--workers", "1", *extra),
-                             model=HEAVY) as server:
-            run.measure(key, f"heavy model (500 trees, depth 8), {label}", server, text, model=HEAVY)
+            if t.sweep and t.key in pooled:
+                levels = (1, *run.args.sweep) if t.sweep_low else run.args.sweep
+                run.sweep(t.sweep, servers[t.server], *t.bench, levels=levels, at_32=pooled[t.key])
 
 
 def part_ort(run: Run, registry: Path) -> None:
@@ -362,6 +394,8 @@ def perf_analyzer(run: Run, server: Server) -> None:
         run.skip("perf_analyzer", label, "", str(exc))
         return
     interval_ms = int(max(run.args.duration / 2, 1.0) * 1000)
+    # driftline bench right before and right after, so both clients meet the same machine.
+    around = [run.try_bench("driftline bench before perf_analyzer", server, MODEL, *run.phase())]
     # The rows driftline bench sends: perf_analyzer's random data fails driftline's input checks.
     data = OUT / "perf_analyzer_rows.json"
     data.write_text(json.dumps({"data": [{"input": r} for r in sample_rows(64, 11, "housing", 0).tolist()]}))
@@ -402,6 +436,13 @@ def perf_analyzer(run: Run, server: Server) -> None:
     if process.returncode:
         note += f"; it exited {process.returncode} after reporting: " + " ".join(output.strip().splitlines()[-1:])
     run.rows.append(Row("perf_analyzer", label, "same server as the 'driftline unary, batched' row", report, note))
+    around.append(run.try_bench("driftline bench after perf_analyzer", server, MODEL, *run.phase()))
+    around = [r for r in around if r is not None]
+    if around:
+        run.rows.append(Row("bench_around_pa", "driftline bench against the same server, right before and after "
+                            "perf_analyzer", "driftline serve --workers 1 (batching defaults)", pool(around),
+                            f"{len(around)} runs: " + " / ".join(f"{r['infer_per_s']:,.0f}" for r in around)
+                            + " infer/s"))
     run.say(f"  {label:<44} {report['infer_per_s'] or 0:>9,.0f}/s  p50 {report['latency_ms']['p50'] or 0:6.2f} ms  "
             f"rc {process.returncode}")
 
@@ -494,10 +535,10 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
         out.append(("concurrency 1: p50 within 0.3 ms of an empty gRPC round trip",
                     f"{c1[1]['latency_ms']['p50']:.3f} vs {e1[1]['latency_ms']['p50']:.3f} ms = +{d:.3f} ms",
                     verdict(d <= 0.3)))
-    if "perf_analyzer" in r and rate("dl_unary") and r["perf_analyzer"].get("infer_per_s"):
-        x = rate("dl_unary") / r["perf_analyzer"]["infer_per_s"]
-        out.append(("client check: driftline bench vs perf_analyzer on the same server (c=32)",
-                    f"{rate('dl_unary'):,.0f} vs {r['perf_analyzer']['infer_per_s']:,.0f}/s = {x:.2f}x",
+    if "perf_analyzer" in r and rate("bench_around_pa") and r["perf_analyzer"].get("infer_per_s"):
+        x = rate("bench_around_pa") / r["perf_analyzer"]["infer_per_s"]
+        out.append(("client check: driftline bench (right before and after) vs perf_analyzer, same server, c=32",
+                    f"{rate('bench_around_pa'):,.0f} vs {r['perf_analyzer']['infer_per_s']:,.0f}/s = {x:.2f}x",
                     "bench not slower" if x >= 0.9 else "**bench slower**"))
     return out
 
@@ -669,22 +710,22 @@ def write_results(run: Run, command: str, started: float, chart_written: bool) -
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="short phases and fewer chart points (~3 minutes)")
-    p.add_argument("--duration", type=float, help="measured seconds per row (default 8; quick 3)")
-    p.add_argument("--warmup", type=float, help="warmup seconds per row (default 2; quick 1)")
+    p.add_argument("--quick", action="store_true", help="one round, short phases, fewer chart points (~2.5 minutes)")
+    p.add_argument("--duration", type=float, help="measured seconds per row and round (default 5; quick 2)")
+    p.add_argument("--warmup", type=float, help="warmup seconds per row and round (default 1.5; quick 0.5)")
     p.add_argument("--requests", type=int, default=200_000, help="measured requests per row, at most")
     p.add_argument("--warmup-requests", type=int, default=2000, help="warmup requests per row, at most")
     p.add_argument("--sweep", default=None, help="chart concurrencies besides 32 (default 8,64; quick 64)")
     p.add_argument("--sweep-duration", type=float, help="measured seconds per chart point (default 3; quick 1.5)")
     p.add_argument("--registry", type=Path, help="registry to use (default benchmarks/out/registry, trained once)")
-    p.add_argument("--rounds", type=int, help="interleaved rounds of the head-to-head rows (default 2; quick 1)")
-    p.add_argument("--only", default="", help="comma list of parts: headline,workers,heavy,ort,mlserver_default")
+    p.add_argument("--rounds", type=int, help="interleaved rounds of the head-to-head rows (default 3; quick 1)")
+    p.add_argument("--only", default="", help="comma list of parts: headline,ort,mlserver_default")
     p.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md and the chart")
     args = p.parse_args(argv)
-    args.duration = args.duration or (3.0 if args.quick else 8.0)
-    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    args.duration = args.duration or (2.0 if args.quick else 5.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.5)
     args.sweep_duration = args.sweep_duration or (1.5 if args.quick else 3.0)
-    args.rounds = args.rounds or (1 if args.quick else 2)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.sweep = tuple(int(c) for c in (args.sweep or ("64" if args.quick else "8,64")).split(",") if c)
     return args
 
@@ -704,8 +745,6 @@ def main(argv: list[str] | None = None) -> int:
     harness.train(registry, HEAVY, *HEAVY_PARAMS)
     parts = {
         "headline": lambda: part_headline(run, registry, model_file),
-        "workers": lambda: part_workers(run, registry),
-        "heavy": lambda: part_heavy(run, registry),
         "ort": lambda: part_ort(run, registry),
         "mlserver_default": lambda: part_mlserver_default(run, model_file),
     }

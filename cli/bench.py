@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=int, default=1, help="with --stream: bidirectional streams (default 1)")
     p.add_argument("--rows-per-request", type=int, default=1, help="rows in each request (default 1)")
     p.add_argument("--channels", type=int, default=1, help="gRPC channels (TCP connections) to spread over")
-    p.add_argument("--requests", type=int, default=20_000, help="measured requests, at most (default 20000)")
+    p.add_argument("--requests", type=int, default=20_000,
+                   help="measured requests, at most (default 20000; open loop: arrivals, dropped ones included)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds, at most (default 10)")
     p.add_argument("--warmup-requests", type=int, default=500, help="unmeasured requests first, at most")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first, at most (default 2)")
@@ -395,7 +396,7 @@ class Driver:
         calls, payloads = self.unary, self.payloads
         for offset in self.arrival_offsets(phase):
             due = started + offset
-            if not (phase.issued < phase.requests and due < deadline):
+            if not (phase.issued + phase.dropped < phase.requests and due < deadline):
                 break
             wait = due - time.perf_counter()
             if wait > 0:
@@ -510,7 +511,7 @@ class Driver:
         try:
             for offset in self.arrival_offsets(phase):
                 due = started + offset
-                if not (phase.issued < phase.requests and due < deadline):
+                if not (phase.issued + phase.dropped < phase.requests and due < deadline):
                     break
                 wait = due - time.perf_counter()
                 if wait > 0:

@@ -1,12 +1,16 @@
 """driftline demo: the whole product on embedded defaults, in one command.
 
-Trains a housing model on synthetic data, serves it, sends ordinary and drifted houses,
-publishes a second version and loads it into the running server.
+Trains a housing model on synthetic data, serves it, sends ordinary and drifted houses, shows the
+drift report, refuses invalid houses, explains a prediction, then retrains and hot-swaps to the new
+version while traffic flows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import threading
+from collections import Counter
 import re
 import shutil
 import subprocess
@@ -18,8 +22,8 @@ from pathlib import Path
 
 import grpc
 
-from driftline.cli import drift, infer
-from driftline.cli.models import run_list
+from driftline.cli import drift, explain, infer
+from driftline.cli.models import run_show
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
@@ -29,6 +33,8 @@ from driftline.trainer import synthetic
 from driftline.trainer.train import TrainConfig, publish, train
 
 READY = re.compile(r" on (\S+):(\d+) ")
+# What no house can be, whatever the training data showed (driftline train --schema FILE does the same).
+LIMITS = {"bedrooms": {"min": 0, "integer": True}, "garage_area": {"min": 0}, "living_area": {"min": 10}}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry(root)
 
     step("1. Train a gradient-boosting price model on synthetic housing data and publish it")
-    first = train(TrainConfig(model="housing", estimator="gradient_boosting", rows=args.rows, seed=1))
+    first = train(TrainConfig(model="housing", estimator="gradient_boosting", rows=args.rows, seed=1,
+                              schema_overrides=LIMITS))
     v1 = publish(registry, "housing", first.onnx_model, first.metadata, first.profile, first.schema)
     print(f"published housing version {v1}: holdout r2={first.metadata.metrics['r2']:.3f}, "
           f"mae={first.metadata.metrics['mae']:,.0f} PLN, data {first.metadata.data_version[:19]}...")
@@ -60,21 +67,27 @@ def run(args: argparse.Namespace) -> int:
         traffic(channel, synthetic.housing(1000, seed=12))
         show_drift(channel, address, rows=1005)
 
-        step("4. Houses with garages far larger than any in training: the garage feature alarms")
+        step("4. Data validation: the same schema the trainer inferred judges every request")
+        refuse(channel, synthetic.housing(1, seed=14), "bedrooms", -2.0)
+        refuse(channel, synthetic.housing(1, seed=15), "year_built", 1995.5)
+
+        step("5. Houses with garages far larger than any in training: drift alarms, attributions flag them")
         send(channel, synthetic.housing(5, seed=11, shift="big_garages"))
         traffic(channel, synthetic.housing(1000, seed=13, shift="big_garages"))
         show_drift(channel, address, rows=2010, plot=workdir / "drift.png")
+        print("\n  why was this one priced so? (exact TreeSHAP, computed in the same request)")
+        house = synthetic.housing(1, seed=16, shift="big_garages").select(list(synthetic.FEATURES)).to_dicts()[0]
+        explain.run(explain.parser_for(["housing", "--server", address, "--json", json.dumps(house)]))
 
-        step("5. Retrain with another estimator, publish version 2 and load it into the running server")
-        second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", rows=args.rows, seed=2))
+        step("6. Retrain on data that has big garages, then hot-swap to it under live traffic")
+        second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", rows=args.rows, seed=2,
+                                   shift="big_garages", schema_overrides=LIMITS))
         v2 = publish(registry, "housing", second.onnx_model, second.metadata, second.profile, second.schema)
-        load = pb.RepositoryModelLoadRequest(model_name="housing")
-        load.parameters["version"].int64_param = v2
-        grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryModelLoad(load)
-        send(channel, synthetic.housing(2, seed=11))
+        print(f"published housing version {v2} (hist_gradient_boosting, trained with big garages)")
+        swap_under_traffic(channel, v2)
 
-        step("6. The registry")
-        run_list(argparse.Namespace(registry=str(root)))
+        step("7. The registry: versions with their lineage")
+        run_show(argparse.Namespace(registry=str(root), name="housing"))
     print("\ndone: the demo registry is in", root)
     return 0
 
@@ -97,6 +110,45 @@ def show_drift(channel: grpc.Channel, address: str, rows: int, plot: Path | None
         time.sleep(0.02)
     argv = ["housing", "--server", address] + (["--plot", str(plot)] if plot else [])
     drift.run(drift.parser_for(argv))
+
+
+def refuse(channel: grpc.Channel, frame, feature: str, value: float) -> None:
+    features = infer.feature_names(channel, "housing")
+    row = frame.select(features).to_numpy().astype("float32")
+    row[0, features.index(feature)] = value
+    try:
+        infer.infer(channel, "housing", "", row)
+        print(f"  {feature}={value}: served (unexpected)")
+    except grpc.RpcError as exc:
+        print(f"  {feature}={value:g}: {exc.code().name}: {exc.details()}")
+
+
+def swap_under_traffic(channel: grpc.Channel, version: int) -> None:
+    """Callers keep sending while the server swaps versions; count failures and who answered."""
+    features = infer.feature_names(channel, "housing")
+    rows = synthetic.housing(4, seed=17).select(features).to_numpy().astype("float32")
+    stop, answered, failed = threading.Event(), Counter(), []
+
+    def caller() -> None:
+        while not stop.is_set():
+            try:
+                answered[infer.infer(channel, "housing", "", rows).model_version] += 1
+            except grpc.RpcError as exc:
+                failed.append(exc.code().name)
+
+    callers = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in callers:
+        thread.start()
+    time.sleep(0.5)
+    swapped = driftline_pb2_grpc.AdminStub(channel).Swap(dpb.SwapRequest(name="housing", version=str(version)))
+    time.sleep(0.5)
+    stop.set()
+    for thread in callers:
+        thread.join()
+    print(f"  swap to version {swapped.version} took {swapped.seconds * 1000:.0f} ms; "
+          f"{sum(answered.values())} requests answered during the run "
+          + ", ".join(f"{n} by version {v}" for v, n in sorted(answered.items()))
+          + f"; failed: {len(failed)}")
 
 
 def step(title: str) -> None:
