@@ -99,8 +99,9 @@ class Target:
     bench: tuple[str, ...] = ()
     model: str = MODEL
     sweep: str = ""  # chart line name; empty: not on the chart
-    sweep_low: bool = False  # also chart concurrency 1 (the round-trip rows)
     note: str = ""
+    concurrency: int = CONCURRENCY
+    chart_with: str = ""  # another target's key whose figure is a point of this one's chart line
 
 
 @dataclass
@@ -148,9 +149,9 @@ class Run:
                  f"client {report['client_cpu_us_per_request'] or 0:4.0f} us/req  "
                  f"other {report.get('other_cpu_s') or 0:5.2f} CPU-s  errors {report['errors_total']}")
 
-    def sweep(self, line: str, server: Server, *extra: str, levels: tuple[int, ...], at_32: dict | None) -> None:
-        """Chart points: the same target at other concurrencies (short phases)."""
-        points = [at_32] if at_32 else []
+    def sweep(self, line: str, server: Server, *extra: str, levels: tuple[int, ...], known: list[dict]) -> None:
+        """Chart points: the same target at other concurrencies (short phases), besides the ``known`` ones."""
+        points = list(known)
         for c in levels:
             report = self.try_bench(f"{line} c={c}", server, MODEL, *self.phase(c, short=True), *extra)
             if report is None:
@@ -212,11 +213,14 @@ def headline(run: Run, registry: Path, model_file: Path) -> tuple[list[ServerSpe
     ]
     targets = [
         Target("empty_unary", "empty grpc.aio ModelInfer handler", "benchmarks/empty_server.py (grpc.aio, no model)",
-               "empty", sweep="empty unary handler", sweep_low=True),
+               "empty", sweep="empty unary handler", chart_with="empty_unary_c1"),
+        Target("empty_unary_c1", "empty grpc.aio ModelInfer handler, concurrency 1", "benchmarks/empty_server.py",
+               "empty", concurrency=1, note="the empty gRPC round trip"),
         Target("empty_stream", "empty grpc.aio ModelStreamInfer handler", "benchmarks/empty_server.py", "empty",
                ("--stream",), note="1 stream, 32 in flight"),
         Target("dl_unary", "driftline unary, batched, --workers 1", dl1, "dl1", sweep="driftline unary",
-               sweep_low=True),
+               chart_with="dl_unary_c1"),
+        Target("dl_unary_c1", "driftline unary, concurrency 1", dl1, "dl1", concurrency=1),
         Target("dl_stream", "driftline streaming, --workers 1", dl1, "dl1", ("--stream",),
                sweep="driftline streaming", note="1 stream, 32 in flight"),
         Target("dl_unbatched", "driftline unary, unbatched (--max-batch-size 1)",
@@ -294,41 +298,52 @@ def mlserver_home(key: str, model_file: Path, *, batching: bool, parallel_worker
     return port, home
 
 
+def start_all(run: Run, stack: ExitStack, specs: list[ServerSpec], targets: list[Target]) -> dict[str, Server]:
+    servers: dict[str, Server] = {}
+    for spec in specs:
+        try:
+            servers[spec.key] = stack.enter_context(harness.running(spec.key, spec.argv, model=spec.model,
+                                                                    **spec.start))
+            run.say(f"  started {spec.key} on {servers[spec.key].address} (pid {servers[spec.key].pid})")
+        except (RuntimeError, OSError) as exc:
+            run.say(f"  {spec.key} did not start: {str(exc)[-300:]}")
+            for t in targets:
+                if t.server == spec.key:
+                    run.skip(t.key, t.label, t.text, f"did not start: {str(exc)[-300:]}")
+    return servers
+
+
+def interleaved(run: Run, servers: dict[str, Server], live: list[Target]) -> dict[str, dict]:
+    """--rounds rounds over every live target, in an order that rotates; each target's rounds pooled."""
+    rounds: dict[str, list[dict]] = {t.key: [] for t in live}
+    for number in range(run.args.rounds):
+        run.say(f"  round {number + 1} of {run.args.rounds}")
+        shift = (number * max(len(live) // run.args.rounds, 1)) % max(len(live), 1)
+        for t in live[shift:] + live[:shift]:  # nobody always goes first
+            report = run.try_bench(t.label, servers[t.server], t.model, *run.phase(t.concurrency), *t.bench)
+            if report is not None:
+                rounds[t.key].append(report)
+                run.show(t.label, report)
+    pooled = {}
+    for t in live:
+        if not rounds[t.key]:
+            run.skip(t.key, t.label, t.text, "every round failed (see Skipped)")
+            continue
+        pooled[t.key] = pool(rounds[t.key])
+        spread = (f"{len(rounds[t.key])} interleaved rounds: "
+                  + " / ".join(f"{x:,.0f}" for x in pooled[t.key]["rounds"]) + " infer/s")
+        note = "; ".join(x for x in (t.note, spread if len(rounds[t.key]) > 1 else "") if x)
+        run.rows.append(Row(t.key, t.label, t.text, pooled[t.key], note))
+    return pooled
+
+
 def part_headline(run: Run, registry: Path, model_file: Path) -> None:
     """Every c=32 server up at once; interleaved rounds; then the extra rows and the chart points."""
     specs, targets = headline(run, registry, model_file)
     with ExitStack() as stack:
-        servers: dict[str, Server] = {}
-        for spec in specs:
-            try:
-                servers[spec.key] = stack.enter_context(harness.running(spec.key, spec.argv, model=spec.model,
-                                                                        **spec.start))
-                run.say(f"  started {spec.key} on {servers[spec.key].address} (pid {servers[spec.key].pid})")
-            except (RuntimeError, OSError) as exc:
-                run.say(f"  {spec.key} did not start: {str(exc)[-300:]}")
-                for t in targets:
-                    if t.server == spec.key:
-                        run.skip(t.key, t.label, t.text, f"did not start: {str(exc)[-300:]}")
+        servers = start_all(run, stack, specs, targets)
         live = [t for t in targets if t.server in servers]
-        rounds: dict[str, list[dict]] = {t.key: [] for t in live}
-        for number in range(run.args.rounds):
-            run.say(f"  round {number + 1} of {run.args.rounds}")
-            shift = (number * max(len(live) // run.args.rounds, 1)) % max(len(live), 1)
-            for t in live[shift:] + live[:shift]:  # a rotating order: nobody always goes first
-                report = run.try_bench(t.label, servers[t.server], t.model, *run.phase(), *t.bench)
-                if report is not None:
-                    rounds[t.key].append(report)
-                    run.show(t.label, report)
-        pooled = {}
-        for t in live:
-            if not rounds[t.key]:
-                run.skip(t.key, t.label, t.text, "every round failed (see the log)")
-                continue
-            pooled[t.key] = pool(rounds[t.key])
-            note = "; ".join(x for x in (t.note, (f"{len(rounds[t.key])} interleaved rounds: "
-                                                  + " / ".join(f"{x:,.0f}" for x in pooled[t.key]["rounds"])
-                                                  + " infer/s") if len(rounds[t.key]) > 1 else "") if x)
-            run.rows.append(Row(t.key, t.label, t.text, pooled[t.key], note))
+        pooled = interleaved(run, servers, live)
         if "dl1" in servers:
             run.measure("dl_rows64", "driftline unary, 64 rows/request", servers["dl1"],
                         "driftline serve --workers 1 (batching defaults)", "--rows-per-request", "64")
@@ -340,8 +355,8 @@ def part_headline(run: Run, registry: Path, model_file: Path) -> None:
         run.say("  chart points")
         for t in live:
             if t.sweep and t.key in pooled:
-                levels = (1, *run.args.sweep) if t.sweep_low else run.args.sweep
-                run.sweep(t.sweep, servers[t.server], *t.bench, levels=levels, at_32=pooled[t.key])
+                known = [pooled[k] for k in (t.key, t.chart_with) if k in pooled]
+                run.sweep(t.sweep, servers[t.server], *t.bench, levels=run.args.sweep, known=known)
 
 
 def part_ort(run: Run, registry: Path) -> None:
@@ -493,13 +508,17 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
     unary_keys = [k for k in ("dl_unary", "dl_workers2") if rate(k)]
     best_dl_key = max(unary_keys, key=rate) if unary_keys else None
     best_dl = rate(best_dl_key) if best_dl_key else None
-    ml = [rate(k) for k in ("ml_adaptive", "ml_off", "ml_workers1") if rate(k)]
+    ml = [rate(k) for k in ("ml_adaptive", "ml_off") if rate(k)]
     if best_dl and ml:
         x = best_dl / max(ml)
         out.append(("c=32 batch-1 unary: driftline >= 2.5x MLServer (best config)",
                     f"{best_dl:,.0f} vs {max(ml):,.0f}/s = {x:.2f}x ({best_dl_key})", verdict(x >= 2.5)))
     else:
         out.append(("c=32 batch-1 unary: driftline >= 2.5x MLServer", "MLServer not measured", "n/a"))
+    if best_dl and rate("ml_workers1"):
+        x = best_dl / rate("ml_workers1")
+        out.append(("(for reference) driftline vs MLServer's default parallel_workers=1, not interleaved",
+                    f"{best_dl:,.0f} vs {rate('ml_workers1'):,.0f}/s = {x:.2f}x", "indicative only"))
     peers = {k: rate(k) for k in ("pytriton", "kserve") if rate(k)}
     if best_dl and peers:
         best_peer = max(peers, key=peers.get)
@@ -528,13 +547,10 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
         x = rate("heavy_batched") / rate("heavy_unbatched")
         out.append(("heavier model: batched >= 2x unbatched",
                     f"{rate('heavy_batched'):,.0f} vs {rate('heavy_unbatched'):,.0f}/s = {x:.2f}x", verdict(x >= 2)))
-    c1 = {p["config"]["concurrency"]: p for p in run.sweeps.get("driftline unary", [])}
-    e1 = {p["config"]["concurrency"]: p for p in run.sweeps.get("empty unary handler", [])}
-    if 1 in c1 and 1 in e1:
-        d = c1[1]["latency_ms"]["p50"] - e1[1]["latency_ms"]["p50"]
+    if "dl_unary_c1" in r and "empty_unary_c1" in r:
+        a, b = r["dl_unary_c1"]["latency_ms"]["p50"], r["empty_unary_c1"]["latency_ms"]["p50"]
         out.append(("concurrency 1: p50 within 0.3 ms of an empty gRPC round trip",
-                    f"{c1[1]['latency_ms']['p50']:.3f} vs {e1[1]['latency_ms']['p50']:.3f} ms = +{d:.3f} ms",
-                    verdict(d <= 0.3)))
+                    f"{a:.3f} vs {b:.3f} ms = +{a - b:.3f} ms", verdict(a - b <= 0.3)))
     if "perf_analyzer" in r and rate("bench_around_pa") and r["perf_analyzer"].get("infer_per_s"):
         x = rate("bench_around_pa") / r["perf_analyzer"]["infer_per_s"]
         out.append(("client check: driftline bench (right before and after) vs perf_analyzer, same server, c=32",
@@ -650,25 +666,28 @@ def code() -> str:
         return __version__
 
 
-def write_results(run: Run, command: str, started: float, chart_written: bool) -> None:
+def write_results(run: Run, command: str, elapsed: float, date: str, chart_written: bool) -> None:
     a = run.args
-    elapsed = time.perf_counter() - started
     section = [
         BEGIN,
         "## driftline vs MLServer, PyTriton and KServe (issue 3)",
         "",
-        f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; the whole run took {elapsed / 60:.1f} minutes.",
+        f"- **Date:** {date} UTC; the whole run took {elapsed / 60:.1f} minutes.",
         f"- **Code:** `driftline {run.extra.get('code', '?')}`",
         f"- **Machine:** {run.extra.get('machine', '?')}. Client and every server share these cores.",
         f"- **Model:** `driftline train {MODEL} --synthetic housing --rows 4000 --seed 0` (gradient boosting, "
         f"100 trees of depth 3, 11 FP32 features); heavy: the same data with "
         f"`{' '.join('--param ' + p for p in HEAVY_PARAMS)}`.",
         f"- **Client:** `driftline bench`, closed loop, concurrency {CONCURRENCY}, 1 row per request unless the row "
-        f"says otherwise, 1 channel unless noted; each row: warmup <= {a.warmup:g} s, then <= {a.duration:g} s or "
-        f"{a.requests:,} requests. Each row's exact command is in `benchmarks/out/compare.json`.",
+        f"says otherwise, 1 channel unless noted; each run: warmup <= {a.warmup:g} s, then <= {a.duration:g} s or "
+        f"{a.requests:,} requests. The rows noted 'interleaved rounds' ran with all their servers up at once, "
+        f"{a.rounds} round(s) in a rotating order, pooled (rates and CPU over all rounds, latency percentiles the "
+        "median of the rounds'); the other rows ran once, right after. Chart points besides c=1 and c=32 ran "
+        f"{a.sweep_duration:g} s each. Each run's exact command is in `benchmarks/out/compare.json`.",
         "- **CPU columns:** server = utime+stime of the server's whole process tree (/proc) over the measured phase, "
         "divided by the requests answered; client = the `driftline bench` process's own CPU (all its threads) "
-        "over the same phase.",
+        "over the same phase; other procs = cores busy with neither (other processes on the machine), "
+        "from /proc/stat.",
         "",
         "### Command",
         "",
@@ -676,7 +695,7 @@ def write_results(run: Run, command: str, started: float, chart_written: bool) -
         command,
         "```",
         "",
-        "### Results (concurrency 32)",
+        "### Results (concurrency 32 unless the row says otherwise)",
         "",
         table(run),
         "",
@@ -721,6 +740,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="interleaved rounds of the head-to-head rows (default 3; quick 1)")
     p.add_argument("--only", default="", help="comma list of parts: headline,ort,mlserver_default")
     p.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md and the chart")
+    p.add_argument("--render", type=Path, metavar="COMPARE.json",
+                   help="only rewrite RESULTS.md and the chart from a saved benchmarks/out/compare.json")
     args = p.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.5)
@@ -730,10 +751,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def publish(run: Run, command: str, elapsed: float, date: str) -> None:
+    written = chart(run, CHART)
+    write_results(run, command, elapsed, date, written)
+    also = f" and {CHART.relative_to(harness.ROOT)}" if written else ""
+    run.say(f"wrote {RESULTS.relative_to(harness.ROOT)}{also}")
+
+
+def render(path: Path) -> int:
+    """RESULTS.md and the chart again from a saved compare.json (no measuring)."""
+    data = json.loads(path.read_text())
+    args = argparse.Namespace(**data["args"])
+    args.sweep = tuple(args.sweep)
+    run = Run(args, rows=[Row(**r) for r in data["rows"]], sweeps=data["sweeps"], extra=data["extra"],
+              skipped=data["skipped"])
+    publish(run, data["command"], data.get("elapsed_s") or 0.0, data.get("date", "?"))
+    for t, m, s in targets(run):
+        print(f"- {t}: {m} -> {s}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render(args.render)
     command = shlex.join([".venv/bin/python", "benchmarks/compare.py", *(sys.argv[1:] if argv is None else argv)])
-    started = time.perf_counter()
+    started, date = time.perf_counter(), f"{datetime.now(UTC):%Y-%m-%d %H:%M}"  # when the run began
     run = Run(args)
     run.extra["machine"], run.extra["code"] = machine(), code()
     run.say(f"command: {command}")
@@ -757,15 +800,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one broken peer must not lose the other rows
             run.skipped[name] = f"{type(exc).__name__}: {str(exc)[-600:]}"
             run.say(f"  {name} failed: {run.skipped[name]}")
-    data = {"command": command, "machine": run.extra["machine"], "args": {k: (list(v) if isinstance(v, tuple) else
-            str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    elapsed = time.perf_counter() - started
+    data = {"command": command, "date": date, "elapsed_s": elapsed, "machine": run.extra["machine"],
+            "args": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                     for k, v in vars(args).items()},
             "rows": [r.__dict__ for r in run.rows], "sweeps": run.sweeps, "extra": run.extra, "skipped": run.skipped}
     (OUT / "compare.json").write_text(json.dumps(data, indent=2, default=str))
     if not args.no_results:
-        written = chart(run, CHART)
-        write_results(run, command, started, written)
-        run.say(f"wrote {RESULTS.relative_to(harness.ROOT)}"
-                + (f" and {CHART.relative_to(harness.ROOT)}" if written else ""))
+        publish(run, command, elapsed, date)
     print()
     print(table(run))
     print()

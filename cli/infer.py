@@ -17,6 +17,7 @@ from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
+from driftline.server import telemetry
 from driftline.trainer.data import read_table
 
 
@@ -29,27 +30,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     rows.add_argument("--csv", metavar="FILE", help="rows from a CSV or Parquet file (columns named as features)")
     p.add_argument("--version", default="", help="ask for a specific loaded version")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before giving up")
+    p.add_argument("--trace", action="store_true",
+                   help="send a W3C traceparent and print its trace id, so the server's spans can be found; with "
+                        "OTEL_TRACES_EXPORTER=otlp a client span is exported too (and sent without this flag)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        with grpc.insecure_channel(args.server) as channel:
-            features = feature_names(channel, args.name, args.version, args.timeout)
-            records = _records(args)
-            if args.csv:  # a file may carry more columns (the target, ids): use the features only
-                records = [{f: r[f] for f in features if f in r} for r in records]
-            response = infer(channel, args.name, args.version, rows_matrix(records, features), args.timeout)
-    except grpc.RpcError as exc:
-        print(f"driftline infer: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        telemetry.check_environment()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    with telemetry.client_span("driftline infer", force=args.trace) as metadata:
+        trace_id = next((telemetry.parse_traceparent(v) for k, v in metadata if k == "traceparent"), None)
+        if trace_id:
+            print(f"trace {trace_id[0]}", file=sys.stderr, flush=True)
+        try:
+            with grpc.insecure_channel(args.server) as channel:
+                features = feature_names(channel, args.name, args.version, args.timeout, metadata)
+                records = _records(args)
+                if args.csv:  # a file may carry more columns (the target, ids): use the features only
+                    records = [{f: r[f] for f in features if f in r} for r in records]
+                response = infer(channel, args.name, args.version, rows_matrix(records, features), args.timeout,
+                                 metadata)
+        except grpc.RpcError as exc:
+            print(f"driftline infer: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
     print_predictions(response)
     return 0
 
 
-def feature_names(channel: grpc.Channel, name: str, version: str = "", timeout: float = 30.0) -> list[str]:
+def feature_names(channel: grpc.Channel, name: str, version: str = "", timeout: float = 30.0,
+                  metadata: Sequence[tuple[str, str]] = ()) -> list[str]:
     stub = driftline_pb2_grpc.DriftlineStub(channel)
-    info = stub.VersionInfo(dpb.VersionInfoRequest(name=name, version=version), timeout=timeout)
+    info = stub.VersionInfo(dpb.VersionInfoRequest(name=name, version=version), timeout=timeout,
+                            metadata=tuple(metadata))
     return list(info.feature_names)
 
 
@@ -67,14 +82,15 @@ def rows_matrix(records: Sequence[dict[str, object]], features: Sequence[str]) -
     return matrix
 
 
-def infer(channel: grpc.Channel, name: str, version: str, rows: np.ndarray, timeout: float = 30.0
-          ) -> pb.ModelInferResponse:
+def infer(channel: grpc.Channel, name: str, version: str, rows: np.ndarray, timeout: float = 30.0,
+          metadata: Sequence[tuple[str, str]] = ()) -> pb.ModelInferResponse:
     stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-    metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=name, version=version), timeout=timeout)
+    described = stub.ModelMetadata(pb.ModelMetadataRequest(name=name, version=version), timeout=timeout,
+                                   metadata=tuple(metadata))
     request = pb.ModelInferRequest(model_name=name, model_version=version)
-    request.inputs.add(name=metadata.inputs[0].name, datatype="FP32", shape=rows.shape)
+    request.inputs.add(name=described.inputs[0].name, datatype="FP32", shape=rows.shape)
     request.raw_input_contents.append(np.ascontiguousarray(rows, dtype="<f4").tobytes())
-    return stub.ModelInfer(request, timeout=timeout)
+    return stub.ModelInfer(request, timeout=timeout, metadata=tuple(metadata))
 
 
 def outputs_of(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:

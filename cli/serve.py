@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
+import shutil
+import socket
+import sys
+import tempfile
 
 from driftline.cli.common import add_registry
+from driftline.server import logs, telemetry
 from driftline.server.app import serve
 from driftline.errors import InvalidInput
 from driftline.kernels.drift_stats import Thresholds
@@ -14,6 +20,8 @@ from driftline.server.batcher import BatchSettings
 from driftline.server.monitor import DriftSettings
 from driftline.server.settings import ServerSettings, load_model_config
 from driftline.server.workers import run_workers
+
+METRICS_PORT = 8002  # Triton's metrics port, beside the gRPC 8001
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,18 +66,59 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rows a window needs before it may alarm (default %(default)s)")
     p.add_argument("--model-config", metavar="FILE.toml",
                    help="per-model batching and drift settings, one [model] table each (see README)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help=f"Prometheus /metrics on --host:PORT (default {METRICS_PORT}, skipped with a warning when "
+                        "busy; 0 picks a free port, printed on start)")
+    p.add_argument("--no-metrics", action="store_true", help="serve no metrics and record none")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="json: one object per line, with trace_id/span_id on lines that belong to a request. "
+                        "Traces: set OTEL_TRACES_EXPORTER=otlp and OTEL_EXPORTER_OTLP_ENDPOINT (see README)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
+        telemetry.check_environment()
     except ValueError as exc:  # a bad flag or config file: say so, like any other input error
         raise InvalidInput(str(exc)) from exc
+    logs.configure(settings.log_format)
     if settings.workers > 1:
-        return run_workers(settings, settings.workers)
+        return _run_workers(settings)
     asyncio.run(serve(settings))
     return 0
+
+
+def _run_workers(settings: ServerSettings) -> int:
+    """Workers record metrics in prometheus_client's multiprocess mode, in a folder of their own."""
+    if settings.metrics_port is None:
+        return run_workers(settings, settings.workers)
+    port = _metrics_port(settings)
+    settings = dataclasses.replace(settings, metrics_port=port)
+    if port is None:
+        return run_workers(settings, settings.workers)
+    folder = tempfile.mkdtemp(prefix="driftline-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by each worker's prometheus_client at import
+    try:
+        return run_workers(settings, settings.workers)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _metrics_port(settings: ServerSettings) -> int | None:
+    """A concrete port for worker 0 to serve, so that every worker's start line names the same one."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.metrics_port))
+        except OSError as exc:
+            if not settings.metrics_optional:
+                raise InvalidInput(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from exc
+            print(f"driftline serve: metrics off: {settings.host}:{settings.metrics_port} is busy ({exc}); "
+                  "pass --metrics-port to choose another port", file=sys.stderr, flush=True)
+            return None
+        return probe.getsockname()[1]
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -104,4 +153,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         drift=drift,
         model_drift=per_model_drift,
         model_validation=per_model_validation,
+        metrics_port=None if args.no_metrics else (METRICS_PORT if args.metrics_port is None else args.metrics_port),
+        metrics_optional=args.metrics_port is None,
+        log_format=args.log_format,
     )

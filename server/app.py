@@ -19,7 +19,7 @@ from driftline.server.auth import AdminGuard
 from driftline.server.peers import Peers, socket_path
 from driftline.server.poll import follow_production
 from driftline.server.repository import ModelRepository
-from driftline.server import run
+from driftline.server import logs, metrics, run, telemetry
 from driftline.server.monitor import MonitorThread
 from driftline.server.service import AdminService, DriftlineService, InferenceService, MonitoringService
 from driftline.server.settings import ServerSettings
@@ -38,16 +38,24 @@ class Built:
     repository: ModelRepository
     pool: Executor
     admin: AdminService
+    peers: Peers
 
 
 def build(settings: ServerSettings) -> Built:
     """Load the models, wire the services and bind the port (not started yet)."""
     pool = run.executor(settings.inference_threads)
     monitors = MonitorThread() if settings.monitor else None
+    metrics.recording = settings.metrics_port is not None  # before any version's batcher is made
     repository = ModelRepository(open_registry(settings.registry), settings, pool, monitors)
     repository.load_startup()
+    if settings.worker_index == 0:  # every worker loads the same; count once per server
+        for name in repository.names():
+            metrics.model_event(name, "load", ok=repository.slot(name).default is not None)
+    # The span interceptor is there only when something reads it: otherwise a call pays nothing for it.
+    traced = telemetry.tracer is not None or settings.log_format == "json"
     server = grpc.aio.server(
-        interceptors=[AdminGuard(settings.admin_token, settings.host)],
+        interceptors=[*([telemetry.ServerSpans()] if traced else []),
+                      AdminGuard(settings.admin_token, settings.host)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -75,16 +83,20 @@ def build(settings: ServerSettings) -> Built:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (in use, or not an address of this machine)")
     if settings.peer_dir is not None:
         server.add_insecure_port(f"unix:{socket_path(settings.peer_dir, settings.worker_index)}")
-    return Built(server, port, repository, pool, admin)
+    return Built(server, port, repository, pool, admin, peers)
 
 
 async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
+    worker = settings.worker_index if settings.workers > 1 else None
+    logs.configure(settings.log_format, worker)
+    telemetry.setup(worker_index=worker)
     built = build(settings)
     server, port, repository, pool = built.server, built.port, built.repository, built.pool
     # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
     # full passes, which otherwise stall a request for ~100 ms now and then.
     gc.collect()
     gc.freeze()
+    metrics_server, metrics_note = _serve_metrics(settings, built)
     await server.start()
     summary = []
     for name in repository.names():
@@ -92,7 +104,8 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
         summary.append(f"{name}:{slot.default.served.version}" if slot.default else f"{name}(unavailable)")
     providers = ", ".join(repository.providers)
     # Tests and scripts read this line to learn the port (which may have been chosen by the OS).
-    announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})")
+    announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})"
+             f"{metrics_note}")
     poller = None
     if settings.poll_s and settings.worker_index == 0:
         poller = asyncio.ensure_future(follow_production(repository, built.admin, settings.poll_s))
@@ -108,3 +121,26 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     pool.shutdown(wait=True, cancel_futures=True)
     if repository.monitors is not None:
         repository.monitors.close()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    telemetry.shutdown()  # exports the spans still buffered
+
+
+def _serve_metrics(settings: ServerSettings, built: Built) -> tuple[object | None, str]:
+    """Worker 0 serves /metrics; returns its HTTP server and what the start line says about it."""
+    if settings.metrics_port is None:
+        return None, ""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    if settings.worker_index != 0:  # the parent chose a concrete port for worker 0 to serve
+        return None, f"; metrics http://{host}:{settings.metrics_port}/metrics"
+    collector = metrics.LiveCollector(built.repository, built.peers, asyncio.get_running_loop())
+    try:
+        http = metrics.serve(settings.host, settings.metrics_port, collector)
+    except OSError as exc:
+        if not settings.metrics_optional:
+            raise OSError(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from exc
+        log.warning("metrics off: cannot listen on %s:%d (%s); pass --metrics-port to choose another port",
+                    settings.host, settings.metrics_port, exc)
+        return None, "; metrics off (port busy)"
+    # No " on HOST:PORT" here: scripts find the gRPC port with that pattern.
+    return http, f"; metrics http://{host}:{http.server_port}/metrics"

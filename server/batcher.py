@@ -19,10 +19,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from driftline.errors import DeadlineExpired, Unavailable
+from driftline.server import metrics, telemetry
 from driftline.server.model import ServedVersion
 from driftline.server.run import run_batch
 
@@ -53,6 +55,7 @@ class Pending:
     future: asyncio.Future[list[np.ndarray]]
     enqueued_ns: int
     deadline: float | None  # time.monotonic() seconds; None: no deadline
+    span: Any = None  # the request's span, to link its batch to (tracing on only)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Batch:
     rows: np.ndarray
     outputs: dict[str, np.ndarray]
     requests: int
+    trace: Any = None  # the batch span's SpanContext (tracing on, a sampled request in the batch), for the drift update
 
 
 BatchObserver = Callable[[Batch], None]
@@ -78,6 +82,10 @@ class Batcher:
     _queued_rows: int = 0
     _running: int = 0
     _timer: asyncio.TimerHandle | None = None
+    metrics: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = metrics.for_version(self.served.name, self.served.version)
 
     @property
     def queue_depth(self) -> int:
@@ -95,9 +103,11 @@ class Batcher:
                 f"{len(self._queue)} requests waiting (max_queue_size); retry later or raise --max-queue-size"
             )
         loop = asyncio.get_running_loop()
-        pending = Pending(rows, loop.create_future(), time.perf_counter_ns(), deadline)
+        pending = Pending(rows, loop.create_future(), time.perf_counter_ns(), deadline,
+                          telemetry.current_span() if telemetry.tracer is not None else None)
         self._queue.append(pending)
         self._queued_rows += len(rows)
+        self.metrics.queued(len(self._queue))
         self._dispatch()
         return pending.future
 
@@ -142,6 +152,7 @@ class Batcher:
                 continue
             taken.append(head)
             rows += len(head.rows)
+        self.metrics.queued(len(self._queue))
         return taken
 
     # -- executing ------------------------------------------------------------------------------
@@ -161,16 +172,24 @@ class Batcher:
         started = time.perf_counter_ns()
         for member in members:
             served.stats.queue.add(started - member.enqueued_ns)
+            self.metrics.waited(started - member.enqueued_ns)
         rows = members[0].rows if len(members) == 1 else np.concatenate([m.rows for m in members])
+        trace = self._trace(members, len(rows), started) if telemetry.tracer is not None else None
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, run_batch, served, rows)
+            outputs = await self._run(rows, trace)
         except Exception as exc:  # noqa: BLE001 - every member must hear about it
             log.exception("%s version %d: batch of %d rows failed", served.name, served.version, len(rows))
+            if trace is not None:
+                trace.end(exc)
             for member in members:
                 if not member.future.done():
                     member.future.set_exception(exc)
             return
-        served.stats.executed(len(rows), time.perf_counter_ns() - started)
+        compute_ns = time.perf_counter_ns() - started
+        served.stats.executed(len(rows), compute_ns)
+        self.metrics.executed(len(rows), len(members), compute_ns)
+        if trace is not None:
+            trace.end()
         offset = 0
         for member in members:
             end = offset + len(member.rows)
@@ -178,9 +197,26 @@ class Batcher:
                 member.future.set_result([out[offset:end] for out in outputs])
             offset = end
         if self.observers:
-            batch = Batch(served, rows, dict(zip(served.output_names, outputs, strict=True)), len(members))
+            batch = Batch(served, rows, dict(zip(served.output_names, outputs, strict=True)), len(members),
+                          trace.context if trace is not None else None)
             for observe in self.observers:
                 observe(batch)
+
+    def _trace(self, members: list[Pending], rows: int, started_ns: int) -> telemetry.BatchTrace | None:
+        """The batch's spans, when a request it serves is sampled (tracing on only)."""
+        spans = [(m.span, m.enqueued_ns) for m in members]
+        if not telemetry.BatchTrace.wanted(spans):
+            return None
+        served = self.served
+        provider = served.providers[0] if served.providers else ""
+        return telemetry.BatchTrace(served.name, served.version, provider, spans, rows, started_ns)
+
+    async def _run(self, rows: np.ndarray, trace: telemetry.BatchTrace | None) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        if trace is None:
+            return await loop.run_in_executor(self.executor, run_batch, self.served, rows)
+        with trace.inference(len(rows)):
+            return await loop.run_in_executor(self.executor, run_batch, self.served, rows)
 
 
 def _waited_ms(pending: Pending) -> float:

@@ -26,6 +26,7 @@ from driftline.kernels.drift_stats import ColumnDrift, Thresholds, report
 from driftline.attribution import Explainer, per_row
 from driftline.registry.columns import ATTRIBUTION_SHARE, attribution_shares, monitored_rows
 from driftline.registry.profile import Profile
+from driftline.server import telemetry
 from driftline.server.batcher import Batch
 
 log = logging.getLogger("driftline.server")
@@ -225,7 +226,11 @@ class MonitorThread:
                 batch.set()  # a flush marker
                 continue
             try:
-                monitor.update(batch.rows, batch.outputs)
+                if batch.trace is None:
+                    monitor.update(batch.rows, batch.outputs)
+                else:  # a sampled batch: its drift update shows in the same trace, after the answers
+                    with telemetry.drift_update(batch.trace, len(batch.rows)):
+                        monitor.update(batch.rows, batch.outputs)
             except Exception:  # noqa: BLE001 - monitoring must never take serving down
                 self.failures += 1
                 log.exception("drift update failed for a batch of %d rows", len(batch.rows))

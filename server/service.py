@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import numpy as np
@@ -21,7 +22,7 @@ from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.proto import model_config_pb2 as cpb
 from driftline.registry import TensorSpec
-from driftline.server import status
+from driftline.server import metrics, status, telemetry
 from driftline.server.decode import decode_rows, requested_outputs
 from driftline.server.encode import encode_response
 from driftline.server.peers import Peers, is_peer_call
@@ -97,7 +98,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await in_flight.put(asyncio.ensure_future(self._infer(request, None)))
+                    await in_flight.put(asyncio.ensure_future(self._infer(request, None, message=True)))
             finally:
                 await in_flight.put(None)
 
@@ -114,35 +115,53 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None, message: bool = False
+                     ) -> pb.ModelInferResponse:
+        if message and telemetry.tracer is not None:
+            with telemetry.stream_message():  # a unary call's request span is the RPC's own
+                return await self._answer(request, deadline)
+        return await self._answer(request, deadline)
+
+    async def _answer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         started = time.perf_counter_ns()
-        endpoint = self.repository.get(request.model_name, request.model_version)
+        try:
+            endpoint = self.repository.get(request.model_name, request.model_version)
+        except Exception as exc:
+            metrics.refused(request.model_name, self.repository.find(request.model_name) is not None, exc)
+            raise
         served = endpoint.served
+        if telemetry.tracer is not None:
+            telemetry.describe_request(served.name, served.version)
         endpoint.in_flight.count += 1  # a swap waits for this to drop back before it returns
         try:
             rows = decode_rows(request, served)
             names = requested_outputs(request, served)
-            flagged = endpoint.validator.check(rows) if endpoint.validator is not None else None
+            flagged = None
+            if endpoint.validator is not None:
+                with telemetry.span("driftline.validate"):
+                    flagged = endpoint.validator.check(rows)
             outputs = await endpoint.batcher.submit(rows, deadline)
             if names != served.output_names:
                 by_name = dict(zip(served.output_names, outputs, strict=True))
                 if ATTRIBUTION in names or ATTRIBUTION_BASE in names:
-                    by_name.update(await self._attributions(served, rows, by_name))
+                    with telemetry.span("driftline.attribution", {"driftline.rows": len(rows)}):
+                        by_name.update(await self._attributions(served, rows, by_name))
                 outputs = [by_name[n] for n in names]
             response = encode_response(request, served, names, outputs)
             if flagged is not None and len(flagged):
                 response.parameters[FLAGGED_PARAMETER].string_param = ",".join(map(str, flagged.tolist()))
-        except NotANumber as exc:
-            if endpoint.validator is not None:
+        except BaseException as exc:
+            if isinstance(exc, NotANumber) and endpoint.validator is not None:
                 endpoint.validator.refused_text(exc)
-            served.stats.failed(time.perf_counter_ns() - started)
-            raise
-        except BaseException:
-            served.stats.failed(time.perf_counter_ns() - started)
+            elapsed = time.perf_counter_ns() - started
+            served.stats.failed(elapsed)
+            endpoint.batcher.metrics.failed(exc, elapsed)
             raise
         finally:
             endpoint.in_flight.count -= 1
-        served.stats.succeeded(len(rows), time.perf_counter_ns() - started)
+        elapsed = time.perf_counter_ns() - started
+        served.stats.succeeded(len(rows), elapsed)
+        endpoint.batcher.metrics.succeeded(len(rows), elapsed)
         return response
 
     async def _attributions(self, served, rows, outputs: dict) -> dict:
@@ -190,7 +209,8 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         """Triton's load: driftline swaps to ``version`` (default: the latest) exactly as ``driftline swap`` does."""
         version = _version_parameter(request.parameters)
         force = "force" in request.parameters and request.parameters["force"].bool_param
-        _, current = await self.repository.swap(request.model_name, version, force=force)
+        with _counted(request.model_name, "swap", not is_peer_call(context)):
+            _, current = await self.repository.swap(request.model_name, version, force=force)
         if self._fan_out(context):
             # Every worker must load the same version, even if a newer one lands meanwhile.
             request.parameters["version"].int64_param = current
@@ -199,7 +219,8 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def RepositoryModelUnload(self, request, context):
-        await drain(self.repository.unload(request.model_name))
+        with _counted(request.model_name, "unload", not is_peer_call(context)):
+            await drain(self.repository.unload(request.model_name))
         if self._fan_out(context):
             await self.peers.call("RepositoryModelUnload", request)
         return pb.RepositoryModelUnloadResponse()
@@ -221,6 +242,19 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
             registry=served.source,
             profile_json=served.profile.to_json() if served.profile is not None else "",
         )
+
+
+@contextlib.contextmanager
+def _counted(model: str, event: str, here: bool) -> Iterator[None]:
+    """Count a model event once per server: on the worker that was asked, not on the peers it forwards to."""
+    try:
+        yield
+    except Exception:
+        if here:
+            metrics.model_event(model, event, ok=False)
+        raise
+    if here:
+        metrics.model_event(model, event)
 
 
 def _attribution_metadata(served) -> list[pb.ModelMetadataResponse.TensorMetadata]:
@@ -411,7 +445,8 @@ class AdminService(driftline_pb2_grpc.AdminServicer):
                    ) -> dpb.SwapResponse:
         """Swap here, then (``everywhere``) on every other worker; returns when all serve the new version."""
         started = time.perf_counter()
-        previous, current = await self.repository.swap(name, version, force=force)
+        with _counted(name, "swap", everywhere):
+            previous, current = await self.repository.swap(name, version, force=force)
         if self.peers and everywhere:
             # The others load exactly the version this worker chose, so all agree.
             await self.peers.call("Swap", dpb.SwapRequest(name=name, version=str(current), force=True),

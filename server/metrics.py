@@ -1,0 +1,291 @@
+"""Prometheus metrics on ``--metrics-port`` (``/metrics``).
+
+Two kinds of figure. Request-path counters and histograms are updated as requests and batches
+happen; each version looks its label children up once (``VersionMetrics``), so a request pays a few
+increments (~3 µs in all). Everything that can be read from state the server keeps anyway (drift
+statistics, validation and attribution counts, which version serves) is computed only when
+Prometheus scrapes, by ``LiveCollector``, never per batch.
+
+With ``--workers N`` the workers record in prometheus_client's multiprocess mode (``driftline serve``
+points PROMETHEUS_MULTIPROC_DIR at a fresh folder) and worker 0 alone serves ``/metrics``: the
+multiprocess collector adds up every worker's request-path series, and ``LiveCollector`` merges the
+other workers' drift states, validation and attribution counts through the same peer fan-out as
+``DriftReport``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from driftline.errors import DriftlineError
+from driftline.kernels.drift import DriftState
+from driftline.proto import driftline_pb2 as dpb
+from driftline.server.status import code_of
+
+log = logging.getLogger("driftline.server")
+prometheus_client.disable_created_metrics()  # *_created series double the output and no dashboard uses them
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0)
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+VERSION = ("model", "version")
+PEER_TIMEOUT_S = 5.0
+UNKNOWN_MODEL = "_unknown"  # model label of requests for names this server does not serve (bounded cardinality)
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter("driftline_requests", "Inference requests answered, by gRPC status code",
+                   [*VERSION, "status"], registry=REGISTRY)
+ROWS = Counter("driftline_inference_rows", "Rows answered successfully", VERSION, registry=REGISTRY)
+REQUEST_SECONDS = Histogram("driftline_request_duration_seconds",
+                            "Time in the server per inference request, decoding to encoding",
+                            VERSION, buckets=LATENCY_BUCKETS, registry=REGISTRY)
+QUEUE_SECONDS = Histogram("driftline_queue_duration_seconds", "Time a request waited in the batcher's queue",
+                          VERSION, buckets=LATENCY_BUCKETS, registry=REGISTRY)
+COMPUTE_SECONDS = Histogram("driftline_compute_duration_seconds", "Time of one onnxruntime call (one batch)",
+                            VERSION, buckets=LATENCY_BUCKETS, registry=REGISTRY)
+BATCH_ROWS = Histogram("driftline_batch_rows", "Rows per executed batch", VERSION, buckets=ROW_BUCKETS,
+                       registry=REGISTRY)
+BATCH_REQUESTS = Histogram("driftline_batch_requests", "Requests per executed batch", VERSION,
+                           buckets=ROW_BUCKETS, registry=REGISTRY)
+QUEUE_DEPTH = Gauge("driftline_queue_depth_requests", "Requests waiting in the batcher's queue", VERSION,
+                    multiprocess_mode="livesum", registry=REGISTRY)
+MODEL_EVENTS = Counter("driftline_model_events", "Model version loads, swaps and unloads (event), ok or failed",
+                       ["model", "event", "result"], registry=REGISTRY)
+
+recording = False  # set by app.build: without a metrics endpoint nothing is recorded (NO_METRICS below)
+
+
+def status_name(error: BaseException) -> str:
+    if isinstance(error, DriftlineError):
+        return code_of(error).name
+    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "INTERNAL"
+
+
+class VersionMetrics:
+    """One served version's label children, looked up once: ``labels()`` costs more than an increment."""
+
+    def __init__(self, model: str, version: int) -> None:
+        self.labels = (model, str(version))
+        self.ok = REQUESTS.labels(*self.labels, "OK")
+        self.rows = ROWS.labels(*self.labels)
+        self.request_seconds = REQUEST_SECONDS.labels(*self.labels)
+        self.queue_seconds = QUEUE_SECONDS.labels(*self.labels)
+        self.compute_seconds = COMPUTE_SECONDS.labels(*self.labels)
+        self.batch_rows = BATCH_ROWS.labels(*self.labels)
+        self.batch_requests = BATCH_REQUESTS.labels(*self.labels)
+        self.queue_depth = QUEUE_DEPTH.labels(*self.labels)
+
+    def succeeded(self, rows: int, request_ns: int) -> None:
+        self.ok.inc()
+        self.rows.inc(rows)
+        self.request_seconds.observe(request_ns / 1e9)
+
+    def failed(self, error: BaseException, request_ns: int) -> None:
+        REQUESTS.labels(*self.labels, status_name(error)).inc()
+        self.request_seconds.observe(request_ns / 1e9)
+
+    def queued(self, depth: int) -> None:
+        self.queue_depth.set(depth)
+
+    def waited(self, queue_ns: int) -> None:
+        self.queue_seconds.observe(queue_ns / 1e9)
+
+    def executed(self, rows: int, requests: int, compute_ns: int) -> None:
+        self.compute_seconds.observe(compute_ns / 1e9)
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
+
+
+class _NoMetrics:
+    """What a version records into when no metrics endpoint is served: nothing, at the cost of a call."""
+
+    def succeeded(self, rows: int, request_ns: int) -> None: ...
+    def failed(self, error: BaseException, request_ns: int) -> None: ...
+    def queued(self, depth: int) -> None: ...
+    def waited(self, queue_ns: int) -> None: ...
+    def executed(self, rows: int, requests: int, compute_ns: int) -> None: ...
+
+
+NO_METRICS = _NoMetrics()
+
+
+def for_version(model: str, version: int) -> VersionMetrics | _NoMetrics:
+    return VersionMetrics(model, version) if recording else NO_METRICS
+
+
+def refused(model: str, known: bool, error: BaseException) -> None:
+    """A request that never reached a version (unknown model or version, model unavailable)."""
+    if recording:
+        REQUESTS.labels(model if known else UNKNOWN_MODEL, "", status_name(error)).inc()
+
+
+def model_event(model: str, event: str, ok: bool = True) -> None:
+    if recording:
+        MODEL_EVENTS.labels(model, event, "ok" if ok else "failed").inc()
+
+
+# -- computed at scrape time ----------------------------------------------------------------------
+class LiveCollector:
+    """Figures read from the repository and the monitors when Prometheus scrapes (an HTTP thread)."""
+
+    def __init__(self, repository: Any, peers: Any = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.repository = repository
+        self.peers = peers
+        self.loop = loop
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not collect: that would call the peers from the event loop itself
+
+    def collect(self) -> Iterator[Metric]:
+        served = GaugeMetricFamily("driftline_model_served_version",
+                                   "Version each model serves by default (0: none, the model is unavailable)",
+                                   labels=["model"])
+        info = GaugeMetricFamily("driftline_model_info", "Loaded versions and what they run on (always 1)",
+                                 labels=[*VERSION, "execution_provider", "code_version", "data_version"])
+        families = _Families()
+        for name in list(self.repository.names()):
+            slot = self.repository.slot(name)
+            default = slot.default
+            served.add_metric([name], default.served.version if default is not None else 0)
+            for endpoint in list(slot.loaded.values()):
+                version = endpoint.served
+                info.add_metric([name, str(version.version), version.providers[0] if version.providers else "",
+                                 version.metadata.code_version, version.metadata.data_version], 1)
+                self._version(families, name, endpoint)
+        yield served
+        yield info
+        yield from families.all()
+
+    def _version(self, families: _Families, name: str, endpoint: Any) -> None:
+        labels = [name, str(endpoint.served.version)]
+        validation = [_validation(endpoint.validator)]
+        monitor = endpoint.monitor
+        flags = [monitor.attribution.to_dict()] if monitor is not None else []
+        extra = []
+        if monitor is not None and self.peers:
+            for other in self._peer_states(name, endpoint.served.version):
+                extra.append((DriftState.from_dict(json.loads(other.window_state_json)),
+                              DriftState.from_dict(json.loads(other.total_state_json))))
+                validation.append(json.loads(other.validation_json or "{}"))
+                flags.append(json.loads(other.attribution_flags_json or "{}"))
+        if monitor is not None:
+            families.drift(labels, monitor, monitor.report(extra))
+        if endpoint.validator is not None:
+            families.validation(labels, validation)
+        if flags:
+            families.attribution(labels, flags)
+
+    def _peer_states(self, name: str, version: int) -> list[Any]:
+        """The other workers' states of this version, fetched on the event loop (peers' channels live there)."""
+        call = self.peers.call("DriftStates", dpb.DriftRequest(name=name, version=str(version)), service="monitoring")
+        future = asyncio.run_coroutine_threadsafe(call, self.loop)
+        try:
+            return future.result(PEER_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a scrape shows this worker's figures rather than none
+            future.cancel()
+            log.warning("metrics: other workers' drift states of %s version %d unavailable: %s", name, version, exc)
+            return []
+
+
+class _Families:
+    """The scrape-time families, filled version by version."""
+
+    def __init__(self) -> None:
+        feature = [*VERSION, "feature", "source"]
+        self.rows = GaugeMetricFamily("driftline_drift_window_rows", "Rows in the drift window", labels=VERSION)
+        self.psi = GaugeMetricFamily("driftline_drift_psi", "Population stability index, window vs training",
+                                     labels=feature)
+        self.js = GaugeMetricFamily("driftline_drift_js_distance", "Jensen-Shannon distance, window vs training",
+                                    labels=feature)
+        self.ks = GaugeMetricFamily("driftline_drift_ks", "Kolmogorov-Smirnov statistic (binned), window vs training",
+                                    labels=feature)
+        self.mean_shift = GaugeMetricFamily("driftline_drift_mean_shift_stddevs",
+                                            "Window mean minus training mean, in training standard deviations",
+                                            labels=feature)
+        self.alarm = GaugeMetricFamily("driftline_drift_alarm", "1 when the column's drift crosses a threshold",
+                                       labels=feature)
+        self.violations = CounterMetricFamily("driftline_validation_violations",
+                                              "Values breaking a schema constraint (rejected or flagged)",
+                                              labels=[*VERSION, "feature", "constraint"])
+        self.rejected_requests = CounterMetricFamily("driftline_validation_rejected_requests",
+                                                     "Requests refused by validation", labels=VERSION)
+        self.rejected_rows = CounterMetricFamily("driftline_validation_rejected_rows",
+                                                 "Rows breaking a rejecting constraint", labels=VERSION)
+        self.flagged_rows = CounterMetricFamily("driftline_validation_flagged_rows",
+                                                "Rows served but flagged (e.g. outside the training range)",
+                                                labels=VERSION)
+        self.sampled = CounterMetricFamily("driftline_attribution_sampled_rows",
+                                           "Live rows explained by sampling, off the response path", labels=VERSION)
+        self.driven = CounterMetricFamily("driftline_attribution_flagged_rows",
+                                          "Sampled rows whose answer leans on a feature outside its training range",
+                                          labels=VERSION)
+
+    def all(self) -> list[Metric]:
+        return [self.rows, self.psi, self.js, self.ks, self.mean_shift, self.alarm, self.violations,
+                self.rejected_requests, self.rejected_rows, self.flagged_rows, self.sampled, self.driven]
+
+    def drift(self, labels: list[str], monitor: Any, report: Any) -> None:
+        self.rows.add_metric(labels, report.current_rows)
+        for column in report.current:
+            key = [*labels, column.name, monitor.sources.get(column.name, "feature")]
+            self.psi.add_metric(key, column.psi)
+            self.js.add_metric(key, column.js)
+            self.ks.add_metric(key, column.ks)
+            self.mean_shift.add_metric(key, column.mean_shift)
+            self.alarm.add_metric(key, 1.0 if column.alarm else 0.0)
+
+    def validation(self, labels: list[str], parts: list[dict]) -> None:
+        from driftline.server.validate import ValidationCounts
+
+        merged = ValidationCounts.merged(parts)
+        self.rejected_requests.add_metric(labels, merged["requests_rejected"])
+        self.rejected_rows.add_metric(labels, merged["rows_rejected"])
+        self.flagged_rows.add_metric(labels, merged["rows_flagged"])
+        for feature, kinds in sorted(merged["counts"].items()):
+            for kind, n in sorted(kinds.items()):
+                self.violations.add_metric([*labels, feature, kind], n)
+
+    def attribution(self, labels: list[str], parts: list[dict]) -> None:
+        self.sampled.add_metric(labels, sum(p.get("sampled_rows", 0) for p in parts))
+        self.driven.add_metric(labels, sum(p.get("flagged_rows", 0) for p in parts))
+
+
+def _validation(validator: Any) -> dict:
+    """A validator's counts as DriftStates carries them, copied safely while the event loop adds to them."""
+    if validator is None:
+        return {}
+    counts = validator.counts
+    nested: dict[str, dict[str, int]] = {}
+    for (feature, kind), n in list(counts.counts.items()):  # list(): one copy under the GIL, no iteration race
+        nested.setdefault(feature, {})[kind] = n
+    return {"requests_rejected": counts.requests_rejected, "rows_rejected": counts.rows_rejected,
+            "rows_flagged": counts.rows_flagged, "counts": nested}
+
+
+# -- serving /metrics ---------------------------------------------------------------------------------
+def multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def serve(host: str, port: int, collector: LiveCollector) -> Any:
+    """Start the /metrics HTTP server (a daemon thread); returns it (``server_port``, ``shutdown()``)."""
+    registry = CollectorRegistry()
+    if multiprocess():
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        MultiProcessCollector(registry)  # every worker's request-path series, this one's included
+    else:
+        registry.register(REGISTRY)
+        prometheus_client.ProcessCollector(registry=registry)
+    registry.register(collector)
+    server, _thread = prometheus_client.start_http_server(port, addr=host, registry=registry)
+    return server
