@@ -83,6 +83,31 @@ def off_path_ns() -> dict[str, float]:
     return {"check_ns": check, "span_ns": span, "per_request_ns": 4 * check + span}
 
 
+def server_figures(server: harness.Server) -> tuple[float | None, float]:
+    """From the server's own metrics: the spans a fully sampled request should yield (SERVER and queue
+    per request, validate when the version has a schema, plus batch, inference and drift update per
+    executed batch), and the spans it dropped because its export queue was full."""
+    import re
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    match = re.search(r"metrics http://([^/]+)/metrics", "".join(server.log))
+    if not match:
+        return None, 0.0
+    with urllib.request.urlopen(f"http://{match.group(1)}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    sums = {s.name: s.value for s in samples if s.name in (
+        "driftline_batch_requests_sum", "driftline_batch_requests_count", "driftline_trace_spans_dropped_total")}
+    validated = any(s.name == "driftline_validation_rejected_requests_total" for s in samples)  # has a schema
+    dropped = sums.get("driftline_trace_spans_dropped_total", 0.0)
+    if not sums.get("driftline_batch_requests_count"):
+        return None, dropped
+    per_batch = sums["driftline_batch_requests_sum"] / sums["driftline_batch_requests_count"]
+    return (3 if validated else 2) + 3 / per_batch, dropped
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=8.0, help="measured seconds per round and server")
@@ -115,6 +140,7 @@ def main() -> int:
                 print(f"round {r + 1} {name}: {report['infer_per_s']:,.0f}/s p50 {report['latency_ms']['p50']:.3f} ms "
                       f"p99 {report['latency_ms']['p99']:.3f} ms server {report['server_cpu_us_per_request']:.0f} "
                       f"us/req", flush=True)
+        figures = {name: server_figures(servers[name]) for name in names if servers_argv[name][2] is not None}
     command = results[names[0]][0]["command"]
     off_path = off_path_ns()
     print(f"\ncommand per round: {command}")
@@ -123,18 +149,20 @@ def main() -> int:
           "per request")
     baseline = pool(results[names[0]])
     print("\n| server | infer/s | vs off | p50 ms | p99 ms | server CPU us/req | vs off | per round | "
-          "spans exported per request |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+          "spans received per request (expected at 100%) | spans dropped per request |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for name in names:
         r = pool(results[name])
         ratio = servers_argv[name][2]
         sent = sum(x["completed"] + x["warmup"]["completed"] for x in results[name])  # warmups were traced too
-        spans = receiver.taken(ratio) / sent if ratio is not None else 0.0
+        received = receiver.taken(ratio) / sent if ratio is not None else 0.0
+        expected, dropped = figures.get(name, (None, 0.0))
+        spans = f"{received:.2f}" + (f" ({expected:.2f})" if ratio == 1.0 and expected else "")
         rounds = ", ".join(str(round(x["server_cpu_us_per_request"])) for x in results[name])
         print(f"| {name} | {r['infer_per_s']:,.0f} | {r['infer_per_s'] / baseline['infer_per_s']:.2f}x | "
               f"{r['latency_ms']['p50']:.3f} | {r['latency_ms']['p99']:.3f} | {r['server_cpu_us_per_request']:.0f} | "
               f"{r['server_cpu_us_per_request'] / baseline['server_cpu_us_per_request']:.2f}x | "
-              f"{rounds} | {spans:.2f} |")
+              f"{rounds} | {spans} | {dropped / sent:.2f} |")
     receiver.server.stop(0)
     return 0
 

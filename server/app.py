@@ -89,7 +89,7 @@ def build(settings: ServerSettings) -> Built:
 async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
     worker = settings.worker_index if settings.workers > 1 else None
     logs.configure(settings.log_format, worker)
-    telemetry.setup(worker_index=worker)
+    telemetry.setup(worker_index=worker, on_drop=metrics.span_dropped)
     built = build(settings)
     server, port, repository, pool = built.server, built.port, built.repository, built.pool
     # Everything loaded so far lives as long as the process: keep it out of the garbage collector's

@@ -29,6 +29,9 @@ from driftline.server.model import ServedVersion
 from driftline.server.run import run_batch
 
 log = logging.getLogger("driftline.server")
+# A batch predicted to take less than this runs on the event loop: handing it to a thread and back costs
+# ~130 us here, far more than a small tree model's call (measured in benchmarks/RESULTS.md).
+INLINE_BELOW_NS = 100_000
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Batcher:
     _queued_rows: int = 0
     _running: int = 0
     _timer: asyncio.TimerHandle | None = None
+    _dispatch_scheduled: bool = False
+    _ns_per_row: float = 0.0  # running estimate of onnxruntime time per row (0: not measured yet)
     metrics: Any = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,8 +113,16 @@ class Batcher:
         self._queue.append(pending)
         self._queued_rows += len(rows)
         self.metrics.queued(len(self._queue))
-        self._dispatch()
+        if not self._dispatch_scheduled:
+            # Dispatch at the end of this event-loop turn, so that every request decoded in the same turn
+            # can share the batch: dispatching inside submit ran almost every request alone.
+            self._dispatch_scheduled = True
+            loop.call_soon(self._dispatch_soon)
         return pending.future
+
+    def _dispatch_soon(self) -> None:
+        self._dispatch_scheduled = False
+        self._dispatch()
 
     # -- forming batches ------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -212,11 +225,33 @@ class Batcher:
         return telemetry.BatchTrace(served.name, served.version, provider, spans, rows, started_ns)
 
     async def _run(self, rows: np.ndarray, trace: telemetry.BatchTrace | None) -> list[np.ndarray]:
-        loop = asyncio.get_running_loop()
         if trace is None:
-            return await loop.run_in_executor(self.executor, run_batch, self.served, rows)
+            return await self._call(rows)
         with trace.inference(len(rows)):
-            return await loop.run_in_executor(self.executor, run_batch, self.served, rows)
+            return await self._call(rows)
+
+    async def _call(self, rows: np.ndarray) -> list[np.ndarray]:
+        """One onnxruntime call: on the event loop when it is cheaper than the hop to a thread and back."""
+        predicted_ns = self._ns_per_row * len(rows)
+        if 0 < predicted_ns < INLINE_BELOW_NS:
+            started = time.perf_counter_ns()
+            outputs = run_batch(self.served, rows)
+            self._learn(time.perf_counter_ns() - started, len(rows))
+            return outputs
+        outputs, took_ns = await asyncio.get_running_loop().run_in_executor(
+            self.executor, _timed_run, self.served, rows)
+        self._learn(took_ns, len(rows))
+        return outputs
+
+    def _learn(self, took_ns: int, rows: int) -> None:
+        per_row = took_ns / max(rows, 1)
+        self._ns_per_row = per_row if self._ns_per_row == 0 else 0.8 * self._ns_per_row + 0.2 * per_row
+
+
+def _timed_run(served: ServedVersion, rows: np.ndarray) -> tuple[list[np.ndarray], int]:
+    started = time.perf_counter_ns()
+    outputs = run_batch(served, rows)
+    return outputs, time.perf_counter_ns() - started
 
 
 def _waited_ms(pending: Pending) -> float:

@@ -2,7 +2,7 @@
 
 Two kinds of figure. Request-path counters and histograms are updated as requests and batches
 happen; each version looks its label children up once (``VersionMetrics``), so a request pays a few
-increments (~3 µs in all). Everything that can be read from state the server keeps anyway (drift
+increments (~4 µs, and ~3 µs per executed batch). Everything that can be read from state the server keeps anyway (drift
 statistics, validation and attribution counts, which version serves) is computed only when
 Prometheus scrapes, by ``LiveCollector``, never per batch.
 
@@ -58,6 +58,8 @@ BATCH_REQUESTS = Histogram("driftline_batch_requests", "Requests per executed ba
                            buckets=ROW_BUCKETS, registry=REGISTRY)
 QUEUE_DEPTH = Gauge("driftline_queue_depth_requests", "Requests waiting in the batcher's queue", VERSION,
                     multiprocess_mode="livesum", registry=REGISTRY)
+SPANS_DROPPED = Counter("driftline_trace_spans_dropped", "Spans dropped because the trace export queue was full",
+                        registry=REGISTRY)
 MODEL_EVENTS = Counter("driftline_model_events", "Model version loads, swaps and unloads (event), ok or failed",
                        ["model", "event", "result"], registry=REGISTRY)
 
@@ -131,6 +133,11 @@ def refused(model: str, known: bool, error: BaseException) -> None:
 def model_event(model: str, event: str, ok: bool = True) -> None:
     if recording:
         MODEL_EVENTS.labels(model, event, "ok" if ok else "failed").inc()
+
+
+def span_dropped() -> None:
+    if recording:
+        SPANS_DROPPED.inc()
 
 
 # -- computed at scrape time ----------------------------------------------------------------------

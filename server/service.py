@@ -349,10 +349,15 @@ def _statistics(endpoint: Endpoint) -> pb.ModelStatistics:
             success=_duration(s.success),
             fail=_duration(s.fail),
             queue=_duration(s.queue),
+            # perf_analyzer insists the three compute counts agree; input and output time is inside infer's.
+            compute_input=pb.StatisticDuration(count=s.compute_infer.count),
             compute_infer=_duration(s.compute_infer),
+            compute_output=pb.StatisticDuration(count=s.compute_infer.count),
         ),
         batch_stats=[
-            pb.InferBatchStatistics(batch_size=size, compute_infer=_duration(d)) for size, d in sorted(s.batches.items())
+            pb.InferBatchStatistics(batch_size=size, compute_input=pb.StatisticDuration(count=d.count),
+                                    compute_infer=_duration(d), compute_output=pb.StatisticDuration(count=d.count))
+            for size, d in sorted(s.batches.items())
         ],
     )
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -47,8 +48,12 @@ def exporters_named() -> list[str]:
     return [n.strip() for n in names if n.strip() not in ("", "none")]
 
 
-def setup(service: str = "driftline", worker_index: int | None = None) -> bool:
-    """Start tracing when the environment asks for it; True when on. Idempotent per process."""
+def setup(service: str = "driftline", worker_index: int | None = None,
+          on_drop: Callable[[], None] | None = None) -> bool:
+    """Start tracing when the environment asks for it; True when on. Idempotent per process.
+
+    ``on_drop`` is called for each span dropped because the export queue is full.
+    """
     global tracer, _api, _provider
     if tracer is not None:
         return True
@@ -68,6 +73,7 @@ def setup(service: str = "driftline", worker_index: int | None = None) -> bool:
         provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
     trace.set_tracer_provider(provider)
     _api, _provider = trace, provider
+    logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(_DropWarnings(on_drop))
     tracer = provider.get_tracer("driftline", __version__)
     return True
 
@@ -81,6 +87,30 @@ def check_environment() -> None:
                                   os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"))
         if name == "otlp" and protocol != "grpc":
             raise ValueError(f"OTLP protocol {protocol!r} is not supported: driftline exports OTLP over gRPC (grpc)")
+
+
+class _DropWarnings(logging.Filter):
+    """The SDK logs one warning per span it drops when the export queue is full: under the load that
+    fills it, a flood that costs more than the spans. One line a minute, with the count, and a callback."""
+
+    def __init__(self, on_drop: Callable[[], None] | None, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.on_drop, self.every_s = on_drop, every_s
+        self.dropped, self.last = 0, -every_s
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Queue full"):
+            return True
+        self.dropped += 1
+        if self.on_drop is not None:
+            self.on_drop()
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return False
+        record.msg, record.args = ("trace export cannot keep up: %d spans dropped since the last warning "
+                                   "(lower OTEL_TRACES_SAMPLER_ARG)", (self.dropped,))
+        self.dropped, self.last = 0, now
+        return True
 
 
 def _exporter(name: str) -> Any:

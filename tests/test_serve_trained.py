@@ -68,10 +68,11 @@ def test_metadata_lists_inputs_and_outputs(served):
     meta = served.get_model_metadata("gb")
     assert meta.name == "gb" and meta.versions == ["1"] and meta.platform == "onnxruntime_onnx"
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("input", "FP32", [-1, 11])]
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("prediction", "FP32", [-1, 1])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
+        ("prediction", "FP32", [-1, 1]), ("attribution", "FP32", [-1, 11]), ("attribution_base", "FP32", [-1, 1])]
     classifier = served.get_model_metadata("logit")
     assert [(t.name, t.datatype, list(t.shape)) for t in classifier.outputs] == [
-        ("label", "INT64", [-1]), ("probabilities", "FP32", [-1, 3])]
+        ("label", "INT64", [-1]), ("probabilities", "FP32", [-1, 3])]  # a logistic pipeline: no attributions
 
 
 def test_health_and_server_metadata(served):

@@ -1,8 +1,8 @@
 """The dynamic batcher, driven directly on an event loop with a real onnxruntime session.
 
 Submitting several requests without awaiting in between makes the batch boundaries
-deterministic: the first request finds the executor idle and runs alone; the rest queue behind it
-and leave together when it finishes.
+deterministic: the batcher dispatches at the end of the event-loop turn, so requests submitted in
+one turn share batches, oldest first, up to max_batch_size rows.
 """
 
 from __future__ import annotations
@@ -58,11 +58,10 @@ def test_concurrent_requests_get_exactly_their_own_rows(served, pool):
     inputs, results = asyncio.run(scenario())
     for x, (prediction,) in zip(inputs, results, strict=True):
         np.testing.assert_array_equal(prediction, direct(served, x))
-    # First alone (idle executor), then the queue in batches of at most 16 rows, oldest first:
-    # 3+1+7+2+1 = 14 (adding 5 would pass 16), then 5+1+1+4+2+1 = 14.
-    assert [b.requests for b in batches] == [1, 5, 6]
-    assert [len(b.rows) for b in batches] == [1, 14, 14]
-    assert served.stats.batches[14].count >= 2
+    # Batches of at most 16 rows, oldest first: 1+3+1+7+2+1 = 15 (adding 5 would pass 16), then 5+1+1+4+2+1.
+    assert [b.requests for b in batches] == [6, 6]
+    assert [len(b.rows) for b in batches] == [15, 14]
+    assert served.stats.batches[15].count >= 1
 
 
 def test_lone_request_runs_at_once_without_waiting_for_company(served, pool):
@@ -88,13 +87,12 @@ def test_batching_off_runs_each_request_alone(served, pool):
 def test_full_queue_is_refused_at_once(served, pool):
     async def scenario():
         batcher = Batcher(served, BatchSettings(max_queue_size=2, max_concurrent_batches=1), pool)
-        first = batcher.submit(rows(1, 0), None)  # runs: the queue is empty again
         queued = [batcher.submit(rows(1, s), None) for s in (1, 2)]
         with pytest.raises(Unavailable, match="queue full"):
             batcher.submit(rows(1, 3), None)
-        return await asyncio.gather(first, *queued)
+        return await asyncio.gather(*queued)
 
-    assert len(asyncio.run(scenario())) == 3
+    assert len(asyncio.run(scenario())) == 2
 
 
 def test_expired_deadline_leaves_the_queue_without_running(served, pool):
@@ -112,7 +110,7 @@ def test_expired_deadline_leaves_the_queue_without_running(served, pool):
     before = served.stats.expired
     asyncio.run(scenario())
     assert served.stats.expired == before + 1
-    assert [len(b.rows) for b in batches] == [1, 2]  # the expired row never reached onnxruntime
+    assert [len(b.rows) for b in batches] == [3]  # 1 + 2: the expired row never reached onnxruntime
 
 
 def test_cancelled_caller_leaves_its_batch(served, pool):
@@ -127,7 +125,7 @@ def test_cancelled_caller_leaves_its_batch(served, pool):
         return await asyncio.gather(running, stays)
 
     asyncio.run(scenario())
-    assert [len(b.rows) for b in batches] == [1, 2]
+    assert [len(b.rows) for b in batches] == [3]  # 1 + 2: the cancelled caller's 3 rows left
 
 
 def test_settings_are_validated():
