@@ -50,6 +50,13 @@ def admin_channel(args: argparse.Namespace) -> Iterator[tuple[Any, list[tuple[st
         yield channel, metadata
 
 
+def parse_command(module: Any, name: str, argv: list[str]) -> argparse.Namespace:
+    """Arguments for one subcommand, parsed outside the main CLI (the demo drives commands this way)."""
+    root = argparse.ArgumentParser(prog="driftline")
+    module.register(root.add_subparsers())
+    return root.parse_args([name, *argv])
+
+
 def key_values(pairs: list[str]) -> dict[str, object]:
     """``--param max_depth=4`` pairs, with numbers and booleans parsed."""
     parsed: dict[str, object] = {}

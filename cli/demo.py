@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from driftline.cli import drift, explain, infer
+from driftline.cli.common import parse_command
 from driftline.cli.models import run_show
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         show_drift(channel, address, rows=2010, plot=workdir / "drift.png")
         print("\n  why was this one priced so? (exact TreeSHAP, computed in the same request)")
         house = synthetic.housing(1, seed=16, shift="big_garages").select(list(synthetic.FEATURES)).to_dicts()[0]
-        explain.run(explain.parser_for(["housing", "--server", address, "--json", json.dumps(house)]))
+        explain.run(parse_command(explain, "explain", ["housing", "--server", address, "--json", json.dumps(house)]))
 
         step("6. Retrain on data that has big garages, then hot-swap to it under live traffic")
         second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", rows=args.rows, seed=2,
@@ -109,7 +110,7 @@ def show_drift(channel: grpc.Channel, address: str, rows: int, plot: Path | None
             break
         time.sleep(0.02)
     argv = ["housing", "--server", address] + (["--plot", str(plot)] if plot else [])
-    drift.run(drift.parser_for(argv))
+    drift.run(parse_command(drift, "drift", argv))
 
 
 def refuse(channel: grpc.Channel, frame, feature: str, value: float) -> None:

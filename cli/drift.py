@@ -24,13 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def parser_for(argv: list[str]) -> argparse.Namespace:
-    """Parse ``driftline drift`` arguments outside the main CLI (the demo uses it)."""
-    root = argparse.ArgumentParser(prog="driftline")
-    register(root.add_subparsers())
-    return root.parse_args(["drift", *argv])
-
-
 def run(args: argparse.Namespace) -> int:
     import grpc
 

@@ -87,7 +87,7 @@ class StoredVersion:
             raise CorruptArtifact(f"{self.model} version {self.version}: {name} is not listed in its manifest")
         try:
             data = self.fetch(name)
-        except (OSError, FileNotFoundError) as exc:
+        except OSError as exc:
             raise CorruptArtifact(f"{self.model} version {self.version}: cannot read {name}: {exc}") from exc
         if sha256_hex(data) != expected:
             raise CorruptArtifact(
@@ -95,10 +95,6 @@ class StoredVersion:
                 f"(the file was changed or damaged after publishing; publish a new version instead)"
             )
         return data
-
-    def verify(self) -> None:
-        for name in self.checksums:
-            self.read(name)
 
 
 class Registry:

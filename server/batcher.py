@@ -93,10 +93,6 @@ class Batcher:
         self.metrics = metrics.for_version(self.served.name, self.served.version)
 
     @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
-
-    @property
     def busy(self) -> bool:
         return bool(self._queue) or self._running > 0
 

@@ -105,12 +105,6 @@ class ModelRepository:
             )
         return endpoint
 
-    def monitor(self, name: str, version: str = "") -> tuple[int, VersionMonitor | None]:
-        """The drift monitor of a serving version, or the final one of a version swapped out."""
-        slot = self.slot(name)
-        endpoint = self.endpoint_for_report(name, version)
-        return endpoint.served.version, endpoint.monitor
-
     def endpoint_for_report(self, name: str, version: str = "") -> Endpoint:
         """A serving endpoint, or one swapped out (its session released) whose final reports stay readable."""
         slot = self.slot(name)
