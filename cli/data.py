@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", choices=["housing"])
     p.add_argument("--rows", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    # argparse formats help with %: a literal one (as in "25% higher") must be doubled.
     p.add_argument("--shift", choices=sorted(synthetic.SHIFTS), help=", ".join(
-        f"{k}: {v}" for k, v in sorted(synthetic.SHIFTS.items())))
+        f"{k}: {v}" for k, v in sorted(synthetic.SHIFTS.items())).replace("%", "%%"))
     p.add_argument("--out", required=True, metavar="FILE", help=".csv or .parquet")
     p.set_defaults(run=run)
 

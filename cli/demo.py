@@ -34,7 +34,8 @@ from driftline.trainer import synthetic
 from driftline.trainer.train import TrainConfig, publish, train
 
 READY = re.compile(r" on (\S+):(\d+) ")
-# What no house can be, whatever the training data showed (driftline train --schema FILE does the same).
+# What no house can be, whatever the training data showed (driftline train --schema FILE does the same). Declared
+# limits refuse what breaks them; the limits inferred from the data (e.g. whole years) only flag it.
 LIMITS = {"bedrooms": {"min": 0, "integer": True}, "garage_area": {"min": 0}, "living_area": {"min": 10}}
 
 
@@ -69,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         show_drift(channel, address, rows=1005)
 
         step("4. Data validation: the same schema the trainer inferred judges every request")
-        refuse(channel, synthetic.housing(1, seed=14), "bedrooms", -2.0)
-        refuse(channel, synthetic.housing(1, seed=15), "year_built", 1995.5)
+        judge(channel, synthetic.housing(1, seed=14), "bedrooms", -2.0)  # declared min 0: refused
+        judge(channel, synthetic.housing(1, seed=15), "year_built", 1995.5)  # inferred "whole": served, flagged
 
         step("5. Houses with garages far larger than any in training: drift alarms, attributions flag them")
         send(channel, synthetic.housing(5, seed=11, shift="big_garages"))
@@ -113,15 +114,20 @@ def show_drift(channel: grpc.Channel, address: str, rows: int, plot: Path | None
     drift.run(parse_command(drift, "drift", argv))
 
 
-def refuse(channel: grpc.Channel, frame, feature: str, value: float) -> None:
+def judge(channel: grpc.Channel, frame, feature: str, value: float) -> None:
+    """Send one house with ``feature`` set to ``value``; say whether it was refused, flagged or served."""
     features = infer.feature_names(channel, "housing")
     row = frame.select(features).to_numpy().astype("float32")
     row[0, features.index(feature)] = value
     try:
-        infer.infer(channel, "housing", "", row)
-        print(f"  {feature}={value}: served (unexpected)")
+        response = infer.infer(channel, "housing", "", row)
     except grpc.RpcError as exc:
         print(f"  {feature}={value:g}: {exc.code().name}: {exc.details()}")
+        return
+    flagged = response.parameters["driftline_flagged_rows"].string_param if \
+        "driftline_flagged_rows" in response.parameters else ""
+    print(f"  {feature}={value:g}: served" + (f", flagged (driftline_flagged_rows={flagged!r}): it breaks a limit "
+                                             "inferred from the training data, not a declared one" if flagged else ""))
 
 
 def swap_under_traffic(channel: grpc.Channel, version: int) -> None:

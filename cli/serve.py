@@ -1,18 +1,20 @@
-"""driftline serve: serve registry models over the Open Inference Protocol (gRPC)."""
+"""driftline serve: serve registry models over the Open Inference Protocol (gRPC and HTTP/REST)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 
 from driftline.cli.common import add_registry
-from driftline.server import logs, telemetry
+from driftline.server import http_server, logs, telemetry
 from driftline.server.app import serve
 from driftline.errors import InvalidInput
 from driftline.kernels.drift_stats import Thresholds
@@ -22,10 +24,11 @@ from driftline.server.settings import ServerSettings, load_model_config
 from driftline.server.workers import run_workers
 
 METRICS_PORT = 8002  # Triton's metrics port, beside the gRPC 8001
+HTTP_PORT = 8000  # Triton's HTTP/REST port
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve models over gRPC", description=__doc__)
+    p = sub.add_parser("serve", help="serve models over gRPC and HTTP/REST", description=__doc__)
     add_registry(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8001, help="port (default 8001; 0 picks a free one)")
@@ -70,9 +73,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"Prometheus /metrics on --host:PORT (default {METRICS_PORT}, skipped with a warning when "
                         "busy; 0 picks a free port, printed on start)")
     p.add_argument("--no-metrics", action="store_true", help="serve no metrics and record none")
+    p.add_argument("--http-port", type=int, metavar="PORT",
+                   help=f"the protocol's HTTP/REST binding on --host:PORT (default {HTTP_PORT}, skipped with a "
+                        "warning when busy; 0 picks a free port, printed on start)")
+    p.add_argument("--no-http", action="store_true", help="serve gRPC only")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="json: one object per line, with trace_id/span_id on lines that belong to a request. "
                         "Traces: set OTEL_TRACES_EXPORTER=otlp and OTEL_EXPORTER_OTLP_ENDPOINT (see README)")
+    p.add_argument("--no-reflection", action="store_true",
+                   help="do not offer gRPC server reflection (which grpcurl, grpcui and Postman read)")
     p.set_defaults(run=run)
 
 
@@ -84,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput(str(exc)) from exc
     logs.configure(settings.log_format)
     if settings.workers > 1:
-        return _run_workers(settings)
+        with _http_port_for_workers(settings) as settings:
+            return _run_workers(settings)
     asyncio.run(serve(settings))
     return 0
 
@@ -103,6 +113,27 @@ def _run_workers(settings: ServerSettings) -> int:
         return run_workers(settings, settings.workers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _http_port_for_workers(settings: ServerSettings) -> Iterator[ServerSettings]:
+    """Workers share one HTTP port (SO_REUSEPORT): it is chosen and held here, so each binds the same one."""
+    if settings.http_port is None:
+        yield settings
+        return
+    try:
+        held = http_server.reserve(settings.host, settings.http_port)
+    except OSError as exc:
+        if not settings.http_optional:
+            raise InvalidInput(f"cannot serve HTTP on {settings.host}:{settings.http_port}: {exc}") from exc
+        print(f"driftline serve: HTTP off: {settings.host}:{settings.http_port} is busy ({exc}); "
+              "pass --http-port to choose another port", file=sys.stderr, flush=True)
+        yield dataclasses.replace(settings, http_port=None)
+        return
+    try:
+        yield dataclasses.replace(settings, http_port=held.getsockname()[1])
+    finally:
+        held.close()
 
 
 def _metrics_port(settings: ServerSettings) -> int | None:
@@ -155,5 +186,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         model_validation=per_model_validation,
         metrics_port=None if args.no_metrics else (METRICS_PORT if args.metrics_port is None else args.metrics_port),
         metrics_optional=args.metrics_port is None,
+        http_port=None if args.no_http else (HTTP_PORT if args.http_port is None else args.http_port),
+        http_optional=args.http_port is None,
         log_format=args.log_format,
+        reflection=not args.no_reflection,
     )

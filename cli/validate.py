@@ -1,4 +1,9 @@
-"""driftline validate / schema: judge data with a version's schema, the same code the server runs."""
+"""driftline validate / schema: judge data with a version's schema, the same code the server runs.
+
+``driftline schema NAME`` prints a version's schema; ``driftline schema accept NAME[:VERSION]`` publishes that
+version again with the limits its schema inferred from the data declared, so that they refuse what breaks them
+instead of flagging it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 
 from driftline.cli.common import add_registry
+from driftline.errors import InvalidInput
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--json", action="store_true", help="print a JSON report")
     add_registry(validate)
     validate.set_defaults(run=run_validate)
-    schema = sub.add_parser("schema", help="print a version's schema")
-    schema.add_argument("name", help="model name")
+    schema = sub.add_parser(
+        "schema", help="print a version's schema, or accept its inferred limits", description=__doc__,
+        usage="driftline schema NAME [--version V] [--json] [--registry ROOT]\n"
+              "       driftline schema accept NAME[:VERSION] [--registry ROOT]")
+    schema.add_argument("name", help="model name (or 'accept' followed by NAME[:VERSION])")
+    schema.add_argument("accept", nargs="?", metavar="NAME[:VERSION]", help=argparse.SUPPRESS)
     schema.add_argument("--version", help="version or alias (default: production, else the latest)")
     schema.add_argument("--json", action="store_true", help="print schema.json as stored")
     add_registry(schema)
@@ -27,11 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _stored(args: argparse.Namespace):
     from driftline.registry import open_registry
-    from driftline.registry.store import PRODUCTION
 
     registry = open_registry(args.registry)
-    ref = args.version or (PRODUCTION if PRODUCTION in registry.aliases(args.name) else None)
-    return registry.open(args.name, registry.resolve(args.name, ref))
+    return registry.open(args.name, registry.resolve(args.name, _default_ref(registry, args.name, args.version)))
+
+
+def _default_ref(registry, name: str, ref: str | None) -> str | None:
+    from driftline.registry.store import PRODUCTION
+
+    return ref or (PRODUCTION if PRODUCTION in registry.aliases(name) else None)
 
 
 def _schema_and_profile(stored):
@@ -60,20 +74,45 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
+    if args.name == "accept" and args.accept:
+        return run_accept(args)
+    if args.accept:
+        raise InvalidInput(f"unexpected argument {args.accept!r}; did you mean: driftline schema accept {args.name}?")
     stored = _stored(args)
     schema, _ = _schema_and_profile(stored)
     if args.json:
         print(schema.to_json())
         return 0
     print(f"{stored.model} version {stored.version}: schema of {schema.rows} training rows")
-    print(f"  {'FEATURE':<22} {'TYPE':<12} {'MISSING':<8} {'HARD LIMITS':<22} TRAINING RANGE")
+    print(f"  {'FEATURE':<22} {'TYPE':<12} {'MISSING':<8} {'HARD LIMITS':<34} TRAINING RANGE")
     for f in schema.features:
         limits = f"[{_bound(f.min)}, {_bound(f.max)}]" + (" whole" if f.integer else "")
         if f.categories is not None:
             limits = "{" + ", ".join(map(str, f.categories)) + "}"
-        print(f"  {f.name:<22} {f.type:<12} {'allowed' if f.allow_missing else 'refused':<8} {limits:<22} "
-              f"[{_bound(f.train_min)}, {_bound(f.train_max)}]")
+        if f.limits:
+            limits += " (inferred)" if not f.declared else " (declared)" if not f.inferred else \
+                f" ({', '.join(f.inferred)} inferred)"
+        missing = "allowed" if f.allow_missing else "refused"
+        print(f"  {f.name:<22} {f.type:<12} {missing:<8} {limits:<34} [{_bound(f.train_min)}, {_bound(f.train_max)}]"
+              + ("  +-inf allowed" if f.allow_infinite else ""))
     print("  policy: " + ", ".join(f"{k}={v}" for k, v in schema.policy.to_dict().items()))
+    if schema.inferred:
+        print("  inferred limits flag what breaks them; declare them with --schema when training or publishing, "
+              f"or: driftline schema accept {stored.model}:{stored.version}")
+    return 0
+
+
+def run_accept(args: argparse.Namespace) -> int:
+    from driftline.registry import open_registry
+    from driftline.registry.accept import accept_inferred
+
+    name, _, ref = args.accept.partition(":")
+    registry = open_registry(args.registry)
+    accepted = accept_inferred(registry, name, _default_ref(registry, name, ref or args.version))
+    limits = "; ".join(f"{f}: {', '.join(x)}" for f, x in accepted.limits.items())
+    print(f"published {name} version {accepted.version}: version {accepted.source_version} with its inferred limits "
+          f"declared ({limits})")
+    print(f"  serve it with: driftline promote {name} {accepted.version} --registry {args.registry}")
     return 0
 
 

@@ -21,11 +21,23 @@ Each kind has a bit (``1 << KINDS.index(kind)``):
 ``not_a_number``             a string (or other non-number) where a number belongs; never seen by the
                              kernel (a float array cannot hold it): the data reader or the protocol decoder
                              finds it and passes the cells to :func:`validate` (see :func:`not_a_number_message`)
+``infinite``                 +-inf in a feature that does not allow infinite values
 ===========================  ============================================================================
+
+Declared and inferred limits
+----------------------------
+A hard limit (min, max, whole, categories) is either *declared* by a person or *inferred* from the training
+data. Inferred ones are guesses (a column of whole numbers need not stay whole), so a failure of an inferred
+limit sets the kind's bit shifted left by ``INFERRED_SHIFT``: the same kind, a separate bit, and the policy
+gives the two bits different actions (an inferred limit's action is the kind's action, at most
+``inferred_action``: the schema policy's ``inferred_limits``, "flag" by default). :data:`INFERABLE_KINDS` are the
+kinds that can have an inferred limit.
 
 Rules, per value ``v`` of feature ``f`` (compared as float64; see :meth:`SchemaArrays.for_dtype` for float32):
 
 * NaN is *missing* and nothing else: a missing value is checked for ``missing`` only.
+* ``+-inf`` in a feature that does not allow it is ``infinite`` and nothing else (a model's output for it
+  cannot be trusted, like a missing value's); where it is allowed, it is checked like any other number.
 * The hard kinds (``below_min``, ``above_max``, ``not_integer``, ``unknown_category``) are checked
   independently, so ``-2.5`` in a whole, non-negative feature fails both ``below_min`` and ``not_integer``.
   ``+-inf`` is not whole.
@@ -47,7 +59,7 @@ it is what names the first failing feature, value and limit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -64,13 +76,18 @@ KINDS: tuple[str, ...] = (
     "below_training_range",
     "above_training_range",
     "not_a_number",
+    "infinite",
 )
 MISSING, BELOW_MIN, ABOVE_MAX, NOT_INTEGER, UNKNOWN_CATEGORY, BELOW_TRAINING_RANGE, ABOVE_TRAINING_RANGE, \
-    NOT_A_NUMBER = KINDS
+    NOT_A_NUMBER, INFINITE = KINDS
 BIT: dict[str, int] = {kind: 1 << i for i, kind in enumerate(KINDS)}
 N_KINDS = len(KINDS)
-HARD_KINDS = (MISSING, BELOW_MIN, ABOVE_MAX, NOT_INTEGER, UNKNOWN_CATEGORY, NOT_A_NUMBER)
+HARD_KINDS = (MISSING, BELOW_MIN, ABOVE_MAX, NOT_INTEGER, UNKNOWN_CATEGORY, NOT_A_NUMBER, INFINITE)
 RANGE_KINDS = (BELOW_TRAINING_RANGE, ABOVE_TRAINING_RANGE)
+# Kinds whose limit may be inferred from data rather than declared (see "Declared and inferred limits").
+INFERABLE_KINDS = (BELOW_MIN, ABOVE_MAX, NOT_INTEGER, UNKNOWN_CATEGORY)
+INFERRED_SHIFT = 16  # an inferred limit's failure sets BIT[kind] << INFERRED_SHIFT (row masks are uint32)
+INFERRED_BIT: dict[str, int] = {kind: BIT[kind] << INFERRED_SHIFT for kind in INFERABLE_KINDS}
 
 # Actions a policy can take per kind.
 # Text cells that mean "no value" wherever text meets a number column (CSV files, BYTES tensors).
@@ -83,12 +100,13 @@ ACTIONS = (REJECT, FLAG, OFF)
 
 MAX_CATEGORY_CODE = (1 << 20) - 1  # categories are codes 0..MAX_CATEGORY_CODE (a bitmap per feature)
 
-# Rows of SchemaArrays.params (float64 [6, features]) and .meta (int64 [3, features]).
+# Rows of SchemaArrays.params (float64 [6, features]) and .meta (int64 [4, features]).
 P_LO, P_HI, P_MIN, P_MAX, P_TMIN, P_TMAX = range(6)
-M_FLAGS, M_CAT_START, M_CAT_LEN = range(3)
+M_FLAGS, M_CAT_START, M_CAT_LEN, M_INFERRED = range(4)
 F_ALLOW_MISSING = 1
 F_INTEGER = 2
 F_CATEGORICAL = 4
+F_ALLOW_INFINITE = 8
 
 _B_MISSING = 1 << 0
 _B_BELOW_MIN = 1 << 1
@@ -98,6 +116,7 @@ _B_UNKNOWN_CATEGORY = 1 << 4
 _B_BELOW_TRAINING = 1 << 5
 _B_ABOVE_TRAINING = 1 << 6
 _B_NOT_A_NUMBER = 1 << 7
+_B_INFINITE = 1 << 8
 
 
 # --------------------------------------------------------------------------- kernels
@@ -105,12 +124,13 @@ _B_NOT_A_NUMBER = 1 << 7
 
 @njit(nogil=True, cache=True, inline="always")
 def _value_bits(v, f, params, meta, cat_ok):  # noqa: ANN001, ANN202
-    """The kinds value ``v`` of feature ``f`` fails (see the module docstring), as an int64 bitmask."""
+    """The kinds value ``v`` of feature ``f`` fails (see the module docstring), as an int64 bitmask; the
+    failures of inferred limits are shifted left by INFERRED_SHIFT."""
     flags = meta[M_FLAGS, f]
     if v != v:
-        if flags & F_ALLOW_MISSING:
-            return 0
-        return _B_MISSING
+        return 0 if flags & F_ALLOW_MISSING else _B_MISSING
+    if not (v - v == 0.0) and not (flags & F_ALLOW_INFINITE):  # +-inf (inf - inf is NaN)
+        return _B_INFINITE
     bits = 0
     if v < params[P_MIN, f]:
         bits |= _B_BELOW_MIN
@@ -128,7 +148,9 @@ def _value_bits(v, f, params, meta, cat_ok):  # noqa: ANN001, ANN202
             bits |= _B_BELOW_TRAINING
         if v > params[P_TMAX, f]:
             bits |= _B_ABOVE_TRAINING
-    return bits
+        return bits
+    inferred = bits & meta[M_INFERRED, f]
+    return (bits & ~inferred) | (inferred << INFERRED_SHIFT)
 
 
 @njit(nogil=True, cache=True)
@@ -137,9 +159,10 @@ def validate_rows(X, params, meta, cat_ok, row_mask):  # noqa: ANN001, ANN201
 
     Returns the number of rows with any failure. No shape checks: use :func:`validate`.
 
-    Per row, a branch-free pass tests every value against ``[lo, hi]`` (NaN fails) and, for whole and
-    categorical features, wholeness (``v - floor(v) == 0``, which also fails +-inf); categorical codes are then
-    looked up in the bitmap. Only a row that fails the fast test is classified value by value.
+    Per row, a branch-free pass tests every value against ``[lo, hi]`` (NaN fails), finiteness (``v - v == 0``)
+    unless the feature allows +-inf and, for whole and categorical features, wholeness (``v - floor(v) == 0``,
+    which fails +-inf); categorical codes are then looked up in the bitmap. Only a row that fails the fast test
+    is classified value by value.
     """
     rows = X.shape[0]
     cols = X.shape[1]
@@ -156,7 +179,9 @@ def validate_rows(X, params, meta, cat_ok, row_mask):  # noqa: ANN001, ANN201
         ok = True
         for f in range(cols):
             v = np.float64(X[r, f])
-            ok &= (v >= lo[f]) & (v <= hi[f]) & ((v - math.floor(v) == 0.0) | ((flags[f] & whole) == 0))
+            # np.floor, not math.floor: numba's math.floor gives an int64, and inf - floor(inf) == 0 then
+            ok &= (v >= lo[f]) & (v <= hi[f]) & ((v - np.floor(v) == 0.0) | ((flags[f] & whole) == 0)) \
+                & ((v - v == 0.0) | ((flags[f] & F_ALLOW_INFINITE) != 0))
         if ok and any_categorical:
             for f in range(cols):
                 if flags[f] & F_CATEGORICAL:
@@ -196,9 +221,10 @@ class SchemaArrays:
 
     ``params`` float64 [6, features]: rows ``lo, hi`` (the fast-path range: the tighter of the hard and the
     training limits), ``min, max`` (hard; +-inf when unbounded or off), ``train_min, train_max`` (+-inf when
-    off, unknown or categorical). ``meta`` int64 [3, features]: flags (``F_ALLOW_MISSING | F_INTEGER |
-    F_CATEGORICAL``), then each categorical feature's slice ``[start, start + len)`` of ``cat_ok``, a uint8
-    bitmap over the codes ``0..len-1`` (1 = known category).
+    off, unknown or categorical). ``meta`` int64 [4, features]: flags (``F_ALLOW_MISSING | F_INTEGER |
+    F_CATEGORICAL | F_ALLOW_INFINITE``), then each categorical feature's slice ``[start, start + len)`` of
+    ``cat_ok``, a uint8 bitmap over the codes ``0..len-1`` (1 = known category), then the bits of the kinds
+    whose limit is inferred for that feature.
     """
 
     names: tuple[str, ...]
@@ -206,33 +232,49 @@ class SchemaArrays:
     meta: np.ndarray
     cat_ok: np.ndarray
     categories: tuple[tuple[int, ...] | None, ...]
-    reject_mask: int  # bits of the kinds the policy rejects
-    flag_mask: int  # bits of the kinds the policy flags
+    reject_mask: int  # bits the policy rejects (declared limits' and, when so configured, inferred ones')
+    flag_mask: int  # bits the policy flags
 
     @classmethod
     def build(cls, names: Sequence[str], *, min: Sequence[float | None], max: Sequence[float | None],  # noqa: A002
               integer: Sequence[bool], allow_missing: Sequence[bool],
               categories: Sequence[Sequence[int] | None], train_min: Sequence[float | None],
-              train_max: Sequence[float | None], actions: Mapping[str, str]) -> SchemaArrays:
+              train_max: Sequence[float | None], actions: Mapping[str, str],
+              allow_infinite: Sequence[bool] | None = None, inferred: Sequence[Iterable[str]] | None = None,
+              inferred_action: str = FLAG) -> SchemaArrays:
         """Compile per-feature limits (None = unbounded) under ``actions`` (kind -> reject/flag/off; a kind
-        that is not named is rejected if hard, flagged if a training-range kind)."""
+        that is not named is rejected if hard, flagged if a training-range kind).
+
+        ``allow_infinite`` (default: none does) says per feature whether +-inf is acceptable; ``inferred``
+        (default: none) names per feature the kinds of :data:`INFERABLE_KINDS` whose limit was inferred from
+        data. Such a limit's action is the kind's, but at most ``inferred_action`` (off < flag < reject).
+        """
         names = tuple(str(n) for n in names)
         n = len(names)
+        allow_infinite = [False] * n if allow_infinite is None else allow_infinite
+        inferred = [()] * n if inferred is None else inferred
         for label, seq in (("min", min), ("max", max), ("integer", integer), ("allow_missing", allow_missing),
-                           ("categories", categories), ("train_min", train_min), ("train_max", train_max)):
+                           ("categories", categories), ("train_min", train_min), ("train_max", train_max),
+                           ("allow_infinite", allow_infinite), ("inferred", inferred)):
             if len(seq) != n:
                 raise ValueError(f"{label}: {len(seq)} values for {n} features")
         act = {k: actions.get(k, FLAG if k in RANGE_KINDS else REJECT) for k in KINDS}
         bad = {k: a for k, a in act.items() if a not in ACTIONS}
-        if bad or set(actions) - set(KINDS):
-            raise ValueError(f"actions must map kinds {KINDS} to {ACTIONS}, got {dict(actions)}")
-        on = {k: act[k] != OFF for k in KINDS}
+        if bad or set(actions) - set(KINDS) or inferred_action not in ACTIONS:
+            raise ValueError(f"actions must map kinds {KINDS} to {ACTIONS}, got {dict(actions)} "
+                             f"(inferred: {inferred_action!r})")
+        soft = {k: _weaker(act[k], inferred_action) for k in INFERABLE_KINDS}  # the action of an inferred limit
 
         params = np.empty((6, n), dtype=np.float64)
-        meta = np.zeros((3, n), dtype=np.int64)
+        meta = np.zeros((4, n), dtype=np.int64)
         bitmap: list[np.ndarray] = []
         start = 0
         for f in range(n):
+            guessed = set(inferred[f])
+            if guessed - set(INFERABLE_KINDS):
+                raise ValueError(f"feature {names[f]!r}: only {INFERABLE_KINDS} can be inferred, got {sorted(guessed)}")
+            # A limit is checked unless its action (the declared or the inferred one) is off.
+            on = {k: (soft[k] if k in guessed else act[k]) != OFF for k in KINDS}
             cats = categories[f]
             categorical = cats is not None
             lo = _bound(min[f], -math.inf) if on[BELOW_MIN] else -math.inf
@@ -243,8 +285,11 @@ class SchemaArrays:
             flags = 0
             if allow_missing[f] or not on[MISSING]:
                 flags |= F_ALLOW_MISSING
+            if allow_infinite[f] or not on[INFINITE]:
+                flags |= F_ALLOW_INFINITE
             if integer[f] and not categorical and on[NOT_INTEGER]:
                 flags |= F_INTEGER
+            meta[M_INFERRED, f] = sum(BIT[k] for k in guessed)
             if categorical and on[UNKNOWN_CATEGORY]:
                 codes = np.asarray(list(cats), dtype=np.int64)
                 if codes.size and (codes.min() < 0 or codes.max() > MAX_CATEGORY_CODE):
@@ -260,8 +305,10 @@ class SchemaArrays:
             meta[M_FLAGS, f] = flags
         cat_ok = np.concatenate(bitmap) if bitmap else np.zeros(0, dtype=np.uint8)
         cat_ok = np.ascontiguousarray(np.append(cat_ok, np.uint8(0)))  # never empty
-        reject = sum(BIT[k] for k in KINDS if act[k] == REJECT)
-        flag = sum(BIT[k] for k in KINDS if act[k] == FLAG)
+        reject = sum(BIT[k] for k in KINDS if act[k] == REJECT) \
+            + sum(INFERRED_BIT[k] for k in INFERABLE_KINDS if soft[k] == REJECT)
+        flag = sum(BIT[k] for k in KINDS if act[k] == FLAG) \
+            + sum(INFERRED_BIT[k] for k in INFERABLE_KINDS if soft[k] == FLAG)
         cats_out = tuple(None if c is None else tuple(int(x) for x in c) for c in categories)
         for a in (params, meta, cat_ok):
             a.setflags(write=False)
@@ -271,9 +318,18 @@ class SchemaArrays:
     def features(self) -> int:
         return len(self.names)
 
-    def action(self, kind: str) -> str:
-        bit = BIT[kind]
+    def action(self, kind: str, inferred: bool = False) -> str:
+        """What a failure of ``kind`` does: of a declared limit, or (``inferred``) of an inferred one."""
+        bit = INFERRED_BIT[kind] if inferred else BIT[kind]
         return REJECT if self.reject_mask & bit else FLAG if self.flag_mask & bit else OFF
+
+    def inferred(self, column: int, kind: str) -> bool:
+        """Whether feature ``column``'s limit of ``kind`` was inferred from data (not declared)."""
+        return bool(self.meta[M_INFERRED, column] & BIT[kind])
+
+    def action_at(self, column: int, kind: str) -> str:
+        """What a failure of ``kind`` in feature ``column`` does."""
+        return self.action(kind, kind in INFERRED_BIT and self.inferred(column, kind))
 
     @cached_property
     def _params32(self) -> np.ndarray:
@@ -300,6 +356,13 @@ class SchemaArrays:
         if kind == UNKNOWN_CATEGORY:
             return self.categories[column]
         return None
+
+
+_STRENGTH = {OFF: 0, FLAG: 1, REJECT: 2}
+
+
+def _weaker(a: str, b: str) -> str:
+    return a if _STRENGTH[a] <= _STRENGTH[b] else b
 
 
 def _max(a: float, b: float) -> float:
@@ -341,7 +404,8 @@ def not_a_number_message(row: int, feature: str, text: Any = None) -> str:
 class Violation:
     """One failed constraint: ``value`` (NaN for missing or not-a-number cells; ``text`` then holds what was
     sent, if known) of feature ``feature`` (column ``column``) in row ``row`` broke ``constraint``, whose
-    limit was ``limit`` (a number, the known categories, or None). ``action`` is the policy's: reject or flag."""
+    limit was ``limit`` (a number, the known categories, or None). ``action`` is the policy's: reject or flag.
+    ``inferred``: the limit was inferred from the training data, not declared."""
 
     row: int
     feature: str
@@ -352,8 +416,13 @@ class Violation:
     column: int = -1
     text: str | None = None
     dtype: str = "float64"
+    inferred: bool = False
 
     def message(self) -> str:
+        text = self._message()
+        return f"{text} (a limit inferred from the training data)" if self.inferred else text
+
+    def _message(self) -> str:
         where = f"row {self.row}, feature {self.feature!r}"
         v = format_number(self.value, self.dtype)
         k = self.constraint
@@ -361,6 +430,8 @@ class Violation:
             return not_a_number_message(self.row, self.feature, self.text)
         if k == MISSING:
             return f"{where}: the value is missing and this feature does not allow missing values"
+        if k == INFINITE:
+            return f"{where}: value {v} is not finite and this feature does not allow infinite values"
         if k == BELOW_MIN:
             return f"{where}: value {v} is below the minimum {format_number(self.limit, self.dtype)}"
         if k == ABOVE_MAX:
@@ -382,7 +453,7 @@ class Violation:
         value: Any = self.text if self.text is not None else _json_number(self.value)
         limit = list(self.limit) if isinstance(self.limit, tuple) else _json_number(self.limit)
         return {"row": self.row, "feature": self.feature, "constraint": self.constraint, "value": value,
-                "limit": limit, "action": self.action, "message": self.message()}
+                "limit": limit, "action": self.action, "inferred": self.inferred, "message": self.message()}
 
 
 def _json_number(x: Any) -> Any:
@@ -395,15 +466,18 @@ def _json_number(x: Any) -> Any:
 
 
 # Kinds in the order a row's first violation is chosen: what would reject it first, then what flags it.
-_SEVERITY = (NOT_A_NUMBER, MISSING, BELOW_MIN, ABOVE_MAX, NOT_INTEGER, UNKNOWN_CATEGORY,
+_SEVERITY = (NOT_A_NUMBER, MISSING, INFINITE, BELOW_MIN, ABOVE_MAX, NOT_INTEGER, UNKNOWN_CATEGORY,
              BELOW_TRAINING_RANGE, ABOVE_TRAINING_RANGE)
+# Either bit of a kind: the declared limit's or the inferred one's.
+_ANY_BIT = {kind: BIT[kind] | INFERRED_BIT.get(kind, 0) for kind in KINDS}
 
 
 class ValidationResult:
     """What :func:`validate` found in one batch. Everything but ``row_mask`` and ``failed`` is computed on
     first use, so an all-valid batch costs one kernel call.
 
-    ``row_mask``: uint32 [rows], the failed kinds per row (``BIT[kind]``); ``failed``: rows with any failure.
+    ``row_mask``: uint32 [rows], the failed kinds per row (``BIT[kind]``, or ``INFERRED_BIT[kind]`` for an
+    inferred limit); ``failed``: rows with any failure.
     ``rejected_rows``: bool [rows], rows with a failure the policy rejects; ``flagged_rows``: rows with a
     failure the policy flags and none it rejects. Row numbers are the batch's plus ``row_offset``.
     """
@@ -466,11 +540,11 @@ class ValidationResult:
 
     @cached_property
     def counts(self) -> np.ndarray:
-        """int64 [features, len(KINDS)]: how many values failed each kind, per feature."""
+        """int64 [features, len(KINDS)]: how many values failed each kind (declared or inferred), per feature."""
         d = self.detail
         out = np.zeros((self.arrays.features, N_KINDS), dtype=np.int64)
-        for k in range(N_KINDS):
-            out[:, k] = ((d >> np.uint32(k)) & np.uint32(1)).sum(axis=0)
+        for k, kind in enumerate(KINDS):
+            out[:, k] = ((d & np.uint32(_ANY_BIT[kind])) != 0).sum(axis=0)
         return out
 
     def count(self, feature: str, kind: str) -> int:
@@ -482,10 +556,12 @@ class ValidationResult:
         if kind == NOT_A_NUMBER and self._raw is not None:
             raw = self._raw.get((r, f))
             text = None if raw is None else str(raw)
+        inferred = bool(self.detail[i, f] & INFERRED_BIT.get(kind, 0))
         return Violation(
             row=r + self.row_offset, feature=self.arrays.names[f], constraint=kind,
             value=float(self.X[r, f]), limit=self.arrays.limit(f, kind, self.X.dtype),
-            action=self.arrays.action(kind), column=f, text=text, dtype=str(self.X.dtype),
+            action=self.arrays.action(kind, inferred), column=f, text=text, dtype=str(self.X.dtype),
+            inferred=inferred,
         )
 
     def _index(self, row: int) -> int:
@@ -501,7 +577,7 @@ class ValidationResult:
         out = []
         for f, bits in enumerate(self.detail[i].tolist()):
             if bits:
-                out.extend(self._violation(i, f, k) for k in _SEVERITY if bits & BIT[k])
+                out.extend(self._violation(i, f, k) for k in _SEVERITY if bits & _ANY_BIT[k])
         return out
 
     def first_violation(self, row: int | None = None) -> Violation | None:
@@ -525,13 +601,13 @@ class ValidationResult:
         for wanted in (self.arrays.reject_mask, self.arrays.flag_mask):
             for f, bits in enumerate(row_bits):
                 if bits & wanted:
-                    kind = next(k for k in _SEVERITY if bits & wanted & BIT[k])
+                    kind = next(k for k in _SEVERITY if bits & wanted & _ANY_BIT[k])
                     return self._violation(i, f, kind)
         return None
 
     def examples(self, feature: int, kind: str, limit: int = 3) -> list[Violation]:
         """Up to ``limit`` violations of ``kind`` in column ``feature``, in row order."""
-        hits = np.flatnonzero(self.detail[:, feature] & np.uint32(BIT[kind]))[:limit]
+        hits = np.flatnonzero(self.detail[:, feature] & np.uint32(_ANY_BIT[kind]))[:limit]
         return [self._violation(int(i), feature, kind) for i in hits]
 
     def summary(self, max_examples: int = 3) -> dict[str, Any]:
@@ -544,7 +620,7 @@ class ValidationResult:
                 for k, kind in enumerate(KINDS):
                     if counts[f, k]:
                         kinds[kind] = {
-                            "count": int(counts[f, k]), "action": self.arrays.action(kind),
+                            "count": int(counts[f, k]), "action": self.arrays.action_at(f, kind),
                             "examples": [v.to_dict() for v in self.examples(f, kind, max_examples)],
                         }
                 if kinds:

@@ -67,3 +67,40 @@ def monitored_rows(X: np.ndarray, outputs: Mapping[str, np.ndarray], order: Sequ
         value = np.asarray(outputs[name])
         parts.append(value.reshape(len(value), -1).astype(np.float64, copy=False))
     return np.concatenate(parts, axis=1)
+
+
+# -- any other model: tensors watched through per-row summaries --------------------------------------------------
+SUMMARY_COLUMNS = "summary_columns"  # metadata.extra key: the input summary columns a profile starts with
+SUMMARY_WIDTH = 8  # a tensor with at most this many values per row is watched value by value; wider, by its mean
+
+
+def summarize(array: np.ndarray, batched: bool) -> np.ndarray:
+    """[rows, k] float64 of one tensor: its values per row (k <= SUMMARY_WIDTH), else the row's mean (k = 1).
+
+    Text (BYTES) is watched through its length in characters. A model that does not batch answers one
+    request as one row.
+    """
+    array = np.asarray(array)
+    rows = array.reshape(len(array) if batched and array.ndim else 1, -1)
+    if rows.dtype == object or rows.dtype.kind in "SU":
+        lengths = np.vectorize(len, otypes=[np.float64])(rows) if rows.size else np.zeros(rows.shape)
+        return lengths.mean(axis=1, keepdims=True)
+    values = rows.astype(np.float64, copy=False)
+    return values if values.shape[1] <= SUMMARY_WIDTH else values.mean(axis=1, keepdims=True)
+
+
+def tensor_view(inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], batched: bool
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """What the monitor watches of a model that is not tabular: input summaries as the "features", and the
+    outputs summarized the same way (then named as :func:`monitored_columns` names any 2-D output)."""
+    features = np.hstack([summarize(a, batched) for a in inputs.values()])
+    return features, {name: summarize(a, batched) for name, a in outputs.items()}
+
+
+def summary_names(tensors: Mapping[str, np.ndarray], batched: bool) -> list[str]:
+    """Column names of :func:`tensor_view`'s features: ``NAME``, or ``NAME[i]`` for a tensor watched value by value."""
+    names: list[str] = []
+    for name, array in tensors.items():
+        width = summarize(array[:1] if batched else array, batched).shape[1]
+        names.extend([name] if width == 1 else [f"{name}[{i}]" for i in range(width)])
+    return names

@@ -1,18 +1,27 @@
 """schema.json: what a model's input data may look like, feature by feature, and what to do when it does not.
 
-The trainer infers a schema from the training data (:func:`infer_schema`), applies the user's overrides
-(``driftline train --schema FILE``; :func:`load_overrides`, :func:`apply_overrides`) and stores it with the
-version. The trainer, ``driftline validate`` and the server all check rows against it with one kernel
-(:mod:`driftline.kernels.validate`), compiled by :meth:`Schema.arrays`.
+The trainer (and ``driftline publish``, from the reference data) infers a schema from the training data
+(:func:`infer_schema`), applies the user's overrides (``--schema FILE``; :func:`load_overrides`,
+:func:`apply_overrides`) and stores it with the version. The trainer, ``driftline validate`` and the server all
+check rows against it with one kernel (:mod:`driftline.kernels.validate`), compiled by :meth:`Schema.arrays`.
 
 Per feature:
 
 * ``type``: "float", "integer", "boolean" or "categorical" (integer codes);
-* ``allow_missing``: whether NaN / null is acceptable;
-* hard limits, values that cannot be: ``min`` / ``max`` (None = unbounded), ``integer`` (must be whole),
-  ``categories`` (categorical: the known codes);
+* ``allow_missing``: whether NaN / null is acceptable; ``allow_infinite``: whether +-inf is;
+* hard limits: ``min`` / ``max`` (None = unbounded), ``integer`` (must be whole), ``categories`` (categorical:
+  the known codes);
+* ``declared``: which of those limits a person declared (an override, or ``driftline schema accept``); the
+  others were inferred from the data;
 * ``train_min`` / ``train_max``: the finite range seen in training (None when training had no finite value).
   Values outside it are possible but unseen, so by default they are flagged, not rejected.
+
+Declared limits refuse what breaks them; inferred ones only flag it (counted, reported, marked on the response).
+A limit inferred from data is a guess - 5,000 houses with whole bedroom counts do not make 2.5 bedrooms
+impossible, and a load generator's random floats are not an attack - while a person's ``bedrooms: {min: 0}`` is
+a statement about the world. The policy's ``inferred_limits`` sets the most an inferred limit can do ("flag" by
+default; "reject" gives the behaviour of format 1, "off" does not check them). Missing and infinite values are
+refused whether or not a person said so (unless allowed): a model's answer for them cannot be trusted.
 
 Inference is conservative: it never guesses a hard minimum or maximum (garage_area >= 0 is the user's to
 declare). A feature is "boolean" only when its column is Boolean (min 0, max 1, whole); "integer" (whole)
@@ -22,12 +31,15 @@ of whole-metre lot areas stays "float"; "categorical" only when an override says
 whether the training data had missing values.
 
 The :class:`Policy` says per constraint kind whether a failure rejects the row, only flags it, or is not
-checked ("reject" | "flag" | "off"). Defaults: every hard kind (missing, below_min, above_max, not_integer,
-unknown_category, not_a_number) rejects; leaving the training range flags. The schema JSON stores the
-version's policy; a server configuration may override it (:meth:`Policy.with_overrides`).
+checked ("reject" | "flag" | "off"). Defaults: every hard kind (missing, infinite, below_min, above_max,
+not_integer, unknown_category, not_a_number) rejects; leaving the training range flags; an inferred limit
+flags (``inferred_limits``). The schema JSON stores the version's policy; a server configuration may override it
+(:meth:`Policy.with_overrides`).
 
-The format is versioned by ``format``; readers refuse formats they do not know. Non-finite numbers never
-appear (hard limits are finite or null, the training range is finite or null).
+The format is versioned by ``format``; readers refuse formats they do not know. Format 2 added ``declared`` and
+``allow_infinite``. Format 1 (older versions) is read with every hard limit declared - they refused when the
+version was published, and an upgrade does not loosen a published version - and no infinite values allowed.
+Non-finite numbers never appear (hard limits are finite or null, the training range is finite or null).
 """
 
 from __future__ import annotations
@@ -44,19 +56,24 @@ import numpy as np
 
 from driftline.errors import CorruptArtifact, InvalidInput
 from driftline.kernels.validate import (
+    ABOVE_MAX,
     ACTIONS,
+    BELOW_MIN,
     FLAG,
     KINDS,
     MAX_CATEGORY_CODE,
+    NOT_INTEGER,
     OFF,
     RANGE_KINDS,
     REJECT,
+    UNKNOWN_CATEGORY,
     SchemaArrays,
     ValidationResult,
     validate,
 )
 
-SCHEMA_FORMAT = 1
+SCHEMA_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 SCHEMA_FILE = "schema.json"  # the suggested file name inside a version
 
 FLOAT = "float"
@@ -67,8 +84,12 @@ TYPES = (FLOAT, INTEGER, BOOLEAN, CATEGORICAL)
 
 MAX_DISCRETE_VALUES = 256  # a float column of whole values is "integer" with at most this many distinct values
 
-OVERRIDE_KEYS = ("type", "allow_missing", "min", "max", "integer", "categories")
+OVERRIDE_KEYS = ("type", "allow_missing", "allow_infinite", "min", "max", "integer", "categories")
 POLICY_KEY = "policy"  # the top-level key of an overrides file that sets the policy (unless a feature is so named)
+# The hard limits a person may declare (or the data imply), and the constraint kind each one is checked as.
+LIMITS = ("min", "max", "integer", "categories")
+LIMIT_KIND = {"min": BELOW_MIN, "max": ABOVE_MAX, "integer": NOT_INTEGER, "categories": UNKNOWN_CATEGORY}
+INFERRED_LIMITS = "inferred_limits"  # the policy's key for what an inferred limit does at most
 
 
 # --------------------------------------------------------------------------- policy
@@ -86,6 +107,8 @@ class Policy:
     below_training_range: str = FLAG
     above_training_range: str = FLAG
     not_a_number: str = REJECT
+    infinite: str = REJECT
+    inferred_limits: str = FLAG  # the most a limit inferred from data does (see the module docstring)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -93,11 +116,15 @@ class Policy:
             if action not in ACTIONS:
                 raise InvalidInput(f"policy: {f.name} must be one of {', '.join(ACTIONS)}, not {action!r}")
 
-    def action(self, kind: str) -> str:
-        return getattr(self, kind)
+    def action(self, kind: str, inferred: bool = False) -> str:
+        """What a failure of ``kind`` does: of a declared limit, or (``inferred``) of an inferred one."""
+        action = getattr(self, kind)
+        if inferred and _STRENGTH[self.inferred_limits] < _STRENGTH[action]:
+            return self.inferred_limits
+        return action
 
     def to_dict(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in KINDS}
+        return {k: getattr(self, k) for k in (*KINDS, INFERRED_LIMITS)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -110,9 +137,10 @@ class Policy:
             return self
         if not isinstance(overrides, Mapping):
             raise InvalidInput(f"policy must be a mapping of constraint kind to action, got {overrides!r}")
-        unknown = sorted(set(overrides) - set(KINDS))
+        unknown = sorted(set(overrides) - {*KINDS, INFERRED_LIMITS})
         if unknown:
-            raise InvalidInput(f"policy: unknown constraint kinds {unknown}; known: {', '.join(KINDS)}")
+            raise InvalidInput(f"policy: unknown constraint kinds {unknown}; known: {', '.join(KINDS)} "
+                               f"(and {INFERRED_LIMITS})")
         changes = {}
         for kind, action in overrides.items():
             if action is False:  # YAML 1.1 reads a bare `off` as false
@@ -124,6 +152,7 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+_STRENGTH = {OFF: 0, FLAG: 1, REJECT: 2}
 
 
 # --------------------------------------------------------------------------- schema
@@ -141,6 +170,8 @@ class FeatureSchema:
     train_min: float | None = None
     train_max: float | None = None
     categories: tuple[int, ...] | None = None  # categorical only: the known codes, ascending
+    allow_infinite: bool = False
+    declared: tuple[str, ...] = ()  # the limits (of LIMITS, in that order) a person declared; the rest are inferred
 
     def __post_init__(self) -> None:
         where = f"feature {self.name!r}"
@@ -167,33 +198,68 @@ class FeatureSchema:
             c = self.categories
             if any(not 0 <= x <= MAX_CATEGORY_CODE for x in c) or list(c) != sorted(set(c)):
                 raise InvalidInput(f"{where}: categories must be distinct codes 0..{MAX_CATEGORY_CODE}, ascending")
+        self._check_declared(where)
+
+    def _check_declared(self, where: str) -> None:
+        if list(self.declared) != [x for x in LIMITS if x in self.declared] or len(set(self.declared)) != len(
+                self.declared):
+            raise InvalidInput(f"{where}: declared must list limits of {', '.join(LIMITS)}, once each, in that "
+                               f"order; got {list(self.declared)}")
+        absent = [x for x in self.declared if x not in self.limits]
+        if absent:
+            raise InvalidInput(f"{where}: declared names limits it does not have: {', '.join(absent)}")
+
+    @property
+    def limits(self) -> tuple[str, ...]:
+        """The hard limits this feature has (of :data:`LIMITS`)."""
+        have = {"min": self.min is not None, "max": self.max is not None, "integer": self.integer,
+                "categories": self.categories is not None}
+        return tuple(x for x in LIMITS if have[x])
+
+    @property
+    def inferred(self) -> tuple[str, ...]:
+        """The hard limits inferred from data, not declared by a person."""
+        return tuple(x for x in self.limits if x not in self.declared)
+
+    def inferred_kinds(self) -> tuple[str, ...]:
+        """The constraint kinds whose limit is inferred (what the kernel treats as a flag at most)."""
+        return tuple(LIMIT_KIND[x] for x in self.inferred)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
             "name": self.name, "type": self.type, "dtype": self.dtype, "allow_missing": self.allow_missing,
-            "min": self.min, "max": self.max, "integer": self.integer,
-            "train_min": self.train_min, "train_max": self.train_max,
+            "allow_infinite": self.allow_infinite, "min": self.min, "max": self.max, "integer": self.integer,
+            "declared": list(self.declared), "train_min": self.train_min, "train_max": self.train_max,
         }
         if self.categories is not None:
             out["categories"] = list(self.categories)
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
-        known = {f.name for f in fields(cls)}
+    def from_dict(cls, data: Mapping[str, Any], format: int = SCHEMA_FORMAT) -> FeatureSchema:  # noqa: A002
+        """A feature of a schema.json of ``format``; format 1 had neither ``declared`` nor ``allow_infinite``:
+        its limits all count as declared (see the module docstring)."""
+        known = {f.name for f in fields(cls)} - ({"declared", "allow_infinite"} if format == 1 else set())
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown keys {sorted(unknown)}")
         cats = data.get("categories")
-        return cls(
+        feature = cls(
             name=_string(data["name"]), type=_string(data.get("type", FLOAT)),
             dtype=None if data.get("dtype") is None else _string(data["dtype"]),
             allow_missing=_boolean(data.get("allow_missing", False)),
+            allow_infinite=_boolean(data.get("allow_infinite", False)),
             min=_number_or_none(data.get("min")), max=_number_or_none(data.get("max")),
             integer=_boolean(data.get("integer", False)),
             train_min=_number_or_none(data.get("train_min")), train_max=_number_or_none(data.get("train_max")),
             categories=None if cats is None else tuple(_code(x) for x in cats),
+            declared=tuple(_string(x) for x in _list(data.get("declared", []))),
         )
+        return feature.accepted() if format == 1 else feature
+
+    def accepted(self) -> FeatureSchema:
+        """This feature with every limit it has declared."""
+        return replace(self, declared=self.limits)
 
 
 @dataclass(frozen=True)
@@ -203,7 +269,7 @@ class Schema:
     features: tuple[FeatureSchema, ...]
     policy: Policy = field(default_factory=Policy)
     rows: int | None = None
-    format: int = SCHEMA_FORMAT
+    format: int = field(default=SCHEMA_FORMAT, compare=False)  # the format it was read from; written as the latest
 
     def __post_init__(self) -> None:
         names = self.names
@@ -236,7 +302,9 @@ class Schema:
             [f.name for f in fs], min=[f.min for f in fs], max=[f.max for f in fs],
             integer=[f.integer for f in fs], allow_missing=[f.allow_missing for f in fs],
             categories=[f.categories for f in fs], train_min=[f.train_min for f in fs],
-            train_max=[f.train_max for f in fs], actions=policy.to_dict(),
+            train_max=[f.train_max for f in fs], actions={k: policy.action(k) for k in KINDS},
+            allow_infinite=[f.allow_infinite for f in fs], inferred=[f.inferred_kinds() for f in fs],
+            inferred_action=policy.inferred_limits,
         )
 
     def validate(self, X: np.ndarray, policy: Policy | None = None, **kwargs: Any) -> ValidationResult:
@@ -245,6 +313,16 @@ class Schema:
 
     def with_policy(self, policy: Policy) -> Schema:
         return replace(self, policy=policy)
+
+    @property
+    def inferred(self) -> dict[str, tuple[str, ...]]:
+        """Feature name -> its limits inferred from data (features without any left out)."""
+        return {f.name: f.inferred for f in self.features if f.inferred}
+
+    def accepted(self) -> Schema:
+        """This schema with every inferred limit declared (``driftline schema accept``): what the data showed
+        becomes what a person vouches for, so it refuses instead of flagging."""
+        return replace(self, features=tuple(f.accepted() for f in self.features))
 
     def with_training_range(self, X: np.ndarray) -> Schema:
         """This schema with ``train_min``/``train_max`` recomputed from ``X`` (e.g. the rows kept for training
@@ -256,7 +334,7 @@ class Schema:
         ), rows=int(X.shape[0]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "rows": self.rows, "features": [f.to_dict() for f in self.features],
+        return {"format": SCHEMA_FORMAT, "rows": self.rows, "features": [f.to_dict() for f in self.features],
                 "policy": self.policy.to_dict()}
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -266,19 +344,20 @@ class Schema:
     def from_dict(cls, data: Mapping[str, Any]) -> Schema:
         if not isinstance(data, Mapping):
             raise CorruptArtifact("schema.json must hold a JSON object")
-        if data.get("format") != SCHEMA_FORMAT:
-            raise CorruptArtifact(f"schema.json has format {data.get('format')!r}; this driftline reads format "
-                                  f"{SCHEMA_FORMAT}")
+        version = data.get("format")
+        if isinstance(version, bool) or version not in READABLE_FORMATS:
+            raise CorruptArtifact(f"schema.json has format {version!r}; this driftline reads formats "
+                                  f"{', '.join(map(str, READABLE_FORMATS))}")
         try:
             features = []
             for raw in data["features"]:
                 try:
-                    features.append(FeatureSchema.from_dict(raw))
+                    features.append(FeatureSchema.from_dict(raw, version))
                 except (InvalidInput, ValueError, KeyError, TypeError) as e:
                     raise ValueError(f"feature {raw.get('name') if isinstance(raw, Mapping) else raw!r}: {e}") from e
             rows = data.get("rows")
             return cls(features=tuple(features), policy=Policy.from_dict(data.get("policy") or {}),
-                       rows=None if rows is None else _int(rows))
+                       rows=None if rows is None else _int(rows), format=version)
         except (InvalidInput, ValueError, KeyError, TypeError) as e:
             raise CorruptArtifact(f"schema.json cannot be read: {e}") from e
 
@@ -304,7 +383,8 @@ def infer_schema(X: np.ndarray, names: Sequence[str], dtypes: Sequence[str], *,
 
     ``not_missing`` (bool [rows, features], optional) marks NaN cells that are not missing values (e.g. a
     string in a numeric column, reported as not_a_number): they do not make a feature ``allow_missing``.
-    See the module docstring for the rules.
+    See the module docstring for the rules. Every limit found here is inferred (``declared`` is empty); a
+    feature allows +-inf when the data had it (as it allows missing values when the data had them).
     """
     names = [str(n) for n in names]
     X = _as_rows(X, len(names))
@@ -327,7 +407,7 @@ def infer_schema(X: np.ndarray, names: Sequence[str], dtypes: Sequence[str], *,
             kind, limits = FLOAT, (None, None)
         features.append(FeatureSchema(
             name=name, type=kind, dtype=dtype, allow_missing=bool(nan.any()), min=limits[0], max=limits[1],
-            integer=kind != FLOAT, train_min=lo[c], train_max=hi[c],
+            integer=kind != FLOAT, train_min=lo[c], train_max=hi[c], allow_infinite=bool(np.isinf(column).any()),
         ))
     return Schema(features=tuple(features), policy=policy or Policy(), rows=int(X.shape[0]))
 
@@ -377,6 +457,8 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
         district: {type: categorical, categories: [0, 1, 2]}
         lot_area: {allow_missing: true}
         policy: {above_training_range: off}
+
+    Every limit an override sets is declared: it refuses values that break it (see the module docstring).
     """
     path = Path(path)
     try:
@@ -406,12 +488,14 @@ def apply_overrides(schema: Schema, overrides: Mapping[str, Any] | None) -> Sche
     """``schema`` with the user's overrides (see :func:`load_overrides`) applied; unknown features or keys and
     inconsistent settings raise :class:`~driftline.errors.InvalidInput` naming the feature.
 
-    Per feature: ``type`` (float | integer | boolean | categorical), ``allow_missing`` (bool), ``min`` /
-    ``max`` (number or null), ``integer`` (bool), ``categories`` (list of codes; with type categorical).
-    Changing the type sets what the type implies (integer -> whole; boolean -> whole, min 0, max 1;
-    float -> not whole) unless the same override sets it; ``integer: true`` on a float feature makes it an
-    integer one. A categorical feature without ``categories`` gets the codes ``0..train_max`` (the training
-    profile's convention, ``max code + 1`` categories).
+    Per feature: ``type`` (float | integer | boolean | categorical), ``allow_missing`` / ``allow_infinite``
+    (bool), ``min`` / ``max`` (number or null), ``integer`` (bool), ``categories`` (list of codes; with type
+    categorical). Changing the type sets what the type implies (integer -> whole; boolean -> whole, min 0,
+    max 1; float -> not whole) unless the same override sets it; ``integer: true`` on a float feature makes it
+    an integer one. A categorical feature without ``categories`` gets the codes ``0..train_max`` (the training
+    profile's convention, ``max code + 1`` categories). The limits an override names, or its type implies,
+    become declared, even where they equal the inferred ones (``bedrooms: {integer: true}`` vouches for
+    the inferred wholeness).
     """
     if not overrides:
         return schema
@@ -447,8 +531,17 @@ def _override_feature(feature: FeatureSchema, settings: Any) -> FeatureSchema:
     categories = None
     if kind == CATEGORICAL:
         categories = s.get("categories", feature.categories) or _default_categories(feature, where)
-    return replace(feature, type=kind, integer=kind != FLOAT, min=lo, max=hi, categories=categories,
-                   allow_missing=s.get("allow_missing", feature.allow_missing))
+    changed = replace(feature, type=kind, integer=kind != FLOAT, min=lo, max=hi, categories=categories,
+                      allow_missing=s.get("allow_missing", feature.allow_missing),
+                      allow_infinite=s.get("allow_infinite", feature.allow_infinite), declared=())
+    named = {*feature.declared, *(x for x in LIMITS if x in s)}
+    if "type" in s:
+        named |= set(_TYPE_LIMITS[kind])
+    return replace(changed, declared=tuple(x for x in changed.limits if x in named))
+
+
+_TYPE_LIMITS = {FLOAT: (), INTEGER: ("integer",), BOOLEAN: ("min", "max", "integer"),
+                CATEGORICAL: ("integer", "categories")}  # the limits a declared type implies
 
 
 def _override_type(current: str, s: Mapping[str, Any]) -> str:
@@ -492,7 +585,7 @@ def _override_value(key: str, value: Any) -> Any:
         if value not in TYPES:
             raise InvalidInput(f"type must be one of {', '.join(TYPES)}, not {value!r}")
         return value
-    if key in ("allow_missing", "integer"):
+    if key in ("allow_missing", "allow_infinite", "integer"):
         if not isinstance(value, bool):
             raise InvalidInput(f"{key} must be true or false, not {value!r}")
         return value
@@ -527,6 +620,12 @@ def _int(x: Any) -> int:
     return x
 
 
+def _list(x: Any) -> list[Any]:
+    if not isinstance(x, list):
+        raise ValueError(f"expected a list, got {x!r}")
+    return x
+
+
 def _code(x: Any) -> int:
     return _int(x)
 
@@ -552,7 +651,7 @@ def _number_or_none(x: Any) -> float | None:
 
 
 __all__ = [
-    "BOOLEAN", "CATEGORICAL", "DEFAULT_POLICY", "FLOAT", "INTEGER", "KINDS", "RANGE_KINDS", "SCHEMA_FILE",
-    "SCHEMA_FORMAT", "TYPES", "FeatureSchema", "Policy", "Schema", "apply_overrides", "infer_schema",
-    "load_overrides",
+    "BOOLEAN", "CATEGORICAL", "DEFAULT_POLICY", "FLOAT", "INFERRED_LIMITS", "INTEGER", "KINDS", "LIMITS",
+    "RANGE_KINDS", "READABLE_FORMATS", "SCHEMA_FILE", "SCHEMA_FORMAT", "TYPES", "FeatureSchema", "Policy", "Schema",
+    "apply_overrides", "infer_schema", "load_overrides",
 ]

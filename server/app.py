@@ -12,14 +12,18 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 from driftline.registry import open_registry
 from driftline.server.auth import AdminGuard
+from driftline.server.health import Health
+from driftline.server.http_api import HttpApi
 from driftline.server.peers import Peers, socket_path
+from driftline.server.pipeline import RequestPath
 from driftline.server.poll import follow_production
 from driftline.server.repository import ModelRepository
-from driftline.server import logs, metrics, run, telemetry
+from driftline.server import http_server, logs, metrics, reflection, run, telemetry
 from driftline.server.monitor import MonitorThread
 from driftline.server.service import AdminService, DriftlineService, InferenceService, MonitoringService
 from driftline.server.settings import ServerSettings
@@ -39,6 +43,8 @@ class Built:
     pool: Executor
     admin: AdminService
     peers: Peers
+    health: Health
+    http: HttpApi  # the HTTP front end, served by serve() when settings.http_port says so
 
 
 def build(settings: ServerSettings) -> Built:
@@ -53,9 +59,9 @@ def build(settings: ServerSettings) -> Built:
             metrics.model_event(name, "load", ok=repository.slot(name).default is not None)
     # The span interceptor is there only when something reads it: otherwise a call pays nothing for it.
     traced = telemetry.tracer is not None or settings.log_format == "json"
+    guard = AdminGuard(settings.admin_token, settings.host)  # gRPC's interceptor; HTTP asks it too
     server = grpc.aio.server(
-        interceptors=[*([telemetry.ServerSpans()] if traced else []),
-                      AdminGuard(settings.admin_token, settings.host)],
+        interceptors=[*([telemetry.ServerSpans()] if traced else []), guard],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -64,11 +70,17 @@ def build(settings: ServerSettings) -> Built:
         ]
     )
     peers = Peers(settings.peer_dir, settings.worker_index, settings.workers, settings.admin_token)
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(repository, peers), server)
+    path = RequestPath(repository)  # the one request path; each front end parses into it
+    inference = InferenceService(repository, peers, path)
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     driftline_pb2_grpc.add_DriftlineServicer_to_server(DriftlineService(repository), server)
     driftline_pb2_grpc.add_MonitoringServicer_to_server(MonitoringService(repository, peers), server)
     admin = AdminService(repository, peers, settings.workers)
     driftline_pb2_grpc.add_AdminServicer_to_server(admin, server)
+    health = Health(repository, asyncio.get_running_loop())
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    if settings.reflection:
+        reflection.enable(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     if settings.tls_cert:
         credentials = grpc.ssl_server_credentials(
@@ -83,7 +95,8 @@ def build(settings: ServerSettings) -> Built:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (in use, or not an address of this machine)")
     if settings.peer_dir is not None:
         server.add_insecure_port(f"unix:{socket_path(settings.peer_dir, settings.worker_index)}")
-    return Built(server, port, repository, pool, admin, peers)
+    http = HttpApi(inference, path, guard, settings.max_message_bytes)  # the second front end, same path
+    return Built(server, port, repository, pool, admin, peers, health, http)
 
 
 async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
@@ -97,6 +110,8 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     gc.collect()
     gc.freeze()
     metrics_server, metrics_note = _serve_metrics(settings, built)
+    http, http_note = http_server.start(settings, built.http)
+    await built.health.sync()  # before the port opens: the servicer starts out saying SERVING
     await server.start()
     summary = []
     for name in repository.names():
@@ -105,7 +120,7 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     providers = ", ".join(repository.providers)
     # Tests and scripts read this line to learn the port (which may have been chosen by the OS).
     announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})"
-             f"{metrics_note}")
+             f"{http_note}{metrics_note}")
     poller = None
     if settings.poll_s and settings.worker_index == 0:
         poller = asyncio.ensure_future(follow_production(repository, built.admin, settings.poll_s))
@@ -117,7 +132,8 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     if poller is not None:
         poller.cancel()
     log.info("shutting down: finishing in-flight requests (up to %.0f s)", settings.shutdown_grace_s)
-    await server.stop(settings.shutdown_grace_s)
+    await built.health.shutdown()  # probes and watchers hear NOT_SERVING while in-flight requests finish
+    await asyncio.gather(server.stop(settings.shutdown_grace_s), *([http.stop()] if http is not None else []))
     pool.shutdown(wait=True, cancel_futures=True)
     if repository.monitors is not None:
         repository.monitors.close()

@@ -38,6 +38,11 @@ class AdminGuard(grpc.aio.ServerInterceptor):
         self._open = token is None and is_loopback(host)
         self._host = host
 
+    def refusal(self, authorization: str) -> tuple[grpc.StatusCode, str] | None:
+        """Why an admin call with this ``authorization`` header is refused, or None: the same check for
+        every front end (the HTTP one calls it for load and unload)."""
+        return None if self._open else self._refusal({"authorization": authorization})
+
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,

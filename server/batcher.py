@@ -25,6 +25,7 @@ import numpy as np
 
 from driftline.errors import DeadlineExpired, Unavailable
 from driftline.server import metrics, telemetry
+from driftline.registry.columns import tensor_view
 from driftline.server.model import ServedVersion
 from driftline.server.run import run_batch
 
@@ -54,7 +55,8 @@ class BatchSettings:
 
 @dataclass(eq=False)
 class Pending:
-    rows: np.ndarray
+    inputs: dict[str, np.ndarray]
+    rows: int  # the first dimension every input shares (1 for a model that does not batch)
     future: asyncio.Future[list[np.ndarray]]
     enqueued_ns: int
     deadline: float | None  # time.monotonic() seconds; None: no deadline
@@ -66,7 +68,7 @@ class Batch:
     """What one onnxruntime call did, handed to observers (monitoring) after the callers are answered."""
 
     version: ServedVersion
-    rows: np.ndarray
+    rows: np.ndarray  # what the monitor reads as features: a tabular model's rows, else per-row input summaries
     outputs: dict[str, np.ndarray]
     requests: int
     trace: Any = None  # the batch span's SpanContext (tracing on, a sampled request in the batch), for the drift update
@@ -96,18 +98,22 @@ class Batcher:
     def busy(self) -> bool:
         return bool(self._queue) or self._running > 0
 
-    def submit(self, rows: np.ndarray, deadline: float | None) -> asyncio.Future[list[np.ndarray]]:
-        """Queue ``rows``; the future resolves to every output of the model, in output order, for these rows."""
+    def submit(self, inputs: dict[str, np.ndarray], deadline: float | None, rows: int | None = None
+               ) -> asyncio.Future[list[np.ndarray]]:
+        """Queue one request's inputs (by name; ``rows`` is their shared first dimension, taken from them when
+        None); the future resolves to every output of the model, in output order, for this request."""
+        if rows is None:
+            rows = len(next(iter(inputs.values()))) if self.served.batching else 1
         if len(self._queue) >= self.settings.max_queue_size:
             raise Unavailable(
                 f"queue full: {self.served.name} version {self.served.version} already has "
                 f"{len(self._queue)} requests waiting (max_queue_size); retry later or raise --max-queue-size"
             )
         loop = asyncio.get_running_loop()
-        pending = Pending(rows, loop.create_future(), time.perf_counter_ns(), deadline,
+        pending = Pending(inputs, rows, loop.create_future(), time.perf_counter_ns(), deadline,
                           telemetry.current_span() if telemetry.tracer is not None else None)
         self._queue.append(pending)
-        self._queued_rows += len(rows)
+        self._queued_rows += rows
         self.metrics.queued(len(self._queue))
         if not self._dispatch_scheduled:
             # Dispatch at the end of this event-loop turn, so that every request decoded in the same turn
@@ -147,10 +153,11 @@ class Batcher:
         now = time.monotonic()
         while self._queue:
             head = self._queue[0]
-            if taken and rows + len(head.rows) > self.settings.max_batch_size:
+            # A model without a dynamic first dimension takes one request per call.
+            if taken and (rows + head.rows > self.settings.max_batch_size or not self.served.batching):
                 break
             self._queue.popleft()
-            self._queued_rows -= len(head.rows)
+            self._queued_rows -= head.rows
             if head.future.done():  # the caller went away (cancelled)
                 continue
             if head.deadline is not None and now >= head.deadline:
@@ -160,7 +167,7 @@ class Batcher:
                 )
                 continue
             taken.append(head)
-            rows += len(head.rows)
+            rows += head.rows
         self.metrics.queued(len(self._queue))
         return taken
 
@@ -182,12 +189,14 @@ class Batcher:
         for member in members:
             served.stats.queue.add(started - member.enqueued_ns)
             self.metrics.waited(started - member.enqueued_ns)
-        rows = members[0].rows if len(members) == 1 else np.concatenate([m.rows for m in members])
-        trace = self._trace(members, len(rows), started) if telemetry.tracer is not None else None
+        inputs = members[0].inputs if len(members) == 1 else {
+            name: np.concatenate([m.inputs[name] for m in members]) for name in members[0].inputs}
+        rows = sum(m.rows for m in members)
+        trace = self._trace(members, rows, started) if telemetry.tracer is not None else None
         try:
-            outputs = await self._run(rows, trace)
+            outputs = await self._run(inputs, rows, trace)
         except Exception as exc:  # noqa: BLE001 - every member must hear about it
-            log.exception("%s version %d: batch of %d rows failed", served.name, served.version, len(rows))
+            log.exception("%s version %d: batch of %d rows failed", served.name, served.version, rows)
             if trace is not None:
                 trace.end(exc)
             for member in members:
@@ -195,19 +204,23 @@ class Batcher:
                     member.future.set_exception(exc)
             return
         compute_ns = time.perf_counter_ns() - started
-        served.stats.executed(len(rows), compute_ns)
-        self.metrics.executed(len(rows), len(members), compute_ns)
+        served.stats.executed(rows, compute_ns)
+        self.metrics.executed(rows, len(members), compute_ns)
         if trace is not None:
             trace.end()
         offset = 0
         for member in members:
-            end = offset + len(member.rows)
+            end = offset + member.rows
             if not member.future.done():
-                member.future.set_result([out[offset:end] for out in outputs])
+                member.future.set_result(outputs if len(members) == 1 else [out[offset:end] for out in outputs])
             offset = end
         if self.observers:
-            batch = Batch(served, rows, dict(zip(served.output_names, outputs, strict=True)), len(members),
-                          trace.context if trace is not None else None)
+            by_name = dict(zip(served.output_names, outputs, strict=True))
+            if served.tabular:
+                features = inputs[served.input.name]
+            else:
+                features, by_name = tensor_view(inputs, by_name, served.batching)
+            batch = Batch(served, features, by_name, len(members), trace.context if trace is not None else None)
             for observe in self.observers:
                 observe(batch)
 
@@ -220,23 +233,24 @@ class Batcher:
         provider = served.providers[0] if served.providers else ""
         return telemetry.BatchTrace(served.name, served.version, provider, spans, rows, started_ns)
 
-    async def _run(self, rows: np.ndarray, trace: telemetry.BatchTrace | None) -> list[np.ndarray]:
+    async def _run(self, inputs: dict[str, np.ndarray], rows: int, trace: telemetry.BatchTrace | None
+                   ) -> list[np.ndarray]:
         if trace is None:
-            return await self._call(rows)
-        with trace.inference(len(rows)):
-            return await self._call(rows)
+            return await self._call(inputs, rows)
+        with trace.inference(rows):
+            return await self._call(inputs, rows)
 
-    async def _call(self, rows: np.ndarray) -> list[np.ndarray]:
+    async def _call(self, inputs: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
         """One onnxruntime call: on the event loop when it is cheaper than the hop to a thread and back."""
-        predicted_ns = self._ns_per_row * len(rows)
+        predicted_ns = self._ns_per_row * rows
         if 0 < predicted_ns < INLINE_BELOW_NS:
             started = time.perf_counter_ns()
-            outputs = run_batch(self.served, rows)
-            self._learn(time.perf_counter_ns() - started, len(rows))
+            outputs = run_batch(self.served, inputs, rows)
+            self._learn(time.perf_counter_ns() - started, rows)
             return outputs
         outputs, took_ns = await asyncio.get_running_loop().run_in_executor(
-            self.executor, _timed_run, self.served, rows)
-        self._learn(took_ns, len(rows))
+            self.executor, _timed_run, self.served, inputs, rows)
+        self._learn(took_ns, rows)
         return outputs
 
     def _learn(self, took_ns: int, rows: int) -> None:
@@ -244,9 +258,9 @@ class Batcher:
         self._ns_per_row = per_row if self._ns_per_row == 0 else 0.8 * self._ns_per_row + 0.2 * per_row
 
 
-def _timed_run(served: ServedVersion, rows: np.ndarray) -> tuple[list[np.ndarray], int]:
+def _timed_run(served: ServedVersion, inputs: dict[str, np.ndarray], rows: int) -> tuple[list[np.ndarray], int]:
     started = time.perf_counter_ns()
-    outputs = run_batch(served, rows)
+    outputs = run_batch(served, inputs, rows)
     return outputs, time.perf_counter_ns() - started
 
 

@@ -1,67 +1,121 @@
-"""Protocol request -> the model's input rows, checked against the served version's signature.
+"""A request's tensors -> the model's inputs, checked against the served version's signature.
 
-Raw tensors are viewed with ``np.frombuffer`` (no copy); a conversion happens only when the
-client's datatype differs from the model's.
+Front ends hand over flat numpy arrays (:mod:`driftline.server.tensors`); here they are checked by
+name, datatype and shape and reshaped without a copy. Every message names the input and says what
+the model takes, so the caller knows what to fix.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from driftline.datatypes import CONTENTS_FIELD, NUMPY_OF
 from driftline.errors import InvalidInput, NotANumber
 from driftline.kernels.validate import MISSING_MARKERS, not_a_number_message
-from driftline.proto import grpc_service_pb2 as pb
+from driftline.registry import TensorSpec
 from driftline.server.model import ServedVersion
+from driftline.server.tensors import InputTensor, OutputRequest
 
-ACCEPTED_DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BYTES")
+# A tabular version converts numbers sent in another numeric type, and numbers written as text.
+TABULAR_DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BYTES")
 
 
-def decode_rows(request: pb.ModelInferRequest, served: ServedVersion) -> np.ndarray:
-    """The request's single input as a C-contiguous [rows, width] array of the model's dtype."""
+def decode_inputs(tensors: list[InputTensor], served: ServedVersion) -> tuple[dict[str, np.ndarray], int]:
+    """Each model input as an array of its dtype and shape, and the rows (first dimension) they share."""
+    by_name: dict[str, InputTensor] = {}
+    for tensor in tensors:
+        if tensor.name in by_name:
+            raise InvalidInput(f"input {tensor.name!r} appears twice in the request; send each input once")
+        by_name[tensor.name] = tensor
+    unknown = [n for n in by_name if n not in served.input_names]
+    missing = [n for n in served.input_names if n not in by_name]
+    if unknown or missing:
+        raise InvalidInput(_signature_mismatch(served, unknown, missing))
+    if served.tabular:
+        rows = _tabular(by_name[served.input.name], served)
+        return {served.input.name: rows}, len(rows)
+    arrays = {spec.name: _tensor(by_name[spec.name], spec, served) for spec in served.inputs}
+    return arrays, _shared_rows(arrays, served)
+
+
+def requested_outputs(requested: list[OutputRequest], served: ServedVersion) -> tuple[OutputRequest, ...]:
+    """What to answer, in the order asked; every model output (not the attributions) when none is named."""
+    if not requested:
+        return tuple(OutputRequest(name) for name in served.output_names)
+    seen: set[str] = set()
+    for output in requested:
+        if output.name not in served.offered_outputs:
+            raise InvalidInput(
+                f"unknown output {output.name!r}: {served.name} version {served.version} has outputs "
+                f"{', '.join(served.offered_outputs)}"
+            )
+        if output.name in seen:
+            raise InvalidInput(f"output {output.name!r} is requested twice; ask for each output once")
+        seen.add(output.name)
+    return tuple(requested)
+
+
+def describe(spec: TensorSpec) -> str:
+    return f"{spec.name!r} ({spec.datatype}, shape {list(spec.shape)})"
+
+
+def _signature_mismatch(served: ServedVersion, unknown: list[str], missing: list[str]) -> str:
+    takes = ", ".join(describe(s) for s in served.inputs)
+    problem = f"unknown input {unknown[0]!r}" if unknown else f"input {missing[0]!r} is missing"
+    return f"{problem}: {served.name} version {served.version} takes {takes}"
+
+
+def _tensor(tensor: InputTensor, spec: TensorSpec, served: ServedVersion) -> np.ndarray:
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"input {tensor.name!r} has datatype {tensor.datatype or '(empty)'}; "
+                           f"{served.name} takes {describe(spec)}")
+    shape = tuple(tensor.shape)
+    fits = len(shape) == len(spec.shape) and all(
+        (want == -1 and got >= 0) or got == want for got, want in zip(shape, spec.shape, strict=True))
+    if not fits or (served.batching and shape[0] < 1):
+        rows = "; send at least one row" if fits else ""
+        raise InvalidInput(f"input {tensor.name!r} has shape {list(shape)}; {served.name} version {served.version} "
+                           f"takes {describe(spec)} (-1: any size){rows}")
+    _check_count(tensor, shape)
+    data = tensor.data
+    if spec.datatype == "BYTES":
+        # onnxruntime's string tensors hold str; the protocol carries bytes (UTF-8 for text).
+        data = np.array([c.decode("utf-8", errors="replace") if isinstance(c, bytes) else str(c) for c in data],
+                        dtype=object)
+    return data.reshape(shape)
+
+
+def _check_count(tensor: InputTensor, shape: tuple[int, ...]) -> None:
+    needed = math.prod(shape)
+    if len(tensor.data) != needed:
+        raise InvalidInput(f"input {tensor.name!r} carries {len(tensor.data)} values ({tensor.datatype}); "
+                           f"shape {list(shape)} needs {needed}")
+
+
+def _shared_rows(arrays: dict[str, np.ndarray], served: ServedVersion) -> int:
+    if not served.batching:
+        return 1  # the whole request is one unit of work
+    rows = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(rows.values())) > 1:
+        listed = ", ".join(f"{n!r} {r}" for n, r in rows.items())
+        raise InvalidInput(f"inputs disagree on the batch size (first dimension): {listed}; send the same rows "
+                           "for every input")
+    return next(iter(rows.values()))
+
+
+def _tabular(tensor: InputTensor, served: ServedVersion) -> np.ndarray:
+    """A tabular version's rows as a C-contiguous [rows, width] array of the model's dtype."""
     spec = served.input
-    expected = f"{spec.name!r} ({spec.datatype}, shape [-1, {served.width}])"
-    if len(request.inputs) != 1:
-        names = ", ".join(repr(t.name) for t in request.inputs) or "none"
-        raise InvalidInput(f"{served.name} takes exactly one input {expected}; the request has {names}")
-    tensor = request.inputs[0]
-    if tensor.name != spec.name:
-        raise InvalidInput(f"unknown input {tensor.name!r}: {served.name} takes one input {expected}")
-    if tensor.datatype not in ACCEPTED_DATATYPES:
+    if tensor.datatype not in TABULAR_DATATYPES:
         raise InvalidInput(
             f"input {tensor.name!r} has datatype {tensor.datatype or '(empty)'}; send one of "
-            f"{', '.join(ACCEPTED_DATATYPES)} (converted to the model's {spec.datatype})"
+            f"{', '.join(TABULAR_DATATYPES)} (converted to the model's {spec.datatype})"
         )
-    rows, width = _shape(tensor, served)
-    if tensor.datatype == "BYTES":
-        return _numbers_from_text(request, tensor, rows, width, served)
-    values = _values(request, tensor, rows * width)
-    array = values.reshape(rows, width)
-    if array.dtype != served.input_dtype:
-        array = array.astype(served.input_dtype)
-    return array
-
-
-def requested_outputs(request: pb.ModelInferRequest, served: ServedVersion) -> tuple[str, ...]:
-    """Output names to return, in the order asked; every output when none is named."""
-    if not request.outputs:
-        return served.output_names  # attributions cost extra: only when asked for by name
-    names = tuple(o.name for o in request.outputs)
-    unknown = [n for n in names if n not in served.offered_outputs]
-    if unknown:
-        raise InvalidInput(
-            f"unknown output {unknown[0]!r}: {served.name} version {served.version} has outputs "
-            f"{', '.join(served.offered_outputs)}"
-        )
-    return names
-
-
-def _shape(tensor: pb.ModelInferRequest.InferInputTensor, served: ServedVersion) -> tuple[int, int]:
     shape = list(tensor.shape)
     if len(shape) != 2:
         raise InvalidInput(
-            f"input {tensor.name!r} has shape {shape} (rank {len(shape)}); expected rank 2: "
-            f"[rows, {served.width}]"
+            f"input {tensor.name!r} has shape {shape} (rank {len(shape)}); expected rank 2: [rows, {served.width}]"
         )
     rows, width = shape
     if width != served.width:
@@ -73,48 +127,24 @@ def _shape(tensor: pb.ModelInferRequest.InferInputTensor, served: ServedVersion)
         )
     if rows < 1:
         raise InvalidInput(f"input {tensor.name!r} has shape {shape}; send at least one row")
-    return rows, width
+    _check_count(tensor, (rows, width))
+    if tensor.datatype == "BYTES":
+        return _numbers_from_text(tensor.data, rows, width, served)
+    array = tensor.data.reshape(rows, width)
+    if array.dtype != served.input_dtype:
+        array = array.astype(served.input_dtype)
+    return array
 
 
-def _values(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, count: int) -> np.ndarray:
-    dtype = NUMPY_OF[tensor.datatype]
-    field = CONTENTS_FIELD[tensor.datatype]
-    if request.raw_input_contents:
-        if len(request.raw_input_contents) != len(request.inputs):
-            raise InvalidInput(
-                f"raw_input_contents has {len(request.raw_input_contents)} entries for {len(request.inputs)} "
-                "input(s); send one per input, in the order of inputs"
-            )
-        if tensor.HasField("contents"):
-            raise InvalidInput(f"input {tensor.name!r} sets both contents and raw_input_contents; send only one")
-        raw = request.raw_input_contents[0]
-        needed = count * dtype.itemsize
-        if len(raw) != needed:
-            raise InvalidInput(
-                f"raw_input_contents for input {tensor.name!r} holds {len(raw)} bytes; shape "
-                f"{list(tensor.shape)} of {tensor.datatype} needs {needed} ({count} values x {dtype.itemsize} bytes)"
-            )
-        return np.frombuffer(raw, dtype=dtype)
-    values = getattr(tensor.contents, field)
-    if len(values) != count:
-        raise InvalidInput(
-            f"input {tensor.name!r} carries {len(values)} values in contents.{field}; shape "
-            f"{list(tensor.shape)} needs {count}"
-        )
-    return np.asarray(values, dtype=dtype)
-
-
-def _numbers_from_text(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, rows: int,
-                       width: int, served: ServedVersion) -> np.ndarray:
-    """A BYTES tensor of numbers written as text (as some clients send them), checked cell by cell.
+def _numbers_from_text(cells: np.ndarray, rows: int, width: int, served: ServedVersion) -> np.ndarray:
+    """Numbers written as text (as some clients send them), checked cell by cell.
 
     A cell that is not a number is refused with the trainer's and ``driftline validate``'s own wording.
     """
-    cells = _text_cells(request, tensor, rows * width)
     values = np.empty(rows * width, dtype=np.float64)
     features = served.metadata.feature_names
     for i, cell in enumerate(cells):
-        text = cell.decode("utf-8", errors="replace").strip()
+        text = (cell.decode("utf-8", errors="replace") if isinstance(cell, bytes) else str(cell)).strip()
         if text.lower() in MISSING_MARKERS:
             values[i] = np.nan
             continue
@@ -124,23 +154,3 @@ def _numbers_from_text(request: pb.ModelInferRequest, tensor: pb.ModelInferReque
             raise NotANumber(not_a_number_message(i // width, features[i % width], text)
                              + "; nothing in this request was run", features[i % width]) from None
     return values.reshape(rows, width).astype(served.input_dtype)
-
-
-def _text_cells(request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, count: int
-                ) -> list[bytes]:
-    if not request.raw_input_contents:
-        cells = list(tensor.contents.bytes_contents)
-    else:
-        # Raw BYTES: each element is a 4-byte little-endian length, then that many bytes.
-        raw, cells, at = request.raw_input_contents[0], [], 0
-        while at + 4 <= len(raw):
-            size = int.from_bytes(raw[at:at + 4], "little")
-            cells.append(raw[at + 4:at + 4 + size])
-            at += 4 + size
-        if at != len(raw):
-            raise InvalidInput(f"raw_input_contents for input {tensor.name!r} is not a valid BYTES tensor "
-                               "(4-byte length, then the bytes, per element)")
-    if len(cells) != count:
-        raise InvalidInput(f"input {tensor.name!r} carries {len(cells)} BYTES elements; shape "
-                           f"{list(tensor.shape)} needs {count}")
-    return cells

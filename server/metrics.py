@@ -19,11 +19,15 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from driftline.errors import DriftlineError
@@ -284,7 +288,10 @@ def multiprocess() -> bool:
 
 
 def serve(host: str, port: int, collector: LiveCollector) -> Any:
-    """Start the /metrics HTTP server (a daemon thread); returns it (``server_port``, ``shutdown()``)."""
+    """Start the /metrics HTTP server (a daemon thread); returns it (``server_port``, ``shutdown()``).
+
+    prometheus_client's own server, but serving /metrics only (see ``_metrics_only``).
+    """
     registry = CollectorRegistry()
     if multiprocess():
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -294,5 +301,33 @@ def serve(host: str, port: int, collector: LiveCollector) -> Any:
         registry.register(REGISTRY)
         prometheus_client.ProcessCollector(registry=registry)
     registry.register(collector)
-    server, _thread = prometheus_client.start_http_server(port, addr=host, registry=registry)
+    # As prometheus_client.start_http_server does, so that an IPv6 --host works.
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    server = make_server(address[0], port, _metrics_only(make_wsgi_app(registry)), server_class,
+                         handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="driftline-metrics", daemon=True).start()
     return server
+
+
+METRICS_PATHS = frozenset({"/metrics", "/metrics/"})
+
+
+def _metrics_only(app: Callable) -> Callable:
+    """prometheus_client answers every path with the metrics: an HTTP probe for anything else
+    (``/v2/health/ready``, ``/v2/models/x/ready``) would read 200 as a yes. Only /metrics is served."""
+
+    def metrics_only(environ: dict, start_response: Callable) -> list[bytes]:
+        if environ.get("PATH_INFO", "") in METRICS_PATHS:
+            return app(environ, start_response)
+        body = b"not found: this port serves /metrics only\n"
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+
+    return metrics_only
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not logged: one line per scrape every few seconds says nothing."""

@@ -23,32 +23,53 @@ log = logging.getLogger("driftline.server")
 
 @dataclass(frozen=True)
 class ServedVersion:
+    """A loaded version. Two kinds share this type:
+
+    * a *tabular* version (``driftline train``, or ``publish`` with a table): one 2-D numeric input
+      ``[-1, features]`` whose columns are the metadata's features; it is validated, monitored feature by
+      feature and explained;
+    * any other ONNX model (any number of inputs and outputs, any datatype and rank): served, timed, traced
+      and counted; monitored through per-row summaries when it was published with a reference.
+    """
+
     name: str
     version: int
     session: ort.InferenceSession
-    input: TensorSpec  # the one 2-D input: [-1, width]
+    inputs: tuple[TensorSpec, ...]  # -1 marks a dynamic dimension
     outputs: tuple[TensorSpec, ...]
     metadata: VersionMetadata
     providers: tuple[str, ...]  # what the session really runs on
     source: str  # registry location, for humans
+    batching: bool  # every input and output has a dynamic first dimension: requests can be concatenated
+    tabular: bool
     profile: Profile | None = None  # the training baseline; None for versions published without one
     schema: Schema | None = None  # what valid input looks like; None for versions published without one
     explainer: Explainer | None = None  # feature attributions, when the model allows them
+    stats: VersionStats = field(default_factory=VersionStats, compare=False)
 
     @property
     def offered_outputs(self) -> tuple[str, ...]:
         """What a request may ask for: the model's outputs, and attributions when there is an explainer."""
         extra = (ATTRIBUTION, ATTRIBUTION_BASE) if self.explainer is not None else ()
         return self.output_names + extra
-    stats: VersionStats = field(default_factory=VersionStats, compare=False)
+
+    @property
+    def input(self) -> TensorSpec:
+        """The one input of a tabular version."""
+        return self.inputs[0]
 
     @property
     def width(self) -> int:
-        return self.input.shape[1]
+        """Features per row of a tabular version."""
+        return self.inputs[0].shape[1]
 
     @property
     def input_dtype(self) -> np.dtype:
-        return NUMPY_OF[self.input.datatype]
+        return NUMPY_OF[self.inputs[0].datatype]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.inputs)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -66,36 +87,54 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for bad models
         raise CorruptArtifact(f"{stored.model} version {stored.version}: onnxruntime cannot load model.onnx: {exc}") from exc
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or len(inputs[0].shape) != 2:
-        raise CorruptArtifact(f"{stored.model} version {stored.version}: driftline serves models with one 2-D input")
-    width = len(stored.metadata.features)
-    declared = inputs[0].shape[1]
-    if isinstance(declared, int) and declared != width:
-        raise CorruptArtifact(
-            f"{stored.model} version {stored.version}: model takes {declared} features, metadata lists {width}"
-        )
-    input_spec = TensorSpec(inputs[0].name, oip_from_ort(inputs[0].type), (-1, width))
-    outputs = tuple(
-        TensorSpec(o.name, oip_from_ort(o.type), tuple(d if isinstance(d, int) else -1 for d in o.shape))
-        for o in session.get_outputs()
-    )
+    try:
+        inputs = tuple(_spec(i) for i in session.get_inputs())
+        outputs = tuple(_spec(o) for o in session.get_outputs())
+    except ValueError as exc:
+        raise CorruptArtifact(f"{stored.model} version {stored.version}: {exc}") from exc
+    tabular = _is_tabular(inputs, stored)
+    if tabular:
+        inputs = (TensorSpec(inputs[0].name, inputs[0].datatype, (-1, len(stored.metadata.features))),)
+    batching = all(len(t.shape) >= 1 and t.shape[0] == -1 for t in inputs + outputs)
     profile = _profile(stored)
     served = ServedVersion(
         name=stored.model,
         version=stored.version,
         session=session,
-        input=input_spec,
+        inputs=inputs,
         outputs=outputs,
         metadata=stored.metadata,
         providers=tuple(session.get_providers()),
         source=stored.location,
+        batching=batching,
+        tabular=tabular,
         profile=profile,
-        schema=_schema(stored),
-        explainer=_explainer(model_bytes, profile, width),
+        schema=_schema(stored) if tabular else None,
+        explainer=_explainer(model_bytes, profile, len(stored.metadata.features)) if tabular else None,
     )
     log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))
     return served
+
+
+def _spec(arg: ort.NodeArg) -> TensorSpec:
+    dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+    return TensorSpec(arg.name, oip_from_ort(arg.type), dims)
+
+
+def _is_tabular(inputs: tuple[TensorSpec, ...], stored: StoredVersion) -> bool:
+    """One 2-D numeric input whose columns are the metadata's features (checked: a mismatch is corrupt)."""
+    features = stored.metadata.features
+    if not features:
+        return False
+    if len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].datatype == "BYTES":
+        raise CorruptArtifact(f"{stored.model} version {stored.version}: metadata lists features "
+                              "but the model does not take one 2-D numeric input")
+    declared = inputs[0].shape[1]
+    if declared != -1 and declared != len(features):
+        raise CorruptArtifact(
+            f"{stored.model} version {stored.version}: model takes {declared} features, metadata lists {len(features)}"
+        )
+    return True
 
 
 def _profile(stored: StoredVersion) -> Profile | None:

@@ -14,6 +14,7 @@ import logging
 import time
 
 import numpy as np
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -21,9 +22,10 @@ from driftline.errors import DriftlineError, Incompatible, InvalidInput, NotFoun
 from driftline.registry import Registry
 from driftline.server import providers
 from driftline.kernels.drift import update_state
-from driftline.registry.columns import monitored_rows
+from driftline.registry.columns import SUMMARY_COLUMNS, monitored_rows
 from driftline.registry.store import PRODUCTION
-from driftline.server.batcher import Batcher
+from driftline.datatypes import NUMPY_OF
+from driftline.server.batcher import Batcher, BatchSettings
 from driftline.server.model import ServedVersion, load_version
 from driftline.server.run import run_batch
 from driftline.server.monitor import MonitorThread, VersionMonitor
@@ -73,6 +75,9 @@ class ModelRepository:
         self.monitors = monitors
         self.providers = providers.choose(settings.device)
         self._slots: dict[str, ModelSlot] = {}
+        self._batching: dict[str, BatchSettings] = {}  # set by a load request's config; outlives swaps
+        # Called with a model's name after whether (or what) it serves changed: the health service follows these.
+        self.on_change: list[Callable[[str], None]] = []
 
     # -- reading ------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -85,7 +90,8 @@ class ModelRepository:
         slot = self._slots.get(name)
         if slot is None:
             served = ", ".join(self.names()) or "none"
-            raise NotFound(f"model {name!r} is not served here (served models: {served})")
+            # Triton's wording first: its clients and examples look for it.
+            raise NotFound(f"Request for unknown model: {name!r} is not served here (served models: {served})")
         return slot
 
     def get(self, name: str, version: str = "") -> Endpoint:
@@ -133,12 +139,12 @@ class ModelRepository:
         current = slot.default.served if slot and slot.default else None
         if current is None:
             return
-        before = (current.metadata.feature_names, current.input.name, current.input.datatype)
-        after = (served.metadata.feature_names, served.input.name, served.input.datatype)
+        before = (current.metadata.feature_names, _signature(current))
+        after = (served.metadata.feature_names, _signature(served))
         if before != after:
             raise Incompatible(
-                f"{served.name} version {served.version} takes input {after[1]!r} {after[2]} with features "
-                f"{list(after[0])}, but version {current.version} takes {before[1]!r} {before[2]} with "
+                f"{served.name} version {served.version} takes {after[1]} with features "
+                f"{list(after[0])}, but version {current.version} takes {before[1]} with "
                 f"{list(before[0])}; clients would break. Force the swap if that is intended"
             )
 
@@ -147,11 +153,13 @@ class ModelRepository:
         slot = self._slots.setdefault(served.name, ModelSlot(served.name))
         monitor = None
         if served.profile is not None and self.monitors is not None:
-            monitor = VersionMonitor(served.profile, served.width, served.output_names,
+            features = served.width if served.tabular else len(served.metadata.extra.get(SUMMARY_COLUMNS, ()))
+            monitor = VersionMonitor(served.profile, features, served.output_names,
                                      self.settings.drift_for(served.name), explainer=served.explainer,
                                      features=served.metadata.feature_names)
         observers = [self.monitors.observer(monitor)] if monitor is not None else []
-        batcher = Batcher(served, self.settings.batching_for(served.name), self.executor, observers)
+        batching = self._batching.get(served.name) or self.settings.batching_for(served.name)
+        batcher = Batcher(served, batching, self.executor, observers)
         validator = None
         if served.schema is not None:
             validator = RequestValidator(served.schema, self.settings.validation_for(served.name, served.schema))
@@ -163,14 +171,25 @@ class ModelRepository:
         slot.reason = ""
         slot.history.append(served.version)
         self._retire(slot, replaced)
+        self._changed(slot.name)
         return replaced
 
-    async def swap(self, name: str, version: int | str | None, force: bool = False) -> tuple[int | None, int]:
-        """Load ``version`` beside the serving one, switch, and return once the old one has finished."""
+    async def swap(self, name: str, version: int | str | None, force: bool = False,
+                   batching: BatchSettings | None = None, must_batch: bool = False) -> tuple[int | None, int]:
+        """Load ``version`` beside the serving one, switch, and return once the old one has finished.
+
+        ``batching`` replaces the model's batching settings from then on (a load request's config);
+        ``must_batch``: it asked for batching, which a model without a dynamic first dimension cannot do.
+        """
         loop = asyncio.get_running_loop()
         served = await loop.run_in_executor(None, self.load_detached, name, version)
+        if must_batch and not served.batching:
+            raise InvalidInput(f"config field 'max_batch_size' asks for batching, but {name} version {served.version} "
+                               "has no dynamic first dimension to batch along (Triton: max_batch_size 0)")
         if not force:
             self.check_compatible(served)
+        if batching is not None:
+            self._batching[name] = batching
         slot = self.find(name)
         previous = slot.default.served.version if slot and slot.default else None
         replaced = self.activate(served)
@@ -193,7 +212,12 @@ class ModelRepository:
         slot.loaded = {}
         slot.reason = "unloaded"
         self._retire(slot, replaced)
+        self._changed(slot.name)
         return replaced
+
+    def _changed(self, name: str) -> None:
+        for listener in self.on_change:
+            listener(name)
 
     def _retire(self, slot: ModelSlot, endpoints: list[Endpoint]) -> None:
         for old in endpoints:
@@ -217,6 +241,7 @@ class ModelRepository:
                     raise  # explicitly asked for: refuse to start rather than serve without it
                 log.error("cannot serve %s: %s", name, exc)
                 self._slots[name] = ModelSlot(name, reason=f"failed to load: {exc}")
+                self._changed(name)
 
 
 def parse_version(text: str) -> int:
@@ -237,6 +262,13 @@ def warm_up(served: ServedVersion) -> None:
     onnxruntime allocates on its first runs and numba loads compiled code on its first call; the
     first requests to a freshly swapped version should not pay for either.
     """
+    if not served.tabular:
+        try:
+            run_batch(served, _typical_inputs(served), 1)
+        except Exception as exc:  # noqa: BLE001 - a model may refuse made-up values; real requests will tell
+            log.warning("%s version %d: warm-up run on made-up inputs failed (%s); serving it cold",
+                        served.name, served.version, exc)
+        return
     profile = served.profile
     if profile is None:
         rows = np.zeros((1, served.width), dtype=served.input_dtype)
@@ -245,7 +277,7 @@ def warm_up(served: ServedVersion) -> None:
         rows = np.array([[c.quantiles[i] if c.quantiles else c.mean for c in features]
                          for i in range(len(profile.quantile_levels))], dtype=served.input_dtype)
         rows = np.nan_to_num(rows)
-    outputs = run_batch(served, rows)
+    outputs = run_batch(served, {served.input.name: rows}, len(rows))
     if served.explainer is not None:
         served.explainer.explain(rows[:1])
     if profile is not None:
@@ -253,6 +285,22 @@ def warm_up(served: ServedVersion) -> None:
         padded = np.full((len(rows), len(profile.names)), np.nan)  # attribution shares: missing here
         padded[:, : columns.shape[1]] = columns
         update_state(profile.empty_state(), padded, profile.layout)
+
+
+def _typical_inputs(served: ServedVersion) -> dict[str, np.ndarray]:
+    """One row of zeros (empty strings for text) per input: enough for onnxruntime's first-run allocations."""
+    inputs = {}
+    for spec in served.inputs:
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
+        if spec.datatype == "BYTES":
+            inputs[spec.name] = np.full(shape, "0", dtype=object)
+        else:
+            inputs[spec.name] = np.zeros(shape, dtype=NUMPY_OF[spec.datatype])
+    return inputs
+
+
+def _signature(served: ServedVersion) -> str:
+    return ", ".join(f"input {i.name!r} {i.datatype} {list(i.shape)}" for i in served.inputs)
 
 
 def _released(served: ServedVersion) -> ServedVersion:

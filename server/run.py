@@ -17,10 +17,14 @@ def executor(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="driftline-run")
 
 
-def run_batch(served: ServedVersion, rows: np.ndarray) -> list[np.ndarray]:
-    """Every output of the model for ``rows``, in the version's output order."""
-    outputs = served.session.run(None, {served.input.name: rows})
-    for name, array in zip(served.output_names, outputs, strict=True):
-        if array.shape[:1] != (len(rows),):
-            raise RuntimeError(f"{served.name} output {name} has {array.shape[0]} rows for {len(rows)} input rows")
+def run_batch(served: ServedVersion, inputs: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
+    """Every output of the model for ``inputs`` (by name), in the version's output order.
+
+    A batching model must answer ``rows`` rows in every output: the batcher splits them back by row.
+    """
+    outputs = served.session.run(None, inputs)
+    if served.batching:
+        for name, array in zip(served.output_names, outputs, strict=True):
+            if array.shape[:1] != (rows,):
+                raise RuntimeError(f"{served.name} output {name} has shape {list(array.shape)} for {rows} input rows")
     return outputs

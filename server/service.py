@@ -10,11 +10,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
-import numpy as np
 
 from driftline import __version__
-from driftline.attribution import ATTRIBUTION, ATTRIBUTION_BASE, per_row
-from driftline.errors import InvalidInput, NotANumber, NotFound, Unavailable, Unsupported
+from driftline.attribution import ATTRIBUTION, ATTRIBUTION_BASE
+from driftline.errors import DriftlineError, InvalidInput, NotFound, Unavailable, Unsupported
 from driftline.kernels.drift import DriftState
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
@@ -23,24 +22,28 @@ from driftline.proto import grpc_service_pb2_grpc
 from driftline.proto import model_config_pb2 as cpb
 from driftline.registry import TensorSpec
 from driftline.server import metrics, status, telemetry
-from driftline.server.decode import decode_rows, requested_outputs
-from driftline.server.encode import encode_response
+from driftline.server.grpc_wire import infer_request, infer_response, parameter_value, parameters_of
+from driftline.server.load_config import load_config_batching
+from driftline.server.pipeline import RequestPath
 from driftline.server.peers import Peers, is_peer_call
 from driftline.registry.columns import ATTRIBUTION_SHARE
 from driftline.server.monitor import AttributionFlags, VersionMonitor
 from driftline.server.repository import Endpoint, ModelRepository, drain, parse_version
 from driftline.server.stats import Duration
-from driftline.server.validate import FLAGGED_PARAMETER, ValidationCounts
+from driftline.server.validate import ValidationCounts
 
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "driftline")
 PLATFORM = "onnxruntime_onnx"
 STREAM_WINDOW = 256  # messages of one stream in flight at once; the reader pauses beyond it
+FINAL_FLAG_ASKED = "triton_enable_empty_final_response"  # a stream request parameter of Triton's clients
+FINAL_FLAG = "triton_final_response"
 
 
 class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, repository: ModelRepository, peers: Peers) -> None:
+    def __init__(self, repository: ModelRepository, peers: Peers, path: RequestPath) -> None:
         self.repository = repository
         self.peers = peers
+        self.path = path
 
     def _fan_out(self, context: grpc.aio.ServicerContext) -> bool:
         """Whether this call must also reach the other workers (it came from a client, not a peer)."""
@@ -75,8 +78,9 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             name=served.name,
             versions=[str(v) for v in sorted(slot.loaded)],
             platform=PLATFORM,
-            inputs=[_tensor_metadata(served.input)],
-            outputs=[_tensor_metadata(o) for o in served.outputs] + _attribution_metadata(served),
+            inputs=[_tensor_metadata(i) for i in served.inputs],
+            outputs=[_tensor_metadata(_answered(o, served.batching)) for o in served.outputs]
+            + _attribution_metadata(served),
         )
 
     @status.unary
@@ -88,88 +92,51 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @status.unary
     async def ModelInfer(self, request, context):
         remaining = context.time_remaining()
-        return await self._infer(request, None if remaining is None else time.monotonic() + remaining)
+        deadline = None if remaining is None else time.monotonic() + remaining
+        decoded = infer_request(request, deadline, consumed=(FINAL_FLAG_ASKED,))
+        response = infer_response(await self.path.infer(decoded))
+        if _asks_final_flag(request):  # perf_analyzer sends it on unary calls too; the one response is final
+            response.parameters[FINAL_FLAG].bool_param = True
+        return response
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         # Messages are decoded and queued as they arrive (so one stream's requests share batches) and
         # answered in the order they came; errors travel in-band, so one bad message ends nothing.
-        in_flight: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue(STREAM_WINDOW)
+        in_flight: asyncio.Queue[tuple[asyncio.Task[pb.ModelInferResponse], bool] | None] = asyncio.Queue(STREAM_WINDOW)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await in_flight.put(asyncio.ensure_future(self._infer(request, None, message=True)))
+                    await in_flight.put((asyncio.ensure_future(self._message(request)), _asks_final_flag(request)))
             finally:
                 await in_flight.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
-            while (task := await in_flight.get()) is not None:
+            while (item := await in_flight.get()) is not None:
+                task, final = item
                 try:
-                    yield pb.ModelStreamInferResponse(infer_response=await task)
+                    response = await task
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped like the unary boundary, but in-band
                     yield pb.ModelStreamInferResponse(error_message=status.message_of(exc)[1])
+                    continue
+                if final:
+                    # Triton marks the last response of each request when asked; a model that is not
+                    # decoupled answers a request with one response, so that one is the final one.
+                    response.parameters[FINAL_FLAG].bool_param = True
+                yield pb.ModelStreamInferResponse(infer_response=response)
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None, message: bool = False
-                     ) -> pb.ModelInferResponse:
-        if message and telemetry.tracer is not None:
-            with telemetry.stream_message():  # a unary call's request span is the RPC's own
-                return await self._answer(request, deadline)
-        return await self._answer(request, deadline)
-
-    async def _answer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        started = time.perf_counter_ns()
-        try:
-            endpoint = self.repository.get(request.model_name, request.model_version)
-        except Exception as exc:
-            metrics.refused(request.model_name, self.repository.find(request.model_name) is not None, exc)
-            raise
-        served = endpoint.served
+    async def _message(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        decoded = infer_request(request, None, consumed=(FINAL_FLAG_ASKED,))
         if telemetry.tracer is not None:
-            telemetry.describe_request(served.name, served.version)
-        endpoint.in_flight.count += 1  # a swap waits for this to drop back before it returns
-        try:
-            rows = decode_rows(request, served)
-            names = requested_outputs(request, served)
-            flagged = None
-            if endpoint.validator is not None:
-                with telemetry.span("driftline.validate"):
-                    flagged = endpoint.validator.check(rows)
-            outputs = await endpoint.batcher.submit(rows, deadline)
-            if names != served.output_names:
-                by_name = dict(zip(served.output_names, outputs, strict=True))
-                if ATTRIBUTION in names or ATTRIBUTION_BASE in names:
-                    with telemetry.span("driftline.attribution", {"driftline.rows": len(rows)}):
-                        by_name.update(await self._attributions(served, rows, by_name))
-                outputs = [by_name[n] for n in names]
-            response = encode_response(request, served, names, outputs)
-            if flagged is not None and len(flagged):
-                response.parameters[FLAGGED_PARAMETER].string_param = ",".join(map(str, flagged.tolist()))
-        except BaseException as exc:
-            if isinstance(exc, NotANumber) and endpoint.validator is not None:
-                endpoint.validator.refused_text(exc)
-            elapsed = time.perf_counter_ns() - started
-            served.stats.failed(elapsed)
-            endpoint.batcher.metrics.failed(exc, elapsed)
-            raise
-        finally:
-            endpoint.in_flight.count -= 1
-        elapsed = time.perf_counter_ns() - started
-        served.stats.succeeded(len(rows), elapsed)
-        endpoint.batcher.metrics.succeeded(len(rows), elapsed)
-        return response
-
-    async def _attributions(self, served, rows, outputs: dict) -> dict:
-        """Exact feature attributions of these rows, computed only because the request asked for them."""
-        loop = asyncio.get_running_loop()
-        phi, base = await loop.run_in_executor(self.repository.executor, served.explainer.explain, rows)
-        per_feature, start = per_row(phi, base, outputs.get("label"))
-        return {ATTRIBUTION: per_feature.astype(np.float32), ATTRIBUTION_BASE: start.astype(np.float32)}
+            with telemetry.stream_message():  # a unary call's request span is the RPC's own
+                return infer_response(await self.path.infer(decoded))
+        return infer_response(await self.path.infer(decoded))
 
     # -- statistics and repository extensions -------------------------------------------------
     @status.unary
@@ -206,16 +173,35 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def RepositoryModelLoad(self, request, context):
-        """Triton's load: driftline swaps to ``version`` (default: the latest) exactly as ``driftline swap`` does."""
-        version = _version_parameter(request.parameters)
-        force = "force" in request.parameters and request.parameters["force"].bool_param
-        with _counted(request.model_name, "swap", not is_peer_call(context)):
-            _, current = await self.repository.swap(request.model_name, version, force=force)
+        """Triton's load: driftline swaps to ``version`` (default: the latest) exactly as ``driftline swap`` does.
+
+        A ``config`` parameter may change the version's batching settings; anything else it says, and file
+        overrides, are refused by name (the registry's versions are immutable).
+        """
+        try:
+            current = await self._load(request, context)
+        except DriftlineError as exc:  # Triton's wording first: its clients look for it
+            raise type(exc)(f"failed to load {request.model_name!r}: {exc}") from exc
         if self._fan_out(context):
             # Every worker must load the same version, even if a newer one lands meanwhile.
             request.parameters["version"].int64_param = current
             await self.peers.call("RepositoryModelLoad", request)
         return pb.RepositoryModelLoadResponse()
+
+    async def _load(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> int:
+        parameters = parameters_of(request.parameters)
+        version = _version_parameter(request.parameters)
+        force = parameters.pop("force", False) is True
+        parameters.pop("version", None)
+        batching, batches = self.repository.settings.batching_for(request.model_name), False
+        if "config" in parameters:
+            batching, batches = load_config_batching(str(parameters.pop("config")), request.model_name, batching)
+        if parameters:
+            raise InvalidInput(_refused_load_parameter(next(iter(parameters))))
+        with _counted(request.model_name, "swap", not is_peer_call(context)):
+            _, current = await self.repository.swap(request.model_name, version, force=force, batching=batching,
+                                                    must_batch=batches)
+        return current
 
     @status.unary
     async def RepositoryModelUnload(self, request, context):
@@ -244,6 +230,10 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
         )
 
 
+def _asks_final_flag(request: pb.ModelInferRequest) -> bool:
+    return FINAL_FLAG_ASKED in request.parameters and parameter_value(request.parameters[FINAL_FLAG_ASKED]) is True
+
+
 @contextlib.contextmanager
 def _counted(model: str, event: str, here: bool) -> Iterator[None]:
     """Count a model event once per server: on the worker that was asked, not on the peers it forwards to."""
@@ -264,35 +254,58 @@ def _attribution_metadata(served) -> list[pb.ModelMetadataResponse.TensorMetadat
             _tensor_metadata(TensorSpec(ATTRIBUTION_BASE, "FP32", (-1, 1)))]
 
 
+def _answered(spec: TensorSpec, batching: bool) -> TensorSpec:
+    """The shape responses have: an output that is only a batch dimension is answered [N, 1], as Triton does
+    (its config says dims [1] reshaped to [], and Triton reshapes the answer back to dims)."""
+    if batching and spec.shape == (-1,):
+        return TensorSpec(spec.name, spec.datatype, (-1, 1))
+    return spec
+
+
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=spec.shape)
 
 
 def _model_config(endpoint: Endpoint) -> cpb.ModelConfig:
-    """Triton's view of the model: batching models list shapes without the batch dimension."""
+    """Triton's view of the model: a batching model lists shapes without the batch dimension."""
     served, batching = endpoint.served, endpoint.batcher.settings
     config = cpb.ModelConfig(
         name=served.name,
         platform=PLATFORM,
         backend="onnxruntime",
-        max_batch_size=batching.max_batch_size,
+        max_batch_size=batching.max_batch_size if served.batching else 0,
         default_model_filename="model.onnx",
-        input=[cpb.ModelInput(name=served.input.name, data_type=_config_type(served.input.datatype),
-                              dims=served.input.shape[1:])],
-        output=[cpb.ModelOutput(name=o.name, data_type=_config_type(o.datatype), dims=o.shape[1:] or (1,))
+        input=[cpb.ModelInput(name=i.name, data_type=_config_type(i.datatype), **_dims(i, served.batching))
+               for i in served.inputs],
+        output=[cpb.ModelOutput(name=o.name, data_type=_config_type(o.datatype), **_dims(o, served.batching))
                 for o in served.outputs],
         instance_group=[cpb.ModelInstanceGroup(
             name=served.name, count=batching.max_concurrent_batches,
             kind=cpb.ModelInstanceGroup.KIND_GPU if "CUDAExecutionProvider" in served.providers
             else cpb.ModelInstanceGroup.KIND_CPU)],
     )
-    if batching.max_batch_size > 1:
+    if served.batching and batching.max_batch_size > 1:
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
     return config
 
 
+def _dims(spec: TensorSpec, batching: bool) -> dict:
+    """``dims`` as Triton writes them; a tensor with no dimension left is ``dims: [1]`` reshaped to ``[]``."""
+    dims = spec.shape[1:] if batching else spec.shape
+    if dims:
+        return {"dims": dims}
+    return {"dims": (1,), "reshape": cpb.ModelTensorReshape(shape=())}
+
+
 def _config_type(datatype: str) -> int:
     return cpb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+
+
+def _refused_load_parameter(name: str) -> str:
+    if name.startswith("file:"):
+        return (f"parameter {name!r}: driftline does not take model files in a load request; publish them as a "
+                "new version (driftline publish) and load that")
+    return f"parameter {name!r} is not supported by RepositoryModelLoad; honoured: version, force, config"
 
 
 def _version_parameter(parameters) -> int | None:
@@ -412,8 +425,9 @@ def _validation(endpoint: Endpoint) -> dict:
 def _require_monitor(name: str, version: int, monitor: VersionMonitor | None) -> VersionMonitor:
     if monitor is None:
         raise Unsupported(
-            f"{name} version {version} has no drift monitor: it carries no training profile (publish it again "
-            "with driftline train or driftline publish) or the server runs with --no-drift"
+            f"{name} version {version} has no drift monitor: it has no baseline (it was published without "
+            "reference data: publish it again with driftline train, or driftline publish --reference) or the "
+            "server runs with --no-drift"
         )
     return monitor
 

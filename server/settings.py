@@ -42,7 +42,10 @@ class ServerSettings:
     model_validation: dict[str, dict[str, str]] = field(default_factory=dict)  # per model: constraint -> action
     metrics_port: int | None = None  # Prometheus /metrics on host:PORT (worker 0); 0 picks a free one; None: off
     metrics_optional: bool = False  # the CLI's default port: when it is busy, warn and serve without metrics
+    http_port: int | None = None  # the protocol's HTTP/REST binding on host:PORT; 0 picks a free one; None: off
+    http_optional: bool = False  # the CLI's default port: when it is busy, warn and serve gRPC only
     log_format: str = "text"  # "json": one object per line, with the request's trace id
+    reflection: bool = True  # gRPC server reflection (grpcurl, grpcui, Postman)
 
     def batching_for(self, model: str) -> BatchSettings:
         return self.model_batching.get(model, self.batching)
@@ -67,6 +70,8 @@ class ServerSettings:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics port must be 0-65535, got {self.metrics_port}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ValueError(f"HTTP port must be 0-65535, got {self.http_port}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, not {self.log_format!r}")
         if self.intra_op_threads < 0 or self.inference_threads < 1:

@@ -1,9 +1,10 @@
 """Input validation on the request path: the version's schema, the same kernel the trainer ran.
 
-Rows breaking a rejecting constraint refuse the whole request (INVALID_ARGUMENT naming the row,
-feature, value and limit) before it reaches the queue, so the other requests of the batch it would
-have joined are served. Rows that are only flagged (outside the training range, by default) are
-served, named in the response parameter ``driftline_flagged_rows`` and counted.
+Rows breaking a rejecting constraint (a declared limit, a missing or infinite value, by default) refuse
+the whole request (INVALID_ARGUMENT naming the row, feature, value and limit) before it reaches the
+queue, so the other requests of the batch it would have joined are served. Rows that are only flagged
+(outside the training range, or breaking a limit inferred from the training data, by default) are served,
+named in the response parameter ``driftline_flagged_rows`` and counted per feature and constraint kind.
 """
 
 from __future__ import annotations

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from driftline.cli import main as cli
 from helpers import driftline, published_version, running_server
 
 
@@ -88,3 +91,31 @@ def test_train_prints_the_version_number(tmp_path: Path):
     for expected in (1, 2):
         result = driftline("train", "m", "--registry", str(tmp_path), "--rows", "300", "--estimator", "linear")
         assert published_version(result) == expected
+
+
+def _command_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command and nested subcommand of ``parser``, as the words a user types."""
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _command_paths(child, (*path, name))
+
+
+def test_every_command_and_subcommand_answers_help(capsys: pytest.CaptureFixture[str]):
+    paths = list(_command_paths(cli.parser()))
+    assert {path[0] for path in paths if path} == set(cli.COMMANDS)
+    assert any(len(path) == 2 for path in paths)  # the walk reached nested subcommands (models list, ...)
+    failures = {}
+    for path in paths:
+        # In-process, as the console script runs it: a help string argparse cannot format raises here.
+        try:
+            with pytest.raises(SystemExit) as exit:
+                cli.main([*path, "--help"])
+        except Exception as exc:  # noqa: BLE001 - collect every broken command, not just the first
+            failures[" ".join(path)] = repr(exc)
+            continue
+        out = capsys.readouterr().out
+        if exit.value.code != 0 or "usage: driftline" not in out:
+            failures[" ".join(path)] = f"exit {exit.value.code}: {out[:200]!r}"
+    assert not failures, failures

@@ -72,7 +72,7 @@ def test_metadata_lists_inputs_and_outputs(served):
         ("prediction", "FP32", [-1, 1]), ("attribution", "FP32", [-1, 11]), ("attribution_base", "FP32", [-1, 1])]
     classifier = served.get_model_metadata("logit")
     assert [(t.name, t.datatype, list(t.shape)) for t in classifier.outputs] == [
-        ("label", "INT64", [-1]), ("probabilities", "FP32", [-1, 3])]  # a logistic pipeline: no attributions
+        ("label", "INT64", [-1, 1]), ("probabilities", "FP32", [-1, 3])]  # a logistic pipeline: no attributions
 
 
 def test_health_and_server_metadata(served):

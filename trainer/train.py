@@ -147,12 +147,13 @@ def train(config: TrainConfig) -> TrainedModel:
 
 
 def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: VersionMetadata,
-            profile: Profile, schema: Schema | None = None) -> int:
+            profile: Profile | None, schema: Schema | None = None) -> int:
     files = {
         MODEL_FILE: model.SerializeToString(),
         METADATA_FILE: metadata.to_json().encode(),
-        PROFILE_FILE: profile.to_json().encode(),
     }
+    if profile is not None:  # a model published without reference data has no baseline
+        files[PROFILE_FILE] = profile.to_json().encode()
     if schema is not None:
         files[SCHEMA_FILE] = schema.to_json().encode()
     return registry.publish(name, files)

@@ -28,6 +28,7 @@ from driftline.kernels.drift_stats import ColumnDrift, Thresholds, report
 from driftline.kernels.validate import (  # noqa: I001
     MISSING_MARKERS,
     FLAG,
+    INFERABLE_KINDS,
     KINDS,
     NOT_A_NUMBER,
     OFF,
@@ -107,9 +108,11 @@ def to_numeric(frame: pl.DataFrame, features: Sequence[str], dtype: type = np.fl
 
 @dataclass(frozen=True, eq=False)
 class DataQualityReport:
-    """What validating a table found. ``counts[feature][kind]`` (non-zero only), ``examples`` likewise (a few
-    :class:`Violation` per feature and kind, row order), ``kept`` (bool [rows]: the rows no rejecting
-    constraint failed), ``dropped`` (whether the caller drops the rejected rows, ``drop_invalid``)."""
+    """What validating a table found. ``counts[feature][kind]`` (non-zero only), ``actions`` likewise (what
+    those failures do: a kind's action, or at most a flag where the feature's limit was inferred),
+    ``examples`` likewise (a few :class:`Violation` per feature and kind, row order), ``kept`` (bool [rows]:
+    the rows no rejecting constraint failed), ``dropped`` (whether the caller drops the rejected rows,
+    ``drop_invalid``)."""
 
     rows: int
     features: tuple[str, ...]
@@ -120,6 +123,8 @@ class DataQualityReport:
     flagged_rows: int
     kept: np.ndarray
     dropped: bool = False
+    actions: dict[str, dict[str, str]] = field(default_factory=dict)
+    inferred_limits: frozenset[tuple[str, str]] = frozenset()  # (feature, kind) of the failed inferred limits
 
     @property
     def ok(self) -> bool:
@@ -135,6 +140,8 @@ class DataQualityReport:
     def of(cls, result: ValidationResult, policy: Policy, *, drop_invalid: bool = False,
            max_examples: int = MAX_EXAMPLES) -> DataQualityReport:
         counts: dict[str, dict[str, int]] = {}
+        actions: dict[str, dict[str, str]] = {}
+        inferred: set[tuple[str, str]] = set()
         examples: dict[str, dict[str, tuple[Violation, ...]]] = {}
         if not result.ok:
             table = result.counts
@@ -142,12 +149,24 @@ class DataQualityReport:
                 for k, kind in enumerate(KINDS):
                     if table[f, k]:
                         counts.setdefault(name, {})[kind] = int(table[f, k])
+                        actions.setdefault(name, {})[kind] = result.arrays.action_at(f, kind)
+                        if kind in INFERABLE_KINDS and result.arrays.inferred(f, kind):
+                            inferred.add((name, kind))
                         examples.setdefault(name, {})[kind] = tuple(result.examples(f, kind, max_examples))
         return cls(
             rows=result.rows, features=tuple(result.arrays.names), policy=policy, counts=counts,
             examples=examples, rejected_rows=int(result.rejected_rows.sum()),
             flagged_rows=int(result.flagged_rows.sum()), kept=~result.rejected_rows, dropped=drop_invalid,
+            actions=actions, inferred_limits=frozenset(inferred),
         )
+
+    def action(self, feature: str, kind: str) -> str:
+        """What the failures of ``kind`` in ``feature`` did."""
+        return self.actions.get(feature, {}).get(kind) or self.policy.action(kind)
+
+    def inferred(self, feature: str, kind: str) -> bool:
+        """Whether the failures of ``kind`` in ``feature`` broke a limit inferred from data."""
+        return (feature, kind) in self.inferred_limits
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, for the version's metadata (``extra["data_quality"]``)."""
@@ -159,7 +178,7 @@ class DataQualityReport:
             "policy": self.policy.to_dict(),
             "violations": {
                 name: {
-                    kind: {"count": n, "action": self.policy.action(kind),
+                    kind: {"count": n, "action": self.action(name, kind), "inferred": self.inferred(name, kind),
                            "examples": [v.to_dict() for v in self.examples[name][kind]]}
                     for kind, n in kinds.items()
                 }
@@ -180,8 +199,9 @@ class DataQualityReport:
         lines = [head + (", " + ", ".join(parts) if parts else "")]
         order = {REJECT: 0, FLAG: 1, OFF: 2}
         for name, kinds in self.counts.items():
-            for kind, n in sorted(kinds.items(), key=lambda kv: (order[self.policy.action(kv[0])], KINDS.index(kv[0]))):
-                lines.append(f"  {name}: {kind} x{n} ({self.policy.action(kind)})")
+            for kind, n in sorted(kinds.items(), key=lambda kv: (order[self.action(name, kv[0])], KINDS.index(kv[0]))):
+                how = self.action(name, kind) + (", inferred limit" if self.inferred(name, kind) else "")
+                lines.append(f"  {name}: {kind} x{n} ({how})")
                 lines.extend(f"    {v.message()}" for v in self.examples[name][kind][:max_examples])
         return "\n".join(lines)
 

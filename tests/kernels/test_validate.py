@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -10,6 +11,8 @@ import pytest
 
 from driftline.kernels.validate import (
     BIT,
+    INFERABLE_KINDS,
+    INFERRED_BIT,
     KINDS,
     RANGE_KINDS,
     SchemaArrays,
@@ -25,10 +28,23 @@ def default_action(kind: str) -> str:
     return "flag" if kind in RANGE_KINDS else "reject"
 
 
+STRENGTH = {"off": 0, "flag": 1, "reject": 2}
+
+
+def action_of(kind: str, s: dict, actions: dict[str, str], inferred_action: str = "flag") -> str:
+    """A kind's action for feature ``s``: an inferred limit's is at most ``inferred_action``."""
+    action = actions.get(kind, default_action(kind))
+    if kind in s["inferred"] and STRENGTH[inferred_action] < STRENGTH[action]:
+        return inferred_action
+    return action
+
+
 def naive_value(v: float, s: dict, on: dict[str, bool], limit) -> set[str]:  # noqa: ANN001
-    """The kinds one value fails, by the documented rules."""
+    """The kinds one value fails, by the documented rules; an inferred limit's kind as ``kind + "*"``."""
     if math.isnan(v):
         return {"missing"} if on["missing"] and not s["allow_missing"] else set()
+    if math.isinf(v) and on["infinite"] and not s["allow_infinite"]:
+        return {"infinite"}
     kinds = set()
     lo, hi = limit(s["min"]), limit(s["max"])
     whole = math.isfinite(v) and v == math.floor(v)
@@ -42,7 +58,7 @@ def naive_value(v: float, s: dict, on: dict[str, bool], limit) -> set[str]:  # n
     if on["unknown_category"] and cats is not None and not (whole and int(v) in cats):
         kinds.add("unknown_category")
     if kinds or cats is not None:  # a hard failure hides the training range; categories have none
-        return kinds
+        return {k + "*" if k in s["inferred"] else k for k in kinds}
     tlo, thi = limit(s["train_min"]), limit(s["train_max"])
     if on["below_training_range"] and tlo is not None and v < tlo:
         kinds.add("below_training_range")
@@ -51,34 +67,46 @@ def naive_value(v: float, s: dict, on: dict[str, bool], limit) -> set[str]:  # n
     return kinds
 
 
-def naive_bits(X: np.ndarray, spec: list[dict], actions: dict[str, str]) -> np.ndarray:
+def naive_bits(X: np.ndarray, spec: list[dict], actions: dict[str, str], inferred_action: str = "flag"
+               ) -> np.ndarray:
     """uint32 [rows, features]: the bits of the kinds each value fails."""
-    on = {k: actions.get(k, default_action(k)) != "off" for k in KINDS}
     f32 = X.dtype == np.float32
 
     def limit(x: float | None) -> float | None:  # float32 batches compare with limits rounded to float32
         return None if x is None else (float(np.float32(x)) if f32 else float(x))
 
+    def bit(kind: str) -> int:
+        return INFERRED_BIT[kind[:-1]] if kind.endswith("*") else BIT[kind]
+
     out = np.zeros(X.shape, dtype=np.uint32)
-    for r in range(X.shape[0]):
-        for f, s in enumerate(spec):
-            out[r, f] = sum(BIT[k] for k in naive_value(float(X[r, f]), s, on, limit))
+    for f, s in enumerate(spec):
+        on = {k: action_of(k, s, actions, inferred_action) != "off" for k in KINDS}
+        for r in range(X.shape[0]):
+            out[r, f] = sum(bit(k) for k in naive_value(float(X[r, f]), s, on, limit))
     return out
 
 
-def compile_spec(spec: list[dict], actions: dict[str, str] | None = None) -> SchemaArrays:
+def rounded(x: float | None, dtype: type) -> float | None:
+    """A limit as a batch of ``dtype`` meets it (see naive_bits)."""
+    return None if x is None else float(np.asarray(x, dtype=dtype))
+
+
+def compile_spec(spec: list[dict], actions: dict[str, str] | None = None, inferred_action: str = "flag"
+                 ) -> SchemaArrays:
     return SchemaArrays.build(
         [s["name"] for s in spec], min=[s["min"] for s in spec], max=[s["max"] for s in spec],
         integer=[s["integer"] for s in spec], allow_missing=[s["allow_missing"] for s in spec],
         categories=[s["categories"] for s in spec], train_min=[s["train_min"] for s in spec],
         train_max=[s["train_max"] for s in spec], actions=actions or {},
+        allow_infinite=[s["allow_infinite"] for s in spec], inferred=[s["inferred"] for s in spec],
+        inferred_action=inferred_action,
     )
 
 
 def feature(name: str, *, min=None, max=None, integer=False, allow_missing=False, categories=None,  # noqa: A002
-            train_min=None, train_max=None) -> dict:
+            train_min=None, train_max=None, allow_infinite=False, inferred=()) -> dict:
     return dict(name=name, min=min, max=max, integer=integer, allow_missing=allow_missing, categories=categories,
-                train_min=train_min, train_max=train_max)
+                train_min=train_min, train_max=train_max, allow_infinite=allow_infinite, inferred=tuple(inferred))
 
 
 HOUSING = [
@@ -88,7 +116,7 @@ HOUSING = [
     feature("lot_area", allow_missing=True, train_min=154.0, train_max=4198.0),
     feature("district", categories=(0, 1, 2, 5), train_min=0.0, train_max=5.0),
     feature("year_built", integer=True, train_min=1890.0, train_max=2024.0),
-    feature("notes", train_min=None, train_max=None),
+    feature("notes", train_min=None, train_max=None, allow_infinite=True),
 ]
 
 
@@ -119,9 +147,9 @@ def inject(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     X[pick(5), 0] = 20.0  # below_training_range
     X[pick(5), 5] = 2030  # above_training_range
     X[pick(2), 1] = -2.5  # below_min and not_integer
-    X[pick(2), 5] = np.inf  # not_integer only: inf is not whole, and a hard failure hides the range
-    X[pick(2), 2] = -np.inf  # below_min
-    X[pick(2), 6] = np.inf  # no limits at all: valid
+    X[pick(2), 5] = np.inf  # infinite only
+    X[pick(2), 2] = -np.inf  # infinite only
+    X[pick(2), 6] = np.inf  # allowed, no limits at all: valid
     return X
 
 
@@ -144,7 +172,7 @@ def test_kernel_matches_reference_on_injected_violations(dtype: type, seed: int)
     counts = np.stack([((expected >> k) & 1).sum(axis=0) for k in range(len(KINDS))], axis=1)
     np.testing.assert_array_equal(result.counts, counts)
     for kind in ("missing", "below_min", "above_max", "not_integer", "unknown_category",
-                 "below_training_range", "above_training_range"):
+                 "below_training_range", "above_training_range", "infinite"):
         assert (result.counts[:, KINDS.index(kind)] > 0).any(), kind
     assert result.count("district", "unknown_category") >= 3
 
@@ -165,8 +193,11 @@ def test_kernel_matches_reference_on_random_schemas_and_values() -> None:
                 allow_missing=bool(rng.random() < 0.3), categories=cats,
                 train_min=float(lo) + 0.3 if rng.random() < 0.7 else None,
                 train_max=float(hi) - 0.2 if rng.random() < 0.7 else None,
+                allow_infinite=bool(rng.random() < 0.3),
+                inferred=[k for k in INFERABLE_KINDS if rng.random() < 0.4],
             ))
         actions = {k: str(rng.choice(["reject", "flag", "off"])) for k in KINDS if rng.random() < 0.3}
+        inferred_action = str(rng.choice(["reject", "flag", "off"]))
         rows = int(rng.integers(1, 70))
         X = rng.integers(-8, 12, (rows, n_features)).astype(np.float64)
         fractional = rng.random(X.shape) < 0.2
@@ -176,12 +207,19 @@ def test_kernel_matches_reference_on_random_schemas_and_values() -> None:
         for dtype in (np.float64, np.float32):
             with np.errstate(over="ignore"):
                 Xd = X.astype(dtype)  # 1e300 becomes inf in float32
-            arrays = compile_spec(spec, actions)
+            arrays = compile_spec(spec, actions, inferred_action)
             result = validate(arrays, Xd)
-            expected = naive_bits(Xd, spec, actions)
+            expected = naive_bits(Xd, spec, actions, inferred_action)
             np.testing.assert_array_equal(result.row_mask, np.bitwise_or.reduce(expected, axis=1),
                                           err_msg=f"trial {trial} {dtype}")
             np.testing.assert_array_equal(result.detail, expected[np.bitwise_or.reduce(expected, axis=1) != 0])
+            # A row is refused exactly when one of its values fails a limit whose action is reject.
+            refused = [any(action_of(k.rstrip("*"), spec[f], actions, inferred_action) == "reject"
+                           for f in range(n_features) for k in naive_value(float(Xd[r, f]), spec[f],
+                           {q: action_of(q, spec[f], actions, inferred_action) != "off" for q in KINDS},
+                           functools.partial(rounded, dtype=dtype)))
+                       for r in range(rows)]
+            assert result.rejected_rows.tolist() == refused, f"trial {trial} {dtype}"
 
 
 def test_all_valid_batch_is_ok_and_cheap_to_ask_about() -> None:
@@ -378,3 +416,39 @@ def test_validate_does_not_mutate_its_inputs() -> None:
     np.testing.assert_array_equal(X, before)
     with pytest.raises(ValueError):
         arrays.params[0, 0] = 1.0  # compiled arrays are read-only: shared by every batch
+
+
+# --------------------------------------------------------------------------- inferred limits and infinities
+
+
+def test_inferred_limits_set_their_own_bit_and_flag_at_most() -> None:
+    spec = [feature("bedrooms", min=0.0, integer=True, train_min=1.0, train_max=8.0, inferred=("not_integer",))]
+    X = np.array([[2.5], [-1.0], [-1.5], [3.0]])
+    result = validate(compile_spec(spec), X)
+    assert result.row_mask.tolist() == [INFERRED_BIT["not_integer"], BIT["below_min"],
+                                        BIT["below_min"] | INFERRED_BIT["not_integer"], 0]
+    assert result.flagged_rows.tolist() == [True, False, False, False]
+    assert result.rejected_rows.tolist() == [False, True, True, False]  # the declared min still refuses
+    v = result.first_violation(0)
+    assert (v.constraint, v.action, v.inferred) == ("not_integer", "flag", True)
+    assert [(v.constraint, v.inferred) for v in result.violations(2)] == [("below_min", False), ("not_integer", True)]
+    assert result.count("bedrooms", "not_integer") == 2  # one kind, whichever bit
+    assert result.arrays.action_at(0, "not_integer") == "flag" and result.arrays.action_at(0, "below_min") == "reject"
+    strict = validate(compile_spec(spec, inferred_action="reject"), X)
+    assert strict.rejected_rows.tolist() == [True, True, True, False]
+    assert validate(compile_spec(spec, {"not_integer": "flag"}, inferred_action="reject"), X).flagged_rows[0]
+    off = validate(compile_spec(spec, inferred_action="off"), X)  # inferred limits not checked at all
+    assert off.row_mask.tolist() == [0, BIT["below_min"], BIT["below_min"], 0]
+    with pytest.raises(ValueError, match="can be inferred"):
+        compile_spec([feature("x", inferred=("missing",))])
+
+
+def test_infinite_values_are_their_own_kind() -> None:
+    spec = [feature("x"), feature("n", integer=True, allow_infinite=True)]  # no limits that inf could break
+    X = np.array([[np.inf, 1.0], [1.0, np.inf], [-np.inf, -np.inf], [1.0, 2.0]])
+    result = validate(compile_spec(spec), X)
+    assert result.row_mask.tolist() == [BIT["infinite"], BIT["not_integer"], BIT["infinite"] | BIT["not_integer"], 0]
+    assert result.rejected_rows.tolist() == [True, True, True, False]
+    assert result.first_violation(0).message() == \
+        "row 0, feature 'x': value inf is not finite and this feature does not allow infinite values"
+    assert validate(compile_spec(spec, {"infinite": "off"}), X[:1]).ok

@@ -215,7 +215,7 @@ def test_policy_defaults_and_overrides() -> None:
     assert Policy().to_dict() == {
         "missing": "reject", "below_min": "reject", "above_max": "reject", "not_integer": "reject",
         "unknown_category": "reject", "below_training_range": "flag", "above_training_range": "flag",
-        "not_a_number": "reject",
+        "not_a_number": "reject", "infinite": "reject", "inferred_limits": "flag",
     }
     p = Policy().with_overrides({"missing": "flag", "above_training_range": False})
     assert (p.missing, p.above_training_range, p.below_min) == ("flag", "off", "reject")
@@ -246,11 +246,12 @@ def test_json_round_trip(tmp_path: Path, housing: tuple[Schema, np.ndarray]) -> 
     schema = apply_overrides(schema, load_overrides(path))
     text = schema.to_json()
     body = json.loads(text)
-    assert body["format"] == 1 and body["rows"] == 2000
+    assert body["format"] == 2 and body["rows"] == 2000
     assert body["features"][2] == {
-        "name": "bedrooms", "type": "integer", "dtype": "Float64", "allow_missing": False, "min": 0.0,
-        "max": None, "integer": True, "train_min": 1.0, "train_max": 8.0,
+        "name": "bedrooms", "type": "integer", "dtype": "Float64", "allow_missing": False, "allow_infinite": False,
+        "min": 0.0, "max": None, "integer": True, "declared": ["min", "integer"], "train_min": 1.0, "train_max": 8.0,
     }
+    assert body["features"][3]["declared"] == []  # bathrooms: whole, inferred
     assert body["features"][8]["categories"] == [1, 2, 3, 4, 5]
     assert body["policy"]["above_training_range"] == "off"
     back = Schema.from_json(text)
@@ -261,8 +262,8 @@ def test_json_round_trip(tmp_path: Path, housing: tuple[Schema, np.ndarray]) -> 
 def test_readers_refuse_unknown_formats_and_malformed_schemas(housing: tuple[Schema, np.ndarray]) -> None:
     schema, _ = housing
     body = schema.to_dict()
-    with pytest.raises(CorruptArtifact, match="format 2"):
-        Schema.from_dict({**body, "format": 2})
+    with pytest.raises(CorruptArtifact, match="format 3"):
+        Schema.from_dict({**body, "format": 3})
     with pytest.raises(CorruptArtifact, match="format None"):
         Schema.from_dict({k: v for k, v in body.items() if k != "format"})
     with pytest.raises(CorruptArtifact, match="JSON object"):
@@ -298,3 +299,109 @@ def test_feature_schema_invariants() -> None:
         FeatureSchema("a", train_min=2.0, train_max=1.0)
     with pytest.raises(InvalidInput, match="finite"):
         FeatureSchema("a", max=float("inf"))
+
+
+# --------------------------------------------------------------------------- declared and inferred limits
+
+
+def test_inferred_limits_flag_and_declared_ones_refuse(housing: tuple[Schema, np.ndarray]) -> None:
+    schema, X = housing
+    assert schema.feature("bedrooms").inferred == ("integer",) and schema.feature("bedrooms").declared == ()
+    row = X[:1].copy()
+    row[0, 2] = 2.5  # bedrooms: whole in training, so the trainer inferred "whole"
+    result = schema.validate(row)
+    assert result.flagged_rows.tolist() == [True] and not result.any_rejected
+    v = result.first_violation(0)
+    assert (v.constraint, v.action, v.inferred) == ("not_integer", "flag", True)
+    assert v.message() == ("row 0, feature 'bedrooms': value 2.5 is not a whole number "
+                           "(a limit inferred from the training data)")
+    assert result.count("bedrooms", "not_integer") == 1
+    declared = apply_overrides(schema, {"bedrooms": {"integer": True}})  # the same limit, vouched for
+    assert declared.feature("bedrooms").declared == ("integer",)
+    v = declared.validate(row).first_violation(0)
+    assert (v.action, v.inferred) == ("reject", False)
+    assert v.message() == "row 0, feature 'bedrooms': value 2.5 is not a whole number"
+    assert schema.accepted().validate(row).rejected_rows.tolist() == [True]
+    assert schema.validate(row, Policy(inferred_limits="reject")).rejected_rows.tolist() == [True]
+    assert schema.validate(row, Policy(inferred_limits="off")).ok  # 2.5 lies inside the training range 1..8
+    assert schema.validate(row, Policy(not_integer="off")).ok  # the kind's own "off" holds for both
+
+
+def test_random_floats_are_flagged_not_refused(housing: tuple[Schema, np.ndarray]) -> None:
+    """perf_analyzer's default data: uniform floats in [0, 1) for every feature."""
+    schema, _ = housing
+    rows = np.random.default_rng(0).random((64, len(schema.features)), dtype=np.float32)
+    result = schema.validate(rows)
+    assert not result.any_rejected and result.flagged_rows.all()
+    assert result.count("bedrooms", "not_integer") == 64
+    assert result.count("living_area", "below_training_range") == 64
+    assert schema.accepted().validate(rows).rejected_rows.all()  # what format 1 did to them
+
+
+def test_boolean_columns_infer_their_limits_and_declared_types_declare_them() -> None:
+    frame = pl.DataFrame({"flag": pl.Series([True, False, True], dtype=pl.Boolean), "n": [1.0, 2.0, 1.0]})
+    schema = infer_schema(frame.cast(pl.Float64).to_numpy(), frame.columns, [str(d) for d in frame.dtypes])
+    assert schema.feature("flag").inferred == ("min", "max", "integer")
+    result = schema.validate(np.array([[2.0, 1.0], [0.5, 1.0]]))
+    assert result.flagged_rows.tolist() == [True, True] and not result.any_rejected
+    s = apply_overrides(schema, {"flag": {"type": "boolean"}, "n": {"type": "categorical", "categories": [1, 2]}})
+    assert s.feature("flag").declared == ("min", "max", "integer")
+    assert s.feature("n").declared == ("integer", "categories")
+    assert s.validate(np.array([[2.0, 1.0], [1.0, 3.0]])).rejected_rows.tolist() == [True, True]
+    s = apply_overrides(s, {"flag": {"type": "integer", "min": None}, "n": {"type": "float", "max": 5}})
+    assert s.feature("flag").declared == ("integer",)  # leaving boolean drops the 0/1 limits
+    assert (s.feature("n").declared, s.feature("n").limits) == (("max",), ("max",))
+
+
+def test_infinite_values_are_refused_unless_allowed(housing: tuple[Schema, np.ndarray]) -> None:
+    schema, X = housing
+    rows = X[:3].copy()
+    rows[0, 0] = np.inf  # living_area: a float with no hard limits; before format 2 it was only flagged
+    rows[1, 2] = -np.inf  # bedrooms
+    rows[2, 5] = np.nan  # garage_area: training had no missing values
+    result = schema.validate(rows)
+    assert result.rejected_rows.tolist() == [True, True, True]
+    assert [result.first_violation(r).constraint for r in range(3)] == ["infinite", "infinite", "missing"]
+    assert result.first_violation(0).message() == \
+        "row 0, feature 'living_area': value inf is not finite and this feature does not allow infinite values"
+    allowed = apply_overrides(schema, {"living_area": {"allow_infinite": True}})
+    assert allowed.validate(rows[:1]).first_violation(0).constraint == "above_training_range"  # then flagged
+    assert schema.validate(rows[:1], Policy(infinite="flag")).flagged_rows.tolist() == [True]
+    # Data with infinite values allows them, as data with missing values allows those.
+    inferred = infer_schema(np.array([[1.0], [np.inf], [2.0]]), ["x"], ["Float64"])
+    assert inferred.feature("x").allow_infinite and inferred.feature("x").train_max == 2.0
+
+
+def test_format_1_is_read_with_every_limit_declared() -> None:
+    """A schema.json written before format 2: its limits refused then, and still do."""
+    text = json.dumps({
+        "format": 1, "rows": 10,
+        "features": [
+            {"name": "bedrooms", "type": "integer", "dtype": "Float64", "allow_missing": False, "min": None,
+             "max": None, "integer": True, "train_min": 1.0, "train_max": 8.0},
+            {"name": "area", "type": "float", "dtype": "Float64", "allow_missing": False, "min": 0.0,
+             "max": None, "integer": False, "train_min": 40.0, "train_max": 300.0},
+        ],
+        "policy": {"missing": "reject", "below_min": "reject", "above_max": "reject", "not_integer": "reject",
+                   "unknown_category": "reject", "below_training_range": "flag", "above_training_range": "flag",
+                   "not_a_number": "reject"},
+    })
+    schema = Schema.from_json(text)
+    assert schema.format == 1
+    assert [f.declared for f in schema.features] == [("integer",), ("min",)] and schema.inferred == {}
+    assert not schema.features[0].allow_infinite and schema.policy == Policy()
+    assert schema.validate(np.array([[2.5, 50.0]])).rejected_rows.tolist() == [True]
+    assert json.loads(schema.to_json())["format"] == 2  # written as the current format
+    assert Schema.from_json(schema.to_json()) == schema
+    with pytest.raises(CorruptArtifact, match="unknown keys"):  # format 2's keys are not format 1's
+        Schema.from_json(text.replace('"allow_missing": false, "min": 0.0', '"declared": [], "min": 0.0'))
+
+
+def test_declared_must_name_limits_the_feature_has() -> None:
+    with pytest.raises(InvalidInput, match="does not have: min"):
+        FeatureSchema("a", declared=("min",))
+    with pytest.raises(InvalidInput, match="declared must list"):
+        FeatureSchema("a", min=0.0, declared=("minimum",))
+    with pytest.raises(InvalidInput, match="declared must list"):
+        FeatureSchema("a", type="integer", integer=True, min=0.0, declared=("integer", "min"))
+    assert FeatureSchema("a", type="integer", integer=True, min=0.0).accepted().declared == ("min", "integer")

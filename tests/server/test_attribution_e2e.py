@@ -82,7 +82,7 @@ def test_classifier_attributions_explain_the_predicted_class(server):
     rows = houses(16, seed=5)
     result = ask(client, "segments", rows, "label", "probabilities", "attribution", "attribution_base")
     total = result.as_numpy("attribution").sum(axis=1) + result.as_numpy("attribution_base")[:, 0]
-    chosen = result.as_numpy("probabilities")[np.arange(16), result.as_numpy("label")]
+    chosen = result.as_numpy("probabilities")[np.arange(16), result.as_numpy("label").reshape(-1)]  # label: [N, 1]
     np.testing.assert_allclose(total, chosen, rtol=1e-4, atol=1e-5)  # a forest's margin is its probability
     client.close()
 

@@ -52,7 +52,7 @@ def test_concurrent_requests_get_exactly_their_own_rows(served, pool):
         batcher = Batcher(served, BatchSettings(max_batch_size=16, max_queue_delay_us=10_000_000,
                                                 max_concurrent_batches=1), pool, [batches.append])
         inputs = [rows(n, seed) for seed, n in enumerate(sizes)]
-        futures = [batcher.submit(x, None) for x in inputs]
+        futures = [batcher.submit({"input": x}, None) for x in inputs]
         return inputs, await asyncio.gather(*futures)
 
     inputs, results = asyncio.run(scenario())
@@ -67,7 +67,7 @@ def test_concurrent_requests_get_exactly_their_own_rows(served, pool):
 def test_lone_request_runs_at_once_without_waiting_for_company(served, pool):
     async def scenario():
         batcher = Batcher(served, BatchSettings(max_queue_delay_us=60_000_000), pool)
-        return await asyncio.wait_for(batcher.submit(rows(2, 1), None), timeout=30)
+        return await asyncio.wait_for(batcher.submit({"input": rows(2, 1)}, None), timeout=30)
 
     (prediction,) = asyncio.run(scenario())
     assert prediction.shape == (2, 1)
@@ -78,7 +78,7 @@ def test_batching_off_runs_each_request_alone(served, pool):
 
     async def scenario():
         batcher = Batcher(served, BatchSettings(max_batch_size=1, max_concurrent_batches=1), pool, [batches.append])
-        await asyncio.gather(*(batcher.submit(rows(1, s), None) for s in range(5)))
+        await asyncio.gather(*(batcher.submit({"input": rows(1, s)}, None) for s in range(5)))
 
     asyncio.run(scenario())
     assert [b.requests for b in batches] == [1] * 5
@@ -87,9 +87,9 @@ def test_batching_off_runs_each_request_alone(served, pool):
 def test_full_queue_is_refused_at_once(served, pool):
     async def scenario():
         batcher = Batcher(served, BatchSettings(max_queue_size=2, max_concurrent_batches=1), pool)
-        queued = [batcher.submit(rows(1, s), None) for s in (1, 2)]
+        queued = [batcher.submit({"input": rows(1, s)}, None) for s in (1, 2)]
         with pytest.raises(Unavailable, match="queue full"):
-            batcher.submit(rows(1, 3), None)
+            batcher.submit({"input": rows(1, 3)}, None)
         return await asyncio.gather(*queued)
 
     assert len(asyncio.run(scenario())) == 2
@@ -100,9 +100,9 @@ def test_expired_deadline_leaves_the_queue_without_running(served, pool):
 
     async def scenario():
         batcher = Batcher(served, BatchSettings(max_concurrent_batches=1), pool, [batches.append])
-        running = batcher.submit(rows(1, 0), None)
-        expired = batcher.submit(rows(1, 1), deadline=time.monotonic() - 1)
-        alive = batcher.submit(rows(2, 2), deadline=time.monotonic() + 60)
+        running = batcher.submit({"input": rows(1, 0)}, None)
+        expired = batcher.submit({"input": rows(1, 1)}, deadline=time.monotonic() - 1)
+        alive = batcher.submit({"input": rows(2, 2)}, deadline=time.monotonic() + 60)
         with pytest.raises(DeadlineExpired, match="nothing was run"):
             await expired
         return await asyncio.gather(running, alive)
@@ -118,9 +118,9 @@ def test_cancelled_caller_leaves_its_batch(served, pool):
 
     async def scenario():
         batcher = Batcher(served, BatchSettings(max_concurrent_batches=1), pool, [batches.append])
-        running = batcher.submit(rows(1, 0), None)
-        gone = batcher.submit(rows(3, 1), None)
-        stays = batcher.submit(rows(2, 2), None)
+        running = batcher.submit({"input": rows(1, 0)}, None)
+        gone = batcher.submit({"input": rows(3, 1)}, None)
+        stays = batcher.submit({"input": rows(2, 2)}, None)
         gone.cancel()
         return await asyncio.gather(running, stays)
 

@@ -230,3 +230,27 @@ def test_check_file_errors(tmp_path: Path, schema: Schema, frame: pl.DataFrame) 
     other = build_profile(data.X[:, ::-1], FEATURES[::-1])
     with pytest.raises(InvalidInput, match="profile's first columns"):
         feature_drift(other, FEATURES, data.X)
+
+
+def test_inferred_limits_flag_in_reports_and_declared_ones_reject(tmp_path: Path, frame: pl.DataFrame) -> None:
+    """A file of fractional house counts: the inferred "whole" limits flag it, declared ones (LIMITS) reject."""
+    inferred = prepare_training_data(frame, FEATURES).schema
+    rows = np.random.default_rng(1).random((20, len(FEATURES)))
+    path = tmp_path / "random.csv"
+    pl.DataFrame(rows, schema=FEATURES).write_csv(path)
+
+    report = check_file(path, inferred).report
+    assert report.ok and report.rejected_rows == 0 and report.flagged_rows == 20
+    assert report.counts["bedrooms"]["not_integer"] == 20
+    assert report.action("bedrooms", "not_integer") == "flag" and report.inferred("bedrooms", "not_integer")
+    assert not report.inferred("living_area", "below_training_range")
+    text = report.format()
+    assert "  bedrooms: not_integer x20 (flag, inferred limit)" in text
+    assert "(a limit inferred from the training data)" in text
+    body = report.to_dict()["violations"]["bedrooms"]["not_integer"]
+    assert (body["action"], body["inferred"], body["examples"][0]["inferred"]) == ("flag", True, True)
+
+    declared = check_file(path, apply_overrides(inferred, LIMITS)).report  # bedrooms: {min: 0, integer: true}
+    assert declared.rejected_rows == 20 and declared.action("bedrooms", "not_integer") == "reject"
+    assert "  bedrooms: not_integer x20 (reject)" in declared.format()
+    assert declared.action("stories", "not_integer") == "flag"  # still inferred

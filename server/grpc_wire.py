@@ -1,0 +1,122 @@
+"""The gRPC wire format of an inference: ``ModelInferRequest`` -> request path -> ``ModelInferResponse``.
+
+Raw tensors are viewed with ``np.frombuffer`` (no copy); outputs go back as raw little-endian bytes,
+as Triton answers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from driftline.datatypes import CONTENTS_FIELD, NUMPY_OF
+from driftline.errors import InvalidInput
+from driftline.proto import grpc_service_pb2 as pb
+from driftline.server.pipeline import refuse_input_parameter
+from driftline.server.tensors import (
+    InferRequest,
+    InferResult,
+    InputTensor,
+    OutputRequest,
+    bytes_array,
+    join_bytes,
+    split_bytes,
+)
+
+CLASSIFICATION = "classification"
+
+
+def parameter_value(parameter: pb.InferParameter) -> object:
+    choice = parameter.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(parameter, choice)
+
+
+def parameters_of(parameters) -> dict[str, object]:  # noqa: ANN001 - a protobuf map
+    return {name: parameter_value(value) for name, value in parameters.items()}
+
+
+def infer_request(request: pb.ModelInferRequest, deadline: float | None, consumed: tuple[str, ...] = ()
+                  ) -> InferRequest:
+    """``consumed``: request parameters the caller (the stream handler) has honoured itself."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        # A client using shared memory sends fewer raw entries than inputs: name what it asked for instead.
+        for tensor in request.inputs:
+            if tensor.parameters:
+                refuse_input_parameter(tensor.name, next(iter(tensor.parameters)))
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} input(s); send one "
+                           "per input, in the order of inputs")
+    inputs = [_input(tensor, raw[i] if raw else None) for i, tensor in enumerate(request.inputs)]
+    parameters = {k: v for k, v in parameters_of(request.parameters).items() if k not in consumed}
+    return InferRequest(request.model_name, request.model_version, request.id, inputs,
+                        [_output(o) for o in request.outputs], deadline, parameters)
+
+
+def infer_response(result: InferResult) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=result.id)
+    for output in result.outputs:
+        tensor = response.outputs.add()
+        tensor.name = output.name
+        tensor.datatype = output.datatype
+        tensor.shape.extend(output.array.shape)
+        response.raw_output_contents.append(_raw(output.array, output.datatype))
+    for name, value in result.parameters.items():
+        _set_parameter(response.parameters[name], value)
+    return response
+
+
+def _raw(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        return join_bytes(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _set_parameter(parameter: pb.InferParameter, value: object) -> None:
+    if isinstance(value, bool):
+        parameter.bool_param = value
+    elif isinstance(value, int):
+        parameter.int64_param = value
+    else:
+        parameter.string_param = str(value)
+
+
+def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InputTensor:
+    datatype = tensor.datatype
+    if datatype != "BYTES" and datatype not in NUMPY_OF:
+        raise InvalidInput(f"input {tensor.name!r} has datatype {datatype or '(empty)'}, which is not a protocol "
+                           f"datatype; send one of {', '.join([*NUMPY_OF, 'BYTES'])}")
+    shape = tuple(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {tensor.name!r} has shape {list(shape)}; dimensions cannot be negative")
+    parameters = parameters_of(tensor.parameters)
+    if raw is not None:
+        if tensor.HasField("contents"):
+            raise InvalidInput(f"input {tensor.name!r} sets both contents and raw_input_contents; send only one")
+        return InputTensor(tensor.name, datatype, shape, _from_raw(tensor.name, datatype, shape, raw), parameters)
+    if datatype not in CONTENTS_FIELD:
+        raise InvalidInput(f"input {tensor.name!r} is {datatype}, which has no contents field; send it in "
+                           "raw_input_contents")
+    values = getattr(tensor.contents, CONTENTS_FIELD[datatype])
+    data = bytes_array(list(values)) if datatype == "BYTES" else np.asarray(values, dtype=NUMPY_OF[datatype])
+    return InputTensor(tensor.name, datatype, shape, data, parameters)
+
+
+def _from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
+    if datatype == "BYTES":
+        return split_bytes(raw, f"raw_input_contents for input {name!r}")
+    dtype = NUMPY_OF[datatype]
+    count = int(np.prod(shape)) if shape else 1
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"raw_input_contents for input {name!r} holds {len(raw)} bytes; shape {list(shape)} of {datatype} "
+            f"needs {count * dtype.itemsize} ({count} values x {dtype.itemsize} bytes)"
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def _output(output: pb.ModelInferRequest.InferRequestedOutputTensor) -> OutputRequest:
+    parameters = parameters_of(output.parameters)
+    count = parameters.pop(CLASSIFICATION, 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise InvalidInput(f"parameter 'classification' of output {output.name!r} must be a positive int64 "
+                           f"(the number of top classes), got {count!r}")
+    return OutputRequest(output.name, class_count=count, parameters=parameters)
