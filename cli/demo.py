@@ -1,13 +1,14 @@
 """driftline demo: the whole product on embedded defaults, in one command.
 
-Trains a housing model on synthetic data, serves it, sends ordinary and drifted houses, shows the
-drift report, refuses invalid houses, explains a prediction, then retrains and hot-swaps to the new
-version while traffic flows.
+Trains a housing model on synthetic data, serves it over gRPC and HTTP, sends ordinary and drifted
+houses, shows the drift report, refuses invalid houses, explains a prediction, retrains and hot-swaps
+to the new version while traffic flows, then serves an ONNX model brought from elsewhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import threading
 from collections import Counter
@@ -16,11 +17,15 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
+import onnx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from driftline.cli import drift, explain, infer
 from driftline.cli.common import parse_command
@@ -31,9 +36,11 @@ from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.registry import Registry
 from driftline.trainer import synthetic
+from driftline.trainer.publish import import_onnx
 from driftline.trainer.train import TrainConfig, publish, train
 
 READY = re.compile(r" on (\S+):(\d+) ")
+HTTP = re.compile(r"; http http://\S+:(\d+)")
 # What no house can be, whatever the training data showed (driftline train --schema FILE does the same). Declared
 # limits refuse what breaks them; the limits inferred from the data (e.g. whole years) only flag it.
 LIMITS = {"bedrooms": {"min": 0, "integer": True}, "garage_area": {"min": 0}, "living_area": {"min": 10}}
@@ -59,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"published housing version {v1}: holdout r2={first.metadata.metrics['r2']:.3f}, "
           f"mae={first.metadata.metrics['mae']:,.0f} PLN, data {first.metadata.data_version[:19]}...")
 
-    step("2. Serve it over the Open Inference Protocol (gRPC)")
-    with server(root) as address, grpc.insecure_channel(address) as channel:
+    step("2. Serve it over the Open Inference Protocol (gRPC and HTTP/REST)")
+    with server(root) as (address, http), grpc.insecure_channel(address) as channel:
         info = driftline_pb2_grpc.DriftlineStub(channel).VersionInfo(dpb.VersionInfoRequest(name="housing"))
-        print(f"server at {address}; housing version {info.version} runs on {', '.join(info.execution_providers)}")
+        print(f"gRPC at {address}, HTTP at {http}; housing version {info.version} runs on "
+              f"{', '.join(info.execution_providers)}")
+        doors(channel, http)
 
         step("3. Price five ordinary houses, then send 1,000 more: drift against the training baseline stays quiet")
         send(channel, synthetic.housing(5, seed=11))
@@ -88,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"published housing version {v2} (hist_gradient_boosting, trained with big garages)")
         swap_under_traffic(channel, v2)
 
-        step("7. The registry: versions with their lineage")
+        step("7. Any ONNX model: two INT32 inputs, published without training data, loaded as Triton loads")
+        any_onnx(registry, workdir, channel, http)
+
+        step("8. The registry: versions with their lineage")
         run_show(argparse.Namespace(registry=str(root), name="housing"))
     print("\ndone: the demo registry is in", root)
     return 0
@@ -173,10 +185,73 @@ def send(channel: grpc.Channel, frame) -> None:
               f"(synthetic price {actual:>12,.0f}) by version {response.model_version}")
 
 
+def doors(channel: grpc.Channel, http: str) -> None:
+    """What probes and stock clients see: gRPC health checking, and one house priced over HTTP/JSON."""
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service="housing")).status
+    named = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(f"  grpc.health.v1.Health/Check(service='housing'): {named}")
+    with urllib.request.urlopen(f"{http}/v2/health/ready", timeout=10) as answer:
+        print(f"  GET {http}/v2/health/ready: {answer.status}")
+    features = infer.feature_names(channel, "housing")
+    row = synthetic.housing(1, seed=10).select(features).to_numpy().astype("float32")
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(row.shape), "data": row.ravel().tolist()}]}
+    answer = post_json(f"{http}/v2/models/housing/infer", body)
+    print(f"  POST {http}/v2/models/housing/infer (JSON): prediction "
+          f"{answer['outputs'][0]['data'][0]:,.0f} PLN by version {answer['model_version']}")
+
+
+def any_onnx(registry: Registry, workdir: Path, channel: grpc.Channel, http: str) -> None:
+    path = workdir / "add_sub.onnx"
+    path.write_bytes(add_sub_model().SerializeToString())
+    version = import_onnx(registry, "add_sub", path, None)
+    print(f"published add_sub version {version} (no reference data: served and counted, no drift baseline)")
+    inference = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="add_sub"))
+    config = inference.ModelConfig(pb.ModelConfigRequest(name="add_sub")).config
+    print(f"  loaded with RepositoryModelLoad; its ModelConfig: max_batch_size {config.max_batch_size}, inputs "
+          + ", ".join(f"{i.name} {list(i.dims)}" for i in config.input))
+    a, b = np.arange(4, dtype=np.int32).reshape(1, 4), np.full((1, 4), 10, dtype=np.int32)
+    request = pb.ModelInferRequest(model_name="add_sub")
+    for name, value in (("INPUT0", a), ("INPUT1", b)):
+        request.inputs.add(name=name, datatype="INT32", shape=value.shape)
+        request.raw_input_contents.append(value.tobytes())
+    answer = infer.outputs_of(inference.ModelInfer(request))
+    print(f"  gRPC: {a.tolist()} + {b.tolist()} = {answer['OUTPUT0'].tolist()}, "
+          f"difference {answer['OUTPUT1'].tolist()}")
+    body = {"inputs": [{"name": n, "datatype": "INT32", "shape": [1, 4], "data": v.ravel().tolist()}
+                       for n, v in (("INPUT0", a), ("INPUT1", b))],
+            "outputs": [{"name": "OUTPUT0"}]}
+    print(f"  HTTP: {post_json(f'{http}/v2/models/add_sub/infer', body)['outputs'][0]['data']}")
+    try:
+        wrong = pb.ModelInferRequest(model_name="add_sub")
+        wrong.CopyFrom(request)
+        wrong.inputs[1].datatype = "FP32"
+        inference.ModelInfer(wrong)
+    except grpc.RpcError as exc:
+        print(f"  a float sent for an INT32 input: {exc.code().name}: {exc.details()}")
+
+
+def add_sub_model() -> onnx.ModelProto:
+    """Triton's "simple" example model, built in place: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
+    tensor = functools.partial(onnx.helper.make_tensor_value_info, elem_type=onnx.TensorProto.INT32, shape=["batch", 4])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+         onnx.helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])],
+        "add_sub", [tensor("INPUT0"), tensor("INPUT1")], [tensor("OUTPUT0"), tensor("OUTPUT1")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
 @contextmanager
-def server(root: Path) -> Iterator[str]:
+def server(root: Path) -> Iterator[tuple[str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "driftline", "serve", "--registry", str(root), "--port", "0"],
+        [sys.executable, "-m", "driftline", "serve", "--registry", str(root), "--port", "0", "--http-port", "0"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -184,7 +259,8 @@ def server(root: Path) -> Iterator[str]:
         for line in process.stdout:
             match = READY.search(line)
             if match:
-                yield f"127.0.0.1:{match.group(2)}"
+                http = HTTP.search(line)
+                yield f"127.0.0.1:{match.group(2)}", f"http://127.0.0.1:{http.group(1)}"
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not start in 120 s")

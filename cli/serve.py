@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve models over gRPC and HTTP/REST", description=__doc__)
     add_registry(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8001, help="port (default 8001; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=8001, help="gRPC port (default 8001; 0 picks a free one)")
     p.add_argument("--model", action="append", default=[], metavar="NAME[:VERSION]",
                    help="serve only these (repeatable); default: the latest version of every model")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -92,10 +92,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad flag or config file: say so, like any other input error
         raise InvalidInput(str(exc)) from exc
     logs.configure(settings.log_format)
-    if settings.workers > 1:
-        with _http_port_for_workers(settings) as settings:
-            return _run_workers(settings)
-    asyncio.run(serve(settings))
+    try:
+        if settings.workers > 1:
+            with _http_port_for_workers(settings) as settings:
+                return _run_workers(settings)
+        asyncio.run(serve(settings))
+    except OSError as exc:  # a port in use or not ours: the message says which; a traceback would not help
+        print(f"driftline serve: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

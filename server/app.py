@@ -82,15 +82,18 @@ def build(settings: ServerSettings) -> Built:
     if settings.reflection:
         reflection.enable(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    if settings.tls_cert:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
-            root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
-            require_client_auth=settings.tls_client_ca is not None,
-        )
-        port = server.add_secure_port(f"{host}:{settings.port}", credentials)
-    else:
-        port = server.add_insecure_port(f"{host}:{settings.port}")
+    try:
+        if settings.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+                root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+                require_client_auth=settings.tls_client_ca is not None,
+            )
+            port = server.add_secure_port(f"{host}:{settings.port}", credentials)
+        else:
+            port = server.add_insecure_port(f"{host}:{settings.port}")
+    except RuntimeError:  # grpcio's word for a port it could not bind (older releases returned 0 instead)
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (in use, or not an address of this machine)")
     if settings.peer_dir is not None:

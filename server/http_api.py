@@ -99,6 +99,11 @@ class HttpApi:
         self._handlers = {name: _unwrapped(getattr(service, name)) for name in (
             "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics",
             "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload")}
+        self._server_routes: dict[tuple[str, ...], Callable[[_Request], Awaitable[Response]]] = {
+            (): self._server_metadata, ("health", "live"): self._live, ("health", "ready"): self._ready,
+            ("models", "stats"): self._statistics,
+        }
+        # /v2/models/{m}[/versions/{v}] + "/" + action -> (method, handler); "" is the model itself
         self._model_actions: dict[str, tuple[str, Callable[[_Request], Awaitable[Response]]]] = {
             "infer": ("POST", self._infer), "": ("GET", self._model_metadata), "ready": ("GET", self._model_ready),
             "config": ("GET", self._model_config), "stats": ("GET", self._statistics),
@@ -135,8 +140,7 @@ class HttpApi:
             return await self._model_route(request, parts[1], parts[2:])
         if head == "repository":
             return await self._repository_route(request, parts[1:])
-        handler = {(): self._server_metadata, ("health", "live"): self._live, ("health", "ready"): self._ready,
-                   ("models", "stats"): self._statistics}.get(tuple(parts))
+        handler = self._server_routes.get(tuple(parts))
         if handler is None:
             raise Refused(404, f"no such path: {request.scope['path']}")
         _allow(request, "GET")
@@ -146,7 +150,7 @@ class HttpApi:
         request.model = model
         if len(tail) >= 2 and tail[0] == "versions":
             request.version, tail = tail[1], tail[2:]
-        action = self._model_actions.get(tail[0] if len(tail) == 1 else "" if not tail else "/")
+        action = self._model_actions.get(tail[0] if tail else "") if len(tail) <= 1 else None
         if action is None:
             raise Refused(404, f"no such path: {request.scope['path']}")
         _allow(request, action[0])

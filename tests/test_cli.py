@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,16 @@ def test_every_command_and_subcommand_answers_help(capsys: pytest.CaptureFixture
         if exit.value.code != 0 or "usage: driftline" not in out:
             failures[" ".join(path)] = f"exit {exit.value.code}: {out[:200]!r}"
     assert not failures, failures
+
+
+def test_serve_on_a_busy_port_says_so_without_a_traceback(tmp_path: Path):
+    driftline("train", "m", "--registry", str(tmp_path), "--rows", "300", "--estimator", "linear")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = driftline("serve", "--registry", str(tmp_path), "--port", str(port), "--workers", "1",
+                           "--no-http", "--no-metrics", check=False)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
