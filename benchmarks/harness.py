@@ -163,9 +163,9 @@ def running(name: str, argv: Sequence[str], **kwargs) -> Iterator[Server]:
         stop(server)
 
 
-def driftline_serve_argv(registry: Path, model: str, *extra: str) -> list[str]:
+def driftline_serve_argv(registry: Path, model: str, *extra: str, python: str = sys.executable) -> list[str]:
     # --device cpu: every peer runs onnxruntime's CPU provider, so driftline must too.
-    return [sys.executable, "-m", "driftline", "serve", "--registry", str(registry), "--model", model,
+    return [python, "-m", "driftline", "serve", "--registry", str(registry), "--model", model,
             "--host", HOST, "--port", "0", "--device", "cpu", *extra]
 
 
@@ -236,11 +236,14 @@ def ensure_env(name: str, requirements: Sequence[str], log: Path | None = None) 
 # -- models -----------------------------------------------------------------------------------
 
 
-def train(registry: Path, model: str, *params: str, rows: int = 4000) -> Path:
-    """Publish a freshly trained synthetic housing model with the real CLI (once per registry)."""
+def train(registry: Path, model: str, *params: str, rows: int = 4000, python: str = sys.executable) -> Path:
+    """Publish a freshly trained synthetic housing model with the real CLI (once per registry).
+
+    ``python``: the interpreter whose driftline trains (an older install writes a format every later one reads).
+    """
     if (registry / model).is_dir() and any(p.name.isdigit() for p in (registry / model).iterdir()):
         return latest_model_file(registry, model)
-    argv = [sys.executable, "-m", "driftline", "train", model, "--registry", str(registry), "--synthetic", "housing",
+    argv = [python, "-m", "driftline", "train", model, "--registry", str(registry), "--synthetic", "housing",
             "--rows", str(rows), "--seed", "0", *(x for p in params for x in ("--param", p))]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
     if result.returncode != 0:

@@ -10,6 +10,10 @@ round, whichever comes first, and a per-call deadline.
 
     .venv/bin/python benchmarks/load.py --concurrency 1,32 --duration 8
 
+``--before-python PATH`` adds a third server, ``before``: the driftline installed for that interpreter (e.g.
+a venv holding an earlier commit, ``pip install --no-deps -e`` of a worktree), to see what a change cost;
+that install then trains the model, so that both read it.
+
 For the comparison with MLServer, PyTriton and KServe, see ``benchmarks/compare.py``.
 Exit status: 0 when every request succeeded, 1 when any failed (the table still prints).
 """
@@ -41,6 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, default=1, help="gRPC channels (TCP connections) to spread over")
     p.add_argument("--stream", action="store_true", help="drive driftline with ModelStreamInfer (baseline: unary)")
     p.add_argument("--target", choices=["driftline", "baseline", "both"], default="both")
+    p.add_argument("--before-python", metavar="PATH",
+                   help="also serve the driftline of this interpreter (an earlier install) as target 'before'")
     p.add_argument("--rounds", type=int, default=2, help="measured rounds per target, interleaved (default 2)")
     p.add_argument("--warmup-requests", type=int, default=200, help="unmeasured requests first, at most")
     p.add_argument("--warmup-seconds", type=float, default=1.0, help="unmeasured seconds first, at most")
@@ -70,7 +76,7 @@ def table_rows(pooled: dict[tuple[int, str], dict], concurrencies: Sequence[int]
     for c in concurrencies:
         for t in targets:
             r = pooled[(c, t)]
-            base = pooled.get((c, "baseline")) if t == "driftline" else None
+            base = pooled.get((c, "baseline")) if t != "baseline" else None
             lat = r["latency_ms"]
             rows.append([
                 t, str(c), str(r["completed"]), f"{r['infer_per_s']:,.0f}", f"{r['rows_per_s']:,.0f}",
@@ -101,14 +107,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(["load.py", *argv])
     targets = TARGETS if args.target == "both" else (args.target,)
+    if args.before_python:
+        targets = (*targets, "before")
     print(f"command: {command}", flush=True)
     with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp, ExitStack() as stack:
         registry = args.registry or Path(tmp) / "registry"
-        model_file = harness.train(registry, args.model, rows=args.train_rows)
+        model_file = harness.train(registry, args.model, rows=args.train_rows,
+                                   python=args.before_python or sys.executable)
         argvs = {
             "baseline": [sys.executable, str(harness.BENCH_DIR / "baseline_server.py"), "--model", str(model_file),
                          "--host", harness.HOST, "--port", "0"],
             "driftline": harness.driftline_serve_argv(registry, args.model, *shlex.split(args.driftline_args)),
+            "before": harness.driftline_serve_argv(registry, args.model, *shlex.split(args.driftline_args),
+                                                   python=args.before_python or sys.executable),
         }
         servers = {t: stack.enter_context(harness.running(t, argvs[t], model=args.model)) for t in targets}
         print("servers: " + ", ".join(f"{t} on {s.address} (pid {s.pid})" for t, s in servers.items()), flush=True)
@@ -116,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for c in args.concurrencies:
             for round_no in range(1, args.rounds + 1):
                 for target, server in servers.items():  # alternate targets within every round
-                    extra = ["--stream"] if args.stream and target == "driftline" else []
+                    extra = ["--stream"] if args.stream and target != "baseline" else []
                     report = harness.bench(
                         server, args.model, "--concurrency", str(c), "--channels", str(min(args.channels, c)),
                         "--rows-per-request", str(args.rows_per_request), "--requests", str(args.requests),

@@ -6,6 +6,8 @@ as Triton answers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from driftline.datatypes import CONTENTS_FIELD, NUMPY_OF
@@ -46,9 +48,11 @@ def infer_request(request: pb.ModelInferRequest, deadline: float | None, consume
         raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} input(s); send one "
                            "per input, in the order of inputs")
     inputs = [_input(tensor, raw[i] if raw else None) for i, tensor in enumerate(request.inputs)]
-    parameters = {k: v for k, v in parameters_of(request.parameters).items() if k not in consumed}
+    # Most requests carry no parameters: reading an empty protobuf map still costs microseconds.
+    parameters = {k: v for k, v in parameters_of(request.parameters).items() if k not in consumed} \
+        if request.parameters else {}
     return InferRequest(request.model_name, request.model_version, request.id, inputs,
-                        [_output(o) for o in request.outputs], deadline, parameters)
+                        [_output(o) for o in request.outputs] if request.outputs else [], deadline, parameters)
 
 
 def infer_response(result: InferResult) -> pb.ModelInferResponse:
@@ -85,9 +89,9 @@ def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> 
         raise InvalidInput(f"input {tensor.name!r} has datatype {datatype or '(empty)'}, which is not a protocol "
                            f"datatype; send one of {', '.join([*NUMPY_OF, 'BYTES'])}")
     shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
+    if min(shape, default=0) < 0:
         raise InvalidInput(f"input {tensor.name!r} has shape {list(shape)}; dimensions cannot be negative")
-    parameters = parameters_of(tensor.parameters)
+    parameters = parameters_of(tensor.parameters) if tensor.parameters else {}
     if raw is not None:
         if tensor.HasField("contents"):
             raise InvalidInput(f"input {tensor.name!r} sets both contents and raw_input_contents; send only one")
@@ -104,7 +108,7 @@ def _from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> n
     if datatype == "BYTES":
         return split_bytes(raw, f"raw_input_contents for input {name!r}")
     dtype = NUMPY_OF[datatype]
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
         raise InvalidInput(
             f"raw_input_contents for input {name!r} holds {len(raw)} bytes; shape {list(shape)} of {datatype} "

@@ -190,8 +190,8 @@ def sample_inputs(name: str, rows: int = 2) -> list[tuple[str, str, np.ndarray]]
         datatype = "INT32" if name == "simple" else "INT8"
         return [("INPUT0", datatype, (counting % 100).astype(dtype)), ("INPUT1", datatype, np.ones((rows, 16), dtype))]
     if name == "simple_string":
-        text = np.vectorize(lambda v: str(v).encode())(counting).astype(object)
-        return [("INPUT0", "BYTES", text), ("INPUT1", "BYTES", np.full((rows, 16), b"1", dtype=object))]
+        return [("INPUT0", "BYTES", numbers_as_text(counting)),
+                ("INPUT1", "BYTES", numbers_as_text(np.ones((rows, 16))))]
     if name == "simple_identity":
         return [("INPUT0", "BYTES", np.array([[b"a", b"b\x00c", "\u017c".encode(), b""]] * rows, dtype=object))]
     if name == "fixed16":
@@ -214,12 +214,114 @@ def sample_inputs(name: str, rows: int = 2) -> list[tuple[str, str, np.ndarray]]
 def grpc_inputs(samples: list[tuple[str, str, np.ndarray]]) -> list:
     import tritonclient.grpc as grpcclient
 
-    inputs = []
-    for name, datatype, data in samples:
-        tensor = grpcclient.InferInput(name, list(data.shape), datatype)
-        tensor.set_data_from_numpy(data)
-        inputs.append(tensor)
-    return inputs
+    return [tensor(grpcclient, name, data, datatype) for name, datatype, data in samples]
+
+
+# Building requests with any of tritonclient's client modules (tritonclient.grpc, tritonclient.http and their
+# .aio variants all have InferInput and InferRequestedOutput), and checking what the example models answer.
+# ``binary`` is for HTTP alone: True sends (or asks for) the tensor in binary, False as JSON; None leaves the
+# argument out, as a gRPC client must.
+
+
+def tensor(client_module, name: str, data: np.ndarray, datatype: str, binary: bool | None = None):
+    """An input ``name`` of ``client_module`` holding ``data``."""
+    built = client_module.InferInput(name, list(data.shape), datatype)
+    if binary is None:
+        built.set_data_from_numpy(data)
+    else:
+        built.set_data_from_numpy(data, binary_data=binary)
+    return built
+
+
+def requested(client_module, name: str, binary: bool | None = None):
+    """A request for output ``name``."""
+    if binary is None:
+        return client_module.InferRequestedOutput(name)
+    return client_module.InferRequestedOutput(name, binary_data=binary)
+
+
+def numbers_as_text(numbers: np.ndarray) -> np.ndarray:
+    """Integers as BYTES elements the way simple_string reads them: each its decimal digits, in an object array
+    of the same shape (tritonclient's form for BYTES)."""
+    return np.asarray(numbers).astype(np.int64).astype(np.bytes_).astype(np.object_)
+
+
+def text_as_numbers(text: np.ndarray) -> np.ndarray:
+    """The other way: elements holding decimal digits (bytes or str) as integers, same shape."""
+    return np.vectorize(int, otypes=[np.int64])(text)
+
+
+# The element type of each model that adds and subtracts, and the numpy type its numbers are made in.
+ADD_SUB_TYPES = {"simple": ("INT32", np.int32), "simple_int8": ("INT8", np.int8), "simple_string": ("BYTES", np.int32)}
+
+
+class AddSub:
+    """A request to ``simple``, ``simple_int8`` or ``simple_string`` and the check of its answer.
+
+    INPUT0 is ``first`` (by default one row counting 0 to 15), INPUT1 the same shape filled with ``second``;
+    OUTPUT0 must be their sum and OUTPUT1 their difference, element by element. For simple_string the numbers
+    travel as decimal text both ways.
+    """
+
+    def __init__(self, model: str = "simple", first: np.ndarray | None = None, second: int = 1):
+        self.model = model
+        self.datatype, dtype = ADD_SUB_TYPES[model]
+        self.first = np.arange(16, dtype=dtype).reshape(1, 16) if first is None else first
+        self.second = np.full_like(self.first, second)
+
+    def sent(self) -> list[tuple[str, np.ndarray]]:
+        """(input name, data as it goes on the wire) for INPUT0 and INPUT1."""
+        numbers = [("INPUT0", self.first), ("INPUT1", self.second)]
+        if self.datatype == "BYTES":
+            return [(name, numbers_as_text(data)) for name, data in numbers]
+        return numbers
+
+    def inputs(self, client_module, binary: tuple[bool, bool] | None = None) -> list:
+        """INPUT0 and INPUT1; ``binary``: per input, as ``tensor`` takes it."""
+        per_input = binary or (None, None)
+        return [tensor(client_module, name, data, self.datatype, how)
+                for (name, data), how in zip(self.sent(), per_input, strict=True)]
+
+    def outputs(self, client_module, binary: tuple[bool, bool] | None = None) -> list:
+        """Requests for OUTPUT0 and OUTPUT1; ``binary``: per output, as ``requested`` takes it."""
+        per_output = binary or (None, None)
+        return [requested(client_module, name, how)
+                for name, how in zip(("OUTPUT0", "OUTPUT1"), per_output, strict=True)]
+
+    def check(self, result) -> None:
+        """``result``: an InferResult of tritonclient (gRPC or HTTP)."""
+        self.check_outputs(result.as_numpy("OUTPUT0"), result.as_numpy("OUTPUT1"))
+
+    def check_outputs(self, total, difference) -> None:
+        read = text_as_numbers if self.datatype == "BYTES" else np.asarray
+        np.testing.assert_array_equal(read(total), self.first + self.second, err_msg="incorrect sum")
+        np.testing.assert_array_equal(read(difference), self.first - self.second, err_msg="incorrect difference")
+
+
+def identity_samples() -> list[np.ndarray]:
+    """What the string examples send simple_identity: strings holding NUL bytes, as an object array and as a
+    numpy bytes array, one row of 16."""
+    with_nul = np.full((1, 16), b"he\x00llo", dtype=np.object_)
+    raw = np.array([[b"\x00\x01\x02\x03"] * 16])  # dtype S4
+    return [with_nul, raw]
+
+
+def identity_request(client_module, strings: np.ndarray, binary: bool | None = None) -> tuple[list, list]:
+    """Inputs and outputs of a request to simple_identity that sends ``strings`` as INPUT0 and asks for OUTPUT0."""
+    return [tensor(client_module, "INPUT0", strings, "BYTES", binary)], [requested(client_module, "OUTPUT0", binary)]
+
+
+def assert_echoed(sent: np.ndarray, echoed: np.ndarray, as_json: bool = False) -> None:
+    """simple_identity gave back what was sent, by the string examples' measure: a numpy bytes array is compared
+    with the answer turned to str and encoded again; an object array with the answer as it is, or, where the answer
+    came as JSON (text, not bytes), with each element's UTF-8 encoding."""
+    if sent.dtype != np.object_:
+        comparable = np.char.encode(echoed.astype(str))
+    elif as_json:
+        comparable = np.vectorize(lambda element: str(element).encode("utf-8"), otypes=[np.object_])(echoed)
+    else:
+        comparable = echoed
+    assert np.array_equal(sent, comparable), comparable
 
 
 def write(model: onnx.ModelProto, path: Path) -> Path:

@@ -9,9 +9,8 @@ import re
 import grpc
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 import onnx_models as m
@@ -22,18 +21,6 @@ from helpers import running_server
 def server(tmp_path_factory: pytest.TempPathFactory):
     with running_server(m.example_registry(tmp_path_factory), *m.serve_flags()) as running:
         yield running
-
-
-@pytest.fixture
-def client(server):
-    with grpcclient.InferenceServerClient(url=server.address) as triton_client:
-        yield triton_client
-
-
-@pytest.fixture
-def stub(server):
-    with grpc.insecure_channel(server.address) as channel:
-        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
 def test_metadata_names_every_input_and_output(client):

@@ -20,128 +20,82 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient import utils
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
+import onnx_models as m
 from helpers import running_server
-from onnx_models import DENSENET_W, example_registry, serve_flags
 
 WAIT_S = 60  # for a callback to arrive; a generous bound, never a measured time
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    with running_server(example_registry(tmp_path_factory), *serve_flags()) as running:
+    with running_server(m.example_registry(tmp_path_factory), *m.serve_flags()) as running:
         yield running
 
 
-@pytest.fixture
-def client(server):
-    with grpcclient.InferenceServerClient(url=server.address) as triton_client:
-        yield triton_client
-
-
-def simple_inputs(module=grpcclient):
-    input0_data = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
-    input1_data = np.ones(shape=(1, 16), dtype=np.int32)
-    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
-    inputs[0].set_data_from_numpy(input0_data)
-    inputs[1].set_data_from_numpy(input1_data)
-    outputs = [module.InferRequestedOutput("OUTPUT0"), module.InferRequestedOutput("OUTPUT1")]
-    return inputs, outputs, input0_data, input1_data
-
-
-def check_sum_and_difference(results, input0_data, input1_data) -> None:
-    output0_data, output1_data = results.as_numpy("OUTPUT0"), results.as_numpy("OUTPUT1")
-    for i in range(16):
-        assert input0_data[0][i] + input1_data[0][i] == output0_data[0][i], "incorrect sum"
-        assert input0_data[0][i] - input1_data[0][i] == output1_data[0][i], "incorrect difference"
+def deliver(arrivals: queue.Queue, result, error) -> None:
+    """A callback for tritonclient, bound to a queue with ``partial``: what arrives, answer or error, goes in."""
+    arrivals.put(error if error else result)
 
 
 # simple_grpc_infer_client.py (its -C flag chooses the compression: none by default, gzip or deflate)
 @pytest.mark.parametrize("compression", [None, "gzip", "deflate"])
 def test_simple_grpc_infer_client(client, compression):
-    inputs, outputs, input0_data, input1_data = simple_inputs()
-    results = client.infer(model_name="simple", inputs=inputs, outputs=outputs, client_timeout=None,
+    case = m.AddSub()
+    inputs = case.inputs(grpcclient)
+    results = client.infer(model_name="simple", inputs=inputs, outputs=case.outputs(grpcclient), client_timeout=None,
                            headers={"test": "1"}, compression_algorithm=compression)
     statistics = client.get_inference_statistics(model_name="simple")
     assert len(statistics.model_stats) == 1, "Inference Statistics"
-    check_sum_and_difference(results, input0_data, input1_data)
+    case.check(results)
     # No outputs named: every output comes back.
-    results = client.infer(model_name="simple", inputs=inputs, outputs=None, compression_algorithm=compression)
-    check_sum_and_difference(results, input0_data, input1_data)
+    case.check(client.infer(model_name="simple", inputs=inputs, outputs=None, compression_algorithm=compression))
 
 
-# simple_grpc_string_infer_client.py
+# simple_grpc_string_infer_client.py: sum and difference as decimal text, then strings with NUL bytes echoed.
 def test_simple_grpc_string_infer_client(client):
-    in0 = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
-    in1 = np.ones(shape=(1, 16), dtype=np.int32)
-    expected_sum, expected_diff = np.add(in0, in1), np.subtract(in0, in1)
-    in0n = np.array([str(x).encode("utf-8") for x in in0.reshape(in0.size)], dtype=np.object_)
-    input0_data = in0n.reshape(in0.shape)
-    in1n = np.array([str(x).encode("utf-8") for x in in1.reshape(in1.size)], dtype=np.object_)
-    input1_data = in1n.reshape(in1.shape)
-    inputs = [grpcclient.InferInput("INPUT0", [1, 16], "BYTES"), grpcclient.InferInput("INPUT1", [1, 16], "BYTES")]
-    inputs[0].set_data_from_numpy(input0_data)
-    inputs[1].set_data_from_numpy(input1_data)
-    outputs = [grpcclient.InferRequestedOutput("OUTPUT0"), grpcclient.InferRequestedOutput("OUTPUT1")]
-    results = client.infer(model_name="simple_string", inputs=inputs, outputs=outputs)
-    output0_data, output1_data = results.as_numpy("OUTPUT0"), results.as_numpy("OUTPUT1")
-    for i in range(16):
-        assert expected_sum[0][i] == int(output0_data[0][i]), "incorrect sum"
-        assert expected_diff[0][i] == int(output1_data[0][i]), "incorrect difference"
-
-    # Identity of strings holding NUL characters, as objects and as a numpy bytes array.
-    null_char_data = np.array(["he\x00llo".encode("utf-8") for _ in range(16)], dtype=np.object_).reshape([1, 16])
-    identity_inference(client, null_char_data)
-    bytes_data = np.array([b"\x00\x01\x02\x03" for _ in range(16)], dtype=np.bytes_).reshape([1, 16])
-    identity_inference(client, bytes_data)
-
-
-def identity_inference(client, np_array) -> None:
-    inputs = [grpcclient.InferInput("INPUT0", np_array.shape, "BYTES")]
-    inputs[0].set_data_from_numpy(np_array)
-    results = client.infer(model_name="simple_identity", inputs=inputs,
-                           outputs=[grpcclient.InferRequestedOutput("OUTPUT0")])
-    if np_array.dtype == np.object_:
-        assert np.array_equal(np_array, results.as_numpy("OUTPUT0")), results.as_numpy("OUTPUT0")
-    else:
-        encoded_results = np.char.encode(results.as_numpy("OUTPUT0").astype(str))
-        assert np.array_equal(np_array, encoded_results), encoded_results
+    case = m.AddSub("simple_string")
+    case.check(client.infer(model_name="simple_string", inputs=case.inputs(grpcclient),
+                            outputs=case.outputs(grpcclient)))
+    for strings in m.identity_samples():
+        inputs, outputs = m.identity_request(grpcclient, strings)
+        echo = client.infer(model_name="simple_identity", inputs=inputs, outputs=outputs)
+        m.assert_echoed(strings, echo.as_numpy("OUTPUT0"))
 
 
 # simple_grpc_async_infer_client.py
 def test_simple_grpc_async_infer_client(client):
-    inputs, outputs, input0_data, input1_data = simple_inputs()
-    user_data: queue.Queue = queue.Queue()
-
-    def callback(user_data, result, error):
-        user_data.put(error if error else result)
-
-    client.async_infer(model_name="simple", inputs=inputs, callback=partial(callback, user_data), outputs=outputs,
-                       client_timeout=None)
-    answer = user_data.get(timeout=WAIT_S)
+    case = m.AddSub()
+    arrivals: queue.Queue = queue.Queue()
+    client.async_infer(model_name="simple", inputs=case.inputs(grpcclient), callback=partial(deliver, arrivals),
+                       outputs=case.outputs(grpcclient), client_timeout=None)
+    answer = arrivals.get(timeout=WAIT_S)
     assert not isinstance(answer, InferenceServerException), answer
-    check_sum_and_difference(answer, input0_data, input1_data)
-    assert user_data.empty()
+    case.check(answer)
+    assert arrivals.empty()
 
 
 # simple_grpc_aio_infer_client.py
 def test_simple_grpc_aio_infer_client(server):
+    case = m.AddSub()
+
     async def main():
         triton_client = grpcclient_aio.InferenceServerClient(url=server.address)
         try:
-            inputs, outputs, input0_data, input1_data = simple_inputs(grpcclient_aio)
-            results = await triton_client.infer(model_name="simple", inputs=inputs, outputs=outputs,
-                                                client_timeout=None, headers={"test": "1"}, compression_algorithm=None)
+            inputs = case.inputs(grpcclient_aio)
+            results = await triton_client.infer(model_name="simple", inputs=inputs,
+                                                outputs=case.outputs(grpcclient_aio), client_timeout=None,
+                                                headers={"test": "1"}, compression_algorithm=None)
             statistics = await triton_client.get_inference_statistics(model_name="simple")
             assert len(statistics.model_stats) == 1, "Inference Statistics"
-            check_sum_and_difference(results, input0_data, input1_data)
-            result_1, result_2 = await asyncio.gather(
-                triton_client.infer(model_name="simple", inputs=inputs, outputs=None, compression_algorithm=None),
-                triton_client.infer(model_name="simple", inputs=inputs, outputs=None, compression_algorithm=None))
-            check_sum_and_difference(result_1, input0_data, input1_data)
-            check_sum_and_difference(result_2, input0_data, input1_data)
+            case.check(results)
+            # Two at once, every output of each.
+            together = [triton_client.infer(model_name="simple", inputs=inputs, outputs=None,
+                                            compression_algorithm=None) for _ in range(2)]
+            for results in await asyncio.gather(*together):
+                case.check(results)
         finally:
             await triton_client.close()
 
@@ -162,10 +116,10 @@ def test_custom_args_and_keepalive_clients(server, how):
         options = {"keepalive_options": grpcclient.KeepAliveOptions(
             keepalive_time_ms=2**31 - 1, keepalive_timeout_ms=20000, keepalive_permit_without_calls=False,
             http2_max_pings_without_data=2)}
+    case = m.AddSub()
     with grpcclient.InferenceServerClient(url=server.address, **options) as triton_client:
-        inputs, outputs, input0_data, input1_data = simple_inputs()
-        results = triton_client.infer(model_name="simple", inputs=inputs, outputs=outputs, headers={"test": "1"})
-        check_sum_and_difference(results, input0_data, input1_data)
+        case.check(triton_client.infer(model_name="simple", inputs=case.inputs(grpcclient),
+                                       outputs=case.outputs(grpcclient), headers={"test": "1"}))
 
 
 # simple_grpc_health_metadata.py. Not mirrored: its check that the server's metadata name is "triton"
@@ -185,70 +139,65 @@ def test_simple_grpc_health_metadata(client):
     assert config.config.name == "simple"
 
 
-def explicit_request(model: str, name_datatype_values: list[tuple[str, str, list]]) -> service_pb2.ModelInferRequest:
-    request = service_pb2.ModelInferRequest(model_name=model, model_version="")
-    for name, datatype, values in name_datatype_values:
-        tensor = request.inputs.add(name=name, datatype=datatype, shape=[1, 16])
-        if datatype == "BYTES":
-            tensor.contents.bytes_contents.extend(values)
+def explicit_request(case: m.AddSub) -> service_pb2.ModelInferRequest:
+    """``case``'s request as a protocol message with its inputs in the typed contents fields (int_contents,
+    bytes_contents for BYTES) rather than raw_input_contents; both outputs asked for."""
+    request = service_pb2.ModelInferRequest(model_name=case.model, model_version="")
+    for name, data in case.sent():
+        contents = request.inputs.add(name=name, datatype=case.datatype, shape=list(data.shape)).contents
+        values = data.ravel().tolist()
+        if case.datatype == "BYTES":
+            contents.bytes_contents.extend(values)
         else:
-            tensor.contents.int_contents[:] = values
+            contents.int_contents.extend(values)
     request.outputs.add(name="OUTPUT0")
     request.outputs.add(name="OUTPUT1")
     return request
 
 
 def outputs_of(response, decode) -> list[np.ndarray]:
-    return [np.resize(decode(response.raw_output_contents[i]), list(o.shape)) for i, o in enumerate(response.outputs)]
+    """Each output of ``response``, its raw_output_contents decoded and shaped as the response says."""
+    return [np.resize(decode(raw), list(output.shape))
+            for output, raw in zip(response.outputs, response.raw_output_contents, strict=True)]
 
 
-@pytest.fixture
-def stub(server):
-    with grpc.insecure_channel(server.address) as channel:
-        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+def refused_as_invalid(stub, request, naming: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert naming in caught.value.details()
 
 
 # grpc_explicit_int_content_client.py and grpc_explicit_int8_content_client.py: tensors in the typed
 # contents fields, outputs read from raw_output_contents.
-@pytest.mark.parametrize(("model", "datatype", "dtype"),
-                         [("simple", "INT32", np.int32), ("simple_int8", "INT8", np.int8)])
-def test_grpc_explicit_int_content_clients(stub, model, datatype, dtype):
-    input0_data, input1_data = list(range(16)), [1] * 16
-    request = explicit_request(model, [("INPUT0", datatype, input0_data), ("INPUT1", datatype, input1_data)])
+@pytest.mark.parametrize(("model", "dtype"), [("simple", np.int32), ("simple_int8", np.int8)])
+def test_grpc_explicit_int_content_clients(stub, model, dtype):
+    case = m.AddSub(model)
+    request = explicit_request(case)
     results = outputs_of(stub.ModelInfer(request), partial(np.frombuffer, dtype=dtype))
     assert len(results) == 2
-    for i in range(16):
-        assert input0_data[i] + input1_data[i] == results[0][0][i], "incorrect sum"
-        assert input0_data[i] - input1_data[i] == results[1][0][i], "incorrect difference"
+    case.check_outputs(*results)
     if model == "simple":
         # Half of INPUT0 raw, half in contents (and one raw entry for two inputs): refused (Triton: "contents field
         # must not be specified when using raw_input_contents for 'INPUT0' for model 'simple'"; its example only
         # prints). Either complaint, about the mix or about the count of raw entries, is right.
-        request.raw_input_contents.extend([np.array(input0_data[0:8]).tobytes()])
-        request.inputs[0].contents.int_contents[:] = input0_data[8:]
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.ModelInfer(request)
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "raw_input_contents" in caught.value.details()
+        counting = case.first.ravel().tolist()
+        request.raw_input_contents.extend([np.array(counting[:8]).tobytes()])
+        request.inputs[0].contents.int_contents[:] = counting[8:]
+        refused_as_invalid(stub, request, "raw_input_contents")
     else:
         # A version that is no number: refused, naming it (Triton: "failed to get model version from specified
         # version string 'wrong_specification'"; its example only prints PASS when the message matches).
         request.model_version = "wrong_specification"
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.ModelInfer(request)
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "wrong_specification" in caught.value.details()
+        refused_as_invalid(stub, request, "wrong_specification")
 
 
 # grpc_explicit_byte_content_client.py
 def test_grpc_explicit_byte_content_client(stub):
-    request = explicit_request("simple_string", [("INPUT0", "BYTES", [str(i).encode("utf-8") for i in range(16)]),
-                                                 ("INPUT1", "BYTES", [b"1"] * 16)])
-    results = outputs_of(stub.ModelInfer(request), utils.deserialize_bytes_tensor)
+    case = m.AddSub("simple_string")
+    results = outputs_of(stub.ModelInfer(explicit_request(case)), utils.deserialize_bytes_tensor)
     assert len(results) == 2
-    for i in range(16):
-        assert i + 1 == int(results[0][0][i]), "incorrect sum"
-        assert i - 1 == int(results[1][0][i]), "incorrect difference"
+    case.check_outputs(*results)
 
 
 # grpc_client.py: the raw stubs, against a stand-in for densenet_onnx (FP32 [3, 224, 224], no batch dimension).
@@ -269,44 +218,40 @@ def test_grpc_client(stub):
     assert response.id == "my request id"
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [("fc6_1", "FP32", [1000, 1, 1])]
     value = np.frombuffer(b"aaaa", dtype="<f4")[0].astype(np.float64)  # every element of the input
-    expected = value * DENSENET_W.astype(np.float64).sum(axis=0)
+    expected = value * m.DENSENET_W.astype(np.float64).sum(axis=0)
     np.testing.assert_allclose(np.frombuffer(response.raw_output_contents[0], "<f4"), expected, rtol=1e-4)
 
 
 # The streaming pattern of simple_grpc_sequence_stream_infer_client.py (start_stream, async_stream_infer with
 # request ids, results through the callback, in order), with the simple model and no sequence.
 def test_stream_infer_client(client):
-    completed: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result, error: completed.put(error if error else result), stream_timeout=None)
-    sent = []
-    for count in range(1, 9):
-        data = np.full((count, 16), count, dtype=np.int32)
-        inputs = [grpcclient.InferInput("INPUT0", list(data.shape), "INT32"),
-                  grpcclient.InferInput("INPUT1", list(data.shape), "INT32")]
-        inputs[0].set_data_from_numpy(data)
-        inputs[1].set_data_from_numpy(np.ones_like(data))
-        client.async_stream_infer(model_name="simple", inputs=inputs, request_id=f"stream_{count}",
+    arrivals: queue.Queue = queue.Queue()
+    client.start_stream(callback=partial(deliver, arrivals), stream_timeout=None)
+    sent = [m.AddSub(first=np.full((rows, 16), rows, dtype=np.int32)) for rows in range(1, 9)]
+    for case in sent:
+        client.async_stream_infer(model_name="simple", inputs=case.inputs(grpcclient),
+                                  request_id=f"stream_{len(case.first)}",
                                   outputs=[grpcclient.InferRequestedOutput("OUTPUT0")])
-        sent.append(data)
-    received = [completed.get(timeout=WAIT_S) for _ in sent]
+    received = [arrivals.get(timeout=WAIT_S) for _ in sent]
     client.stop_stream()
-    for data, item in zip(sent, received, strict=True):
+    for case, item in zip(sent, received, strict=True):
         assert not isinstance(item, InferenceServerException), item
-        assert item.get_response().id == f"stream_{data[0][0]}"
-        np.testing.assert_array_equal(item.as_numpy("OUTPUT0"), data + 1)
+        assert item.get_response().id == f"stream_{len(case.first)}"
+        np.testing.assert_array_equal(item.as_numpy("OUTPUT0"), case.first + 1)
         assert item.as_numpy("OUTPUT1") is None  # only what was asked
 
 
 def test_sequence_requests_are_refused_on_a_stream(client):
     """What the sequence examples meet: driftline has no sequence batcher, so a sequence request is refused
     in-band, naming the parameter, and the stream carries on."""
-    completed: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result, error: completed.put(error if error else result))
-    inputs, outputs, input0_data, input1_data = simple_inputs()
+    arrivals: queue.Queue = queue.Queue()
+    client.start_stream(callback=partial(deliver, arrivals))
+    case = m.AddSub()
+    inputs, outputs = case.inputs(grpcclient), case.outputs(grpcclient)
     client.async_stream_infer(model_name="simple", inputs=inputs, outputs=outputs, request_id="1000_1",
                               sequence_id=1000, sequence_start=True, sequence_end=False)
     client.async_stream_infer(model_name="simple", inputs=inputs, outputs=outputs, request_id="plain")
-    refused, answered = completed.get(timeout=WAIT_S), completed.get(timeout=WAIT_S)
+    refused, answered = arrivals.get(timeout=WAIT_S), arrivals.get(timeout=WAIT_S)
     client.stop_stream()
     assert isinstance(refused, InferenceServerException) and "sequence_id" in refused.message(), refused
-    check_sum_and_difference(answered, input0_data, input1_data)
+    case.check(answered)

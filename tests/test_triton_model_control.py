@@ -11,6 +11,8 @@ Where driftline differs on purpose:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -28,30 +30,44 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tmp_path):
     return m.copy_registry(m.example_registry(tmp_path_factory), tmp_path)
 
 
-def test_simple_grpc_model_control(registry):
+@pytest.fixture
+def grpc_client(registry):
+    """A server of the test's own over its registry, and tritonclient.grpc's client of it."""
     with running_server(registry, *m.serve_flags()) as server, \
             grpcclient.InferenceServerClient(url=server.address) as triton_client:
-        assert len(triton_client.get_model_repository_index().models) == MODELS
-        triton_client.load_model("simple")
-        assert triton_client.is_model_ready("simple")
-        with pytest.raises(InferenceServerException) as caught:
-            triton_client.load_model("simple", config=NOT_JSON)
-        assert "failed to load" in caught.value.message()
-        triton_client.load_model("simple", config='{"max_batch_size":"16"}')
-        assert triton_client.get_model_config("simple").config.max_batch_size == 16
-        triton_client.unload_model("simple")
-        assert not triton_client.is_model_ready("simple")
+        yield triton_client
 
-        long_path = "file:" + ("A" * 256)
-        with pytest.raises(InferenceServerException) as caught:
-            triton_client.load_model("simple", config="{}", files={long_path: b"a"})
-        assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
-        assert long_path in caught.value.message()
-        assert triton_client.is_server_live()
 
-        with pytest.raises(InferenceServerException) as caught:
-            triton_client.load_model("wrong_model_name")
-        assert "failed to load" in caught.value.message()
+def assert_load_fails(triton_client, name: str, **load_arguments) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        triton_client.load_model(name, **load_arguments)
+    assert "failed to load" in caught.value.message()
+
+
+def load_override_unload(triton_client, max_batch_size_in: Callable) -> None:
+    """What both examples do to ``simple``: load it; a config override that is no JSON, refused; a valid one,
+    applied (``max_batch_size_in`` reads it from the protocol's answer to get_model_config); unload it."""
+    triton_client.load_model("simple")
+    assert triton_client.is_model_ready("simple")
+    assert_load_fails(triton_client, "simple", config=NOT_JSON)
+    triton_client.load_model("simple", config='{"max_batch_size":"16"}')
+    assert max_batch_size_in(triton_client.get_model_config("simple")) == 16
+    triton_client.unload_model("simple")
+    assert not triton_client.is_model_ready("simple")
+
+
+def test_simple_grpc_model_control(grpc_client):
+    assert len(grpc_client.get_model_repository_index().models) == MODELS
+    load_override_unload(grpc_client, lambda answer: answer.config.max_batch_size)
+
+    long_path = "file:" + ("A" * 256)
+    with pytest.raises(InferenceServerException) as caught:
+        grpc_client.load_model("simple", config="{}", files={long_path: b"a"})
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert long_path in caught.value.message()
+    assert grpc_client.is_server_live()
+
+    assert_load_fails(grpc_client, "wrong_model_name")
 
 
 def test_simple_http_model_control(registry):
@@ -59,29 +75,17 @@ def test_simple_http_model_control(registry):
         triton_client = httpclient.InferenceServerClient(url=m.http_url(server))
         try:
             assert len(triton_client.get_model_repository_index()) == MODELS
-            triton_client.load_model("simple")
-            assert triton_client.is_model_ready("simple")
-            with pytest.raises(InferenceServerException) as caught:
-                triton_client.load_model("simple", config=NOT_JSON)
-            assert "failed to load" in caught.value.message()
-            triton_client.load_model("simple", config='{"max_batch_size":"16"}')
-            assert triton_client.get_model_config("simple")["max_batch_size"] == 16
-            triton_client.unload_model("simple")
-            assert not triton_client.is_model_ready("simple")
-            with pytest.raises(InferenceServerException) as caught:
-                triton_client.load_model("wrong_model_name")
-            assert "failed to load" in caught.value.message()
+            load_override_unload(triton_client, lambda answer: answer["max_batch_size"])
+            assert_load_fails(triton_client, "wrong_model_name")
         finally:
             triton_client.close()
 
 
-def test_load_after_unload_serves_again(registry):
+def test_load_after_unload_serves_again(grpc_client):
     # Beyond the examples: the model comes back, with the batching it was given before it was unloaded or the
     # default (either is fine), and answers.
-    with running_server(registry, *m.serve_flags()) as server, \
-            grpcclient.InferenceServerClient(url=server.address) as triton_client:
-        triton_client.unload_model("simple")
-        triton_client.load_model("simple")
-        assert triton_client.is_model_ready("simple")
-        result = triton_client.infer("simple", m.grpc_inputs(m.sample_inputs("simple", rows=2)))
-        assert result.as_numpy("OUTPUT0").shape == (2, 16)
+    grpc_client.unload_model("simple")
+    grpc_client.load_model("simple")
+    assert grpc_client.is_model_ready("simple")
+    result = grpc_client.infer("simple", m.grpc_inputs(m.sample_inputs("simple", rows=2)))
+    assert result.as_numpy("OUTPUT0").shape == (2, 16)

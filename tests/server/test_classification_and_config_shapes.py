@@ -19,12 +19,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield running
 
 
-@pytest.fixture
-def client(server):
-    with grpcclient.InferenceServerClient(url=server.address) as triton_client:
-        yield triton_client
-
-
 def parse(cell: bytes) -> tuple[float, int, str | None]:
     """One classification element: "score:index" or "score:index:label"."""
     parts = cell.decode().split(":")

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 import onnx_models as m
@@ -32,18 +32,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     registry = m.copy_registry(m.example_registry(tmp_path_factory), tmp_path_factory.mktemp("no-silent-ignores"))
     with running_server(registry, *m.serve_flags()) as running:
         yield running
-
-
-@pytest.fixture
-def client(server):
-    with grpcclient.InferenceServerClient(url=server.address) as triton_client:
-        yield triton_client
-
-
-@pytest.fixture
-def stub(server):
-    with grpc.insecure_channel(server.address) as channel:
-        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
 def simple_request() -> service_pb2.ModelInferRequest:
