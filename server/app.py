@@ -153,13 +153,9 @@ def _serve_metrics(settings: ServerSettings, built: Built) -> tuple[object | Non
     if settings.worker_index != 0:  # the parent chose a concrete port for worker 0 to serve
         return None, f"; metrics http://{host}:{settings.metrics_port}/metrics"
     collector = metrics.LiveCollector(built.repository, built.peers, asyncio.get_running_loop())
-    try:
-        http = metrics.serve(settings.host, settings.metrics_port, collector)
-    except OSError as exc:
-        if not settings.metrics_optional:
-            raise OSError(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from exc
-        log.warning("metrics off: cannot listen on %s:%d (%s); pass --metrics-port to choose another port",
-                    settings.host, settings.metrics_port, exc)
+    http = http_server.optional_port("metrics", settings.host, settings.metrics_port, settings.metrics_optional,
+                                     lambda: metrics.serve(settings.host, settings.metrics_port, collector))
+    if http is None:
         return None, "; metrics off (port busy)"
     # No " on HOST:PORT" here: scripts find the gRPC port with that pattern.
     return http, f"; metrics http://{host}:{http.server_port}/metrics"

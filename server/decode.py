@@ -7,7 +7,6 @@ the model takes, so the caller knows what to fix.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -43,7 +42,7 @@ def decode_inputs(tensors: list[InputTensor], served: ServedVersion) -> tuple[di
 def requested_outputs(requested: list[OutputRequest], served: ServedVersion) -> tuple[OutputRequest, ...]:
     """What to answer, in the order asked; every model output (not the attributions) when none is named."""
     if not requested:
-        return _every_output(served.output_names)
+        return served.every_output
     seen: set[str] = set()
     for output in requested:
         if output.name not in served.offered_outputs:
@@ -55,11 +54,6 @@ def requested_outputs(requested: list[OutputRequest], served: ServedVersion) -> 
             raise InvalidInput(f"output {output.name!r} is requested twice; ask for each output once")
         seen.add(output.name)
     return tuple(requested)
-
-
-@functools.lru_cache(maxsize=256)
-def _every_output(names: tuple[str, ...]) -> tuple[OutputRequest, ...]:
-    return tuple(OutputRequest(name) for name in names)
 
 
 def describe(spec: TensorSpec) -> str:

@@ -6,7 +6,6 @@ as Triton answers.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -20,8 +19,9 @@ from driftline.server.tensors import (
     InputTensor,
     OutputRequest,
     bytes_array,
-    join_bytes,
-    split_bytes,
+    class_count,
+    from_raw,
+    to_raw,
 )
 
 CLASSIFICATION = "classification"
@@ -36,9 +36,7 @@ def parameters_of(parameters) -> dict[str, object]:  # noqa: ANN001 - a protobuf
     return {name: parameter_value(value) for name, value in parameters.items()}
 
 
-def infer_request(request: pb.ModelInferRequest, deadline: float | None, consumed: tuple[str, ...] = ()
-                  ) -> InferRequest:
-    """``consumed``: request parameters the caller (the stream handler) has honoured itself."""
+def infer_request(request: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         # A client using shared memory sends fewer raw entries than inputs: name what it asked for instead.
@@ -49,8 +47,7 @@ def infer_request(request: pb.ModelInferRequest, deadline: float | None, consume
                            "per input, in the order of inputs")
     inputs = [_input(tensor, raw[i] if raw else None) for i, tensor in enumerate(request.inputs)]
     # Most requests carry no parameters: reading an empty protobuf map still costs microseconds.
-    parameters = {k: v for k, v in parameters_of(request.parameters).items() if k not in consumed} \
-        if request.parameters else {}
+    parameters = parameters_of(request.parameters) if request.parameters else {}
     return InferRequest(request.model_name, request.model_version, request.id, inputs,
                         [_output(o) for o in request.outputs] if request.outputs else [], deadline, parameters)
 
@@ -62,16 +59,10 @@ def infer_response(result: InferResult) -> pb.ModelInferResponse:
         tensor.name = output.name
         tensor.datatype = output.datatype
         tensor.shape.extend(output.array.shape)
-        response.raw_output_contents.append(_raw(output.array, output.datatype))
+        response.raw_output_contents.append(to_raw(output.array, output.datatype))
     for name, value in result.parameters.items():
         _set_parameter(response.parameters[name], value)
     return response
-
-
-def _raw(array: np.ndarray, datatype: str) -> bytes:
-    if datatype == "BYTES":
-        return join_bytes(array)
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def _set_parameter(parameter: pb.InferParameter, value: object) -> None:
@@ -95,7 +86,9 @@ def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> 
     if raw is not None:
         if tensor.HasField("contents"):
             raise InvalidInput(f"input {tensor.name!r} sets both contents and raw_input_contents; send only one")
-        return InputTensor(tensor.name, datatype, shape, _from_raw(tensor.name, datatype, shape, raw), parameters)
+        where = f"raw_input_contents for input {tensor.name!r}"
+        data = from_raw(raw, datatype, shape, where, f"{where} holds {len(raw)} bytes")
+        return InputTensor(tensor.name, datatype, shape, data, parameters)
     if datatype not in CONTENTS_FIELD:
         raise InvalidInput(f"input {tensor.name!r} is {datatype}, which has no contents field; send it in "
                            "raw_input_contents")
@@ -104,23 +97,7 @@ def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> 
     return InputTensor(tensor.name, datatype, shape, data, parameters)
 
 
-def _from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
-    if datatype == "BYTES":
-        return split_bytes(raw, f"raw_input_contents for input {name!r}")
-    dtype = NUMPY_OF[datatype]
-    count = math.prod(shape)
-    if len(raw) != count * dtype.itemsize:
-        raise InvalidInput(
-            f"raw_input_contents for input {name!r} holds {len(raw)} bytes; shape {list(shape)} of {datatype} "
-            f"needs {count * dtype.itemsize} ({count} values x {dtype.itemsize} bytes)"
-        )
-    return np.frombuffer(raw, dtype=dtype)
-
-
 def _output(output: pb.ModelInferRequest.InferRequestedOutputTensor) -> OutputRequest:
     parameters = parameters_of(output.parameters)
-    count = parameters.pop(CLASSIFICATION, 0)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise InvalidInput(f"parameter 'classification' of output {output.name!r} must be a positive int64 "
-                           f"(the number of top classes), got {count!r}")
+    count = class_count(parameters.pop(CLASSIFICATION, 0), output.name)
     return OutputRequest(output.name, class_count=count, parameters=parameters)

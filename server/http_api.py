@@ -22,7 +22,7 @@ from driftline.errors import DriftlineError, InvalidInput, NotFound
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.server import status
 from driftline.server.auth import AdminGuard
-from driftline.server.http_codec import encode_result, parse_infer
+from driftline.server.http_codec import encode_result, json_object, parse_infer, refuse_unknown
 from driftline.server.pipeline import RequestPath
 from driftline.server.proto_json import to_json
 from driftline.server.service import InferenceService
@@ -240,7 +240,7 @@ class HttpApi:
 
     # -- repository extension ---------------------------------------------------------------------
     async def _repository_index(self, request: _Request) -> Response:
-        document = _json_body(await self._body(request), ("ready",))
+        document = _json_body(await self._body(request), frozenset({"ready"}))
         ready = document.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInput(f"'ready' must be true or false, got {ready!r}")
@@ -251,7 +251,7 @@ class HttpApi:
         refusal = self._guard.refusal(request.headers.get(b"authorization", b"").decode("latin-1"))
         if refusal is not None:
             raise Refused(HTTP_STATUS[refusal[0]], refusal[1])
-        document = _json_body(await self._body(request), ("parameters",))
+        document = _json_body(await self._body(request), frozenset({"parameters"}))
         parameters = _repository_parameters(document.get("parameters", {}))
         if action == "load":
             await self._grpc("RepositoryModelLoad",
@@ -302,19 +302,12 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     return plain
 
 
-def _json_body(body: bytes, known: tuple[str, ...]) -> dict[str, Any]:
+def _json_body(body: bytes, known: frozenset[str]) -> dict[str, Any]:
     """An optional JSON object body of the repository extension, with only ``known`` fields."""
     if not body.strip():
         return {}
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    for key in document:
-        if key not in known:
-            raise InvalidInput(f"field {key!r} is not part of this request; known fields: {', '.join(known)}")
+    document = json_object(body)
+    refuse_unknown(document, known, "this request")
     return document
 
 

@@ -12,7 +12,6 @@ never silently converted. Parameters consumed here are those of the binary exten
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -26,8 +25,9 @@ from driftline.server.tensors import (
     InputTensor,
     OutputRequest,
     bytes_array,
-    join_bytes,
-    split_bytes,
+    class_count,
+    from_raw,
+    to_raw,
 )
 
 BINARY_SIZE = "binary_data_size"
@@ -62,8 +62,8 @@ def parse_infer(body: bytes, header_length: int | None, model: str, version: str
         header_length = len(view)
     elif not 0 < header_length <= len(view):
         raise InvalidInput(f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes")
-    document = _load_json(view[:header_length])
-    _refuse_unknown(document, _REQUEST_FIELDS, "the inference request")
+    document = json_object(view[:header_length])
+    refuse_unknown(document, _REQUEST_FIELDS, "the inference request")
     _check_target(document, model, version)
     parameters = dict(_object(document.get("parameters", {}), "request 'parameters'"))
     binary_default = _flag(parameters.pop(BINARY_OUTPUT, False), f"request parameter {BINARY_OUTPUT!r}")
@@ -82,7 +82,7 @@ def encode_result(result: InferResult, parsed: Parsed) -> tuple[bytes, int | Non
     for tensor in result.outputs:
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.array.shape)}
         if parsed.binary_of.get(tensor.name, parsed.binary_default):
-            data = _raw(tensor.array, tensor.datatype)
+            data = to_raw(tensor.array, tensor.datatype)
             entry["parameters"] = {BINARY_SIZE: len(data)}
             raw.append(data)
         else:
@@ -100,7 +100,8 @@ def encode_result(result: InferResult, parsed: Parsed) -> tuple[bytes, int | Non
     return b"".join([header, *raw]), len(header)
 
 
-def _load_json(raw: memoryview) -> dict[str, Any]:
+def json_object(raw: bytes | memoryview) -> dict[str, Any]:
+    """A request body (or its JSON header) that must be one JSON object."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -114,7 +115,7 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _refuse_unknown(document: dict[str, Any], known: frozenset[str], where: str) -> None:
+def refuse_unknown(document: dict[str, Any], known: frozenset[str], where: str) -> None:
     for key in document:
         if key not in known:
             raise InvalidInput(f"field {key!r} is not part of {where}; known fields: {', '.join(sorted(known))}")
@@ -152,7 +153,7 @@ def _input(entry: dict[str, Any], binary: memoryview, at: int) -> tuple[InputTen
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"each input needs a 'name' (a string), got {name!r}")
-    _refuse_unknown(entry, _INPUT_FIELDS, f"input {name!r}")
+    refuse_unknown(entry, _INPUT_FIELDS, f"input {name!r}")
     datatype = entry.get("datatype")
     if datatype not in DATATYPES:
         raise InvalidInput(f"input {name!r} has datatype {datatype!r}, which is not a protocol datatype; send one "
@@ -169,7 +170,8 @@ def _input(entry: dict[str, Any], binary: memoryview, at: int) -> tuple[InputTen
     if not isinstance(size, int) or isinstance(size, bool) or size < 0 or at + size > len(binary):
         raise InvalidInput(f"input {name!r} says {BINARY_SIZE} {size!r}, but {len(binary) - at} bytes of binary "
                            "data are left after the JSON header")
-    data = _from_raw(name, datatype, shape, binary[at:at + size])
+    data = from_raw(binary[at:at + size], datatype, shape, f"the binary data of input {name!r}",
+                    f"input {name!r} has {BINARY_SIZE} {size}")
     return InputTensor(name, datatype, shape, data, parameters), size
 
 
@@ -178,17 +180,6 @@ def _shape(name: str, shape: Any) -> tuple[int, ...]:
                                               for d in shape):
         raise InvalidInput(f"input {name!r} has shape {shape!r}; send a list of non-negative integers")
     return tuple(shape)
-
-
-def _from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
-    if datatype == "BYTES":
-        return split_bytes(raw, f"the binary data of input {name!r}")
-    dtype = NUMPY_OF[datatype]
-    count = math.prod(shape)
-    if len(raw) != count * dtype.itemsize:
-        raise InvalidInput(f"input {name!r} has {BINARY_SIZE} {len(raw)}; shape {list(shape)} of {datatype} needs "
-                           f"{count * dtype.itemsize} bytes ({count} values x {dtype.itemsize} bytes)")
-    return np.frombuffer(raw, dtype=dtype)
 
 
 def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
@@ -243,22 +234,13 @@ def _outputs(entries: Any, binary_default: bool) -> tuple[list[OutputRequest], d
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"each requested output needs a 'name' (a string), got {name!r}")
-        _refuse_unknown(entry, _OUTPUT_FIELDS, f"requested output {name!r}")
+        refuse_unknown(entry, _OUTPUT_FIELDS, f"requested output {name!r}")
         parameters = dict(_object(entry.get("parameters", {}), f"'parameters' of output {name!r}"))
         binary = _flag(parameters.pop(BINARY, binary_default), f"parameter {BINARY!r} of output {name!r}")
-        count = parameters.pop(CLASSIFICATION, 0)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise InvalidInput(f"parameter {CLASSIFICATION!r} of output {name!r} must be a positive integer "
-                               f"(the number of top classes), got {count!r}")
+        count = class_count(parameters.pop(CLASSIFICATION, 0), name)
         outputs.append(OutputRequest(name, class_count=count, binary=binary, parameters=parameters))
         binary_of[name] = binary
     return outputs, binary_of
-
-
-def _raw(array: np.ndarray, datatype: str) -> bytes:
-    if datatype == "BYTES":
-        return join_bytes(array)
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def _json_data(name: str, array: np.ndarray, datatype: str) -> Any:

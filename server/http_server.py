@@ -15,13 +15,15 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import uvicorn
 
 from driftline.server.settings import ServerSettings
 
 BACKLOG = 2048
+T = TypeVar("T")
 log = logging.getLogger("driftline.server")
 
 
@@ -29,13 +31,9 @@ def start(settings: ServerSettings, app: object) -> tuple[HttpServer | None, str
     """Serve ``app`` on the settings' HTTP port (if any); returns the server and what the start line says."""
     if settings.http_port is None:
         return None, ""
-    try:
-        sock = listen(settings.host, settings.http_port, settings.reuse_port)
-    except OSError as exc:
-        if not settings.http_optional:
-            raise OSError(f"cannot serve HTTP on {settings.host}:{settings.http_port}: {exc}") from exc
-        log.warning("HTTP off: cannot listen on %s:%d (%s); pass --http-port to choose another port",
-                    settings.host, settings.http_port, exc)
+    sock = optional_port("HTTP", settings.host, settings.http_port, settings.http_optional,
+                         lambda: listen(settings.host, settings.http_port, settings.reuse_port))
+    if sock is None:
         return None, "; http off (port busy)"
     try:
         server = HttpServer(app, sock, settings)
@@ -46,6 +44,19 @@ def start(settings: ServerSettings, app: object) -> tuple[HttpServer | None, str
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     # No " on HOST:PORT" here: scripts find the gRPC port with that pattern.
     return server, f"; http {server.scheme}://{host}:{server.port}"
+
+
+def optional_port(what: str, host: str, port: int, optional: bool, open_port: Callable[[], T]) -> T | None:
+    """``open_port()``, the listener of one of the extra ports (HTTP, metrics). When it is busy: an error, or,
+    for the CLI's default port (``optional``), a warning and None: the server then runs without it."""
+    try:
+        return open_port()
+    except OSError as exc:
+        if not optional:
+            raise OSError(f"cannot serve {what} on {host}:{port}: {exc}") from exc
+        log.warning("%s off: cannot listen on %s:%d (%s); pass --%s-port to choose another port",
+                    what, host, port, exc, what.lower())
+        return None
 
 
 def listen(host: str, port: int, reuse_port: bool) -> socket.socket:

@@ -18,6 +18,7 @@ from driftline.registry.profile import Profile
 from driftline.registry.schema import SCHEMA_FILE, Schema
 from driftline.registry.store import MODEL_FILE, PROFILE_FILE
 from driftline.server.stats import VersionStats
+from driftline.server.tensors import OutputRequest
 
 log = logging.getLogger("driftline.server")
 
@@ -68,13 +69,22 @@ class ServedVersion:
     def input_dtype(self) -> np.dtype:
         return NUMPY_OF[self.inputs[0].datatype]
 
-    @property
+    @cached_property
     def input_names(self) -> tuple[str, ...]:
         return tuple(i.name for i in self.inputs)
 
     @cached_property
     def output_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.outputs)
+
+    @cached_property
+    def output_datatypes(self) -> dict[str, str]:
+        return {o.name: o.datatype for o in self.outputs}
+
+    @cached_property
+    def every_output(self) -> tuple[OutputRequest, ...]:
+        """What a request that names no output is answered: every model output (attributions cost extra)."""
+        return tuple(OutputRequest(name) for name in self.output_names)
 
 
 def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: int) -> ServedVersion:

@@ -24,6 +24,10 @@ from driftline.server.validate import FLAGGED_PARAMETER
 
 # Request parameters Triton's clients send, and the values driftline can honour.
 TIMEOUT = "timeout"  # microseconds, as Triton: the request's deadline when sooner than the transport's
+# Triton's clients ask for each request's last response to be marked. A model that is not decoupled answers a
+# request with one response, so that one carries the mark (perf_analyzer sends this on unary calls too).
+FINAL_ASKED = "triton_enable_empty_final_response"
+FINAL = "triton_final_response"
 HONOURED_ONLY_AS_DEFAULT = {
     "priority": (0,),  # one queue per version: no priority levels
     "sequence_id": (0, ""),  # no sequence batching: every request stands alone
@@ -49,7 +53,7 @@ class RequestPath:
         endpoint.in_flight.count += 1  # a swap waits for this to drop back before it returns
         rows = 0
         try:
-            deadline = _deadline(request)
+            deadline, final = _honour(request)
             _refuse_tensor_parameters(request)
             inputs, rows = decode_inputs(request.inputs, served)
             wanted = requested_outputs(request.outputs, served)
@@ -66,6 +70,8 @@ class RequestPath:
                                  [_answer(served, o, by_name[o.name]) for o in wanted])
             if flagged is not None and len(flagged):
                 result.parameters[FLAGGED_PARAMETER] = ",".join(map(str, flagged.tolist()))
+            if final:
+                result.parameters[FINAL] = True
         except BaseException as exc:
             if isinstance(exc, NotANumber) and endpoint.validator is not None:
                 endpoint.validator.refused_text(exc)
@@ -95,15 +101,16 @@ def _answer(served: ServedVersion, wanted: OutputRequest, array: np.ndarray) -> 
         labels = tuple(classes) if classes and len(classes) == width else None
         return OutputTensor(wanted.name, "BYTES", top_classes(wanted.name, array, wanted.class_count, labels,
                                                               served.batching), wanted.binary)
-    datatype = next((o.datatype for o in served.outputs if o.name == wanted.name), "FP32")  # attributions: FP32
+    datatype = served.output_datatypes.get(wanted.name, "FP32")  # attributions are FP32
     if served.batching and array.ndim == 1:
         array = array.reshape(-1, 1)  # as Triton answers an output that is only a batch dimension (service._answered)
     return OutputTensor(wanted.name, datatype, array, wanted.binary)
 
 
-def _deadline(request: InferRequest) -> float | None:
-    """The request's deadline, after checking its parameters: each is honoured or refused by name."""
-    deadline = request.deadline
+def _honour(request: InferRequest) -> tuple[float | None, bool]:
+    """The request's deadline and whether its answer is marked final, after checking its parameters: each is
+    honoured or refused by name."""
+    deadline, final = request.deadline, False
     # sequence_id first: Triton's clients send it with sequence_start/_end, and it is the one to name.
     for name, value in sorted(request.parameters.items(), key=lambda item: item[0] != "sequence_id"):
         if name == TIMEOUT:
@@ -112,14 +119,18 @@ def _deadline(request: InferRequest) -> float | None:
             if value:
                 mine = time.monotonic() + value / 1e6
                 deadline = mine if deadline is None else min(deadline, mine)
+        elif name == FINAL_ASKED:
+            if not isinstance(value, bool):
+                raise InvalidInput(f"parameter {FINAL_ASKED!r} must be a bool, got {value!r}")
+            final = value
         elif name in HONOURED_ONLY_AS_DEFAULT:
             if value not in HONOURED_ONLY_AS_DEFAULT[name]:
                 raise InvalidInput(f"parameter {name!r} = {value!r} is not supported by driftline (it has no priority "
                                    "levels and no sequence batching); leave it unset")
         else:
             raise InvalidInput(f"parameter {name!r} is not supported by driftline; remove it (request parameters "
-                               "honoured: timeout, and priority / sequence_id at their defaults)")
-    return deadline
+                               f"honoured: timeout, {FINAL_ASKED}, and priority / sequence_id at their defaults)")
+    return deadline, final
 
 
 def _refuse_tensor_parameters(request: InferRequest) -> None:

@@ -22,7 +22,7 @@ from driftline.proto import grpc_service_pb2_grpc
 from driftline.proto import model_config_pb2 as cpb
 from driftline.registry import TensorSpec
 from driftline.server import metrics, status, telemetry
-from driftline.server.grpc_wire import infer_request, infer_response, parameter_value, parameters_of
+from driftline.server.grpc_wire import infer_request, infer_response, parameters_of
 from driftline.server.load_config import load_config_batching
 from driftline.server.pipeline import RequestPath
 from driftline.server.peers import Peers, is_peer_call
@@ -35,8 +35,6 @@ from driftline.server.validate import ValidationCounts
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "driftline")
 PLATFORM = "onnxruntime_onnx"
 STREAM_WINDOW = 256  # messages of one stream in flight at once; the reader pauses beyond it
-FINAL_FLAG_ASKED = "triton_enable_empty_final_response"  # a stream request parameter of Triton's clients
-FINAL_FLAG = "triton_final_response"
 
 
 class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -93,46 +91,35 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        decoded = infer_request(request, deadline, consumed=(FINAL_FLAG_ASKED,))
-        response = infer_response(await self.path.infer(decoded))
-        if _asks_final_flag(request):  # perf_analyzer sends it on unary calls too; the one response is final
-            response.parameters[FINAL_FLAG].bool_param = True
-        return response
+        return infer_response(await self.path.infer(infer_request(request, deadline)))
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         # Messages are decoded and queued as they arrive (so one stream's requests share batches) and
         # answered in the order they came; errors travel in-band, so one bad message ends nothing.
-        in_flight: asyncio.Queue[tuple[asyncio.Task[pb.ModelInferResponse], bool] | None] = asyncio.Queue(STREAM_WINDOW)
+        in_flight: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue(STREAM_WINDOW)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await in_flight.put((asyncio.ensure_future(self._message(request)), _asks_final_flag(request)))
+                    await in_flight.put(asyncio.ensure_future(self._message(request)))
             finally:
                 await in_flight.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
-            while (item := await in_flight.get()) is not None:
-                task, final = item
+            while (task := await in_flight.get()) is not None:
                 try:
-                    response = await task
+                    yield pb.ModelStreamInferResponse(infer_response=await task)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped like the unary boundary, but in-band
                     yield pb.ModelStreamInferResponse(error_message=status.message_of(exc)[1])
-                    continue
-                if final:
-                    # Triton marks the last response of each request when asked; a model that is not
-                    # decoupled answers a request with one response, so that one is the final one.
-                    response.parameters[FINAL_FLAG].bool_param = True
-                yield pb.ModelStreamInferResponse(infer_response=response)
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
 
     async def _message(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        decoded = infer_request(request, None, consumed=(FINAL_FLAG_ASKED,))
+        decoded = infer_request(request, None)
         if telemetry.tracer is not None:
             with telemetry.stream_message():  # a unary call's request span is the RPC's own
                 return infer_response(await self.path.infer(decoded))
@@ -190,9 +177,8 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _load(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> int:
         parameters = parameters_of(request.parameters)
-        version = _version_parameter(request.parameters)
+        version = _version_parameter(parameters.pop("version", None))
         force = parameters.pop("force", False) is True
-        parameters.pop("version", None)
         batching, batches = self.repository.settings.batching_for(request.model_name), False
         if "config" in parameters:
             batching, batches = load_config_batching(str(parameters.pop("config")), request.model_name, batching)
@@ -228,10 +214,6 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
             registry=served.source,
             profile_json=served.profile.to_json() if served.profile is not None else "",
         )
-
-
-def _asks_final_flag(request: pb.ModelInferRequest) -> bool:
-    return FINAL_FLAG_ASKED in request.parameters and parameter_value(request.parameters[FINAL_FLAG_ASKED]) is True
 
 
 @contextlib.contextmanager
@@ -308,15 +290,12 @@ def _refused_load_parameter(name: str) -> str:
     return f"parameter {name!r} is not supported by RepositoryModelLoad; honoured: version, force, config"
 
 
-def _version_parameter(parameters) -> int | None:
-    if "version" not in parameters:
+def _version_parameter(value: object) -> int | None:
+    """A load request's ``version`` parameter (int64 or string); None: not given."""
+    if value is None:
         return None
-    value = parameters["version"]
-    choice = value.WhichOneof("parameter_choice")
-    if choice == "int64_param":
-        return parse_version(str(value.int64_param))
-    if choice == "string_param":
-        return parse_version(value.string_param)
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return parse_version(str(value))
     raise InvalidInput("parameter 'version' must be an int64 or a string holding a version number")
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 
+from driftline.datatypes import NUMPY_OF
 from driftline.errors import InvalidInput
 
 
@@ -102,3 +105,33 @@ def join_bytes(array: np.ndarray) -> bytes:
         parts.append(len(data).to_bytes(4, "little"))
         parts.append(data)
     return b"".join(parts)
+
+
+def from_raw(raw: bytes | memoryview, datatype: str, shape: tuple[int, ...], where: str, size_said: str
+             ) -> np.ndarray:
+    """A tensor's flat values from its raw little-endian bytes (gRPC's raw contents, HTTP's binary extension),
+    viewed without a copy. ``where`` names the bytes and ``size_said`` states their size, each in the front
+    end's own words, for the error that says what to fix."""
+    if datatype == "BYTES":
+        return split_bytes(raw, where)
+    dtype = NUMPY_OF[datatype]
+    count = math.prod(shape)
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidInput(f"{size_said}; shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes "
+                           f"({count} values x {dtype.itemsize} bytes)")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def to_raw(array: np.ndarray, datatype: str) -> bytes:
+    """The raw little-endian form of an output (the inverse of :func:`from_raw`)."""
+    if datatype == "BYTES":
+        return join_bytes(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def class_count(value: object, output: str) -> int:
+    """The ``classification`` parameter of a requested output: how many top classes to answer (0: not asked)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"parameter 'classification' of output {output!r} must be a positive integer (the "
+                           f"number of top classes), got {value!r}")
+    return value
