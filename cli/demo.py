@@ -1,8 +1,10 @@
 """driftline demo: the whole product on embedded defaults, in one command.
 
-Trains a housing model on synthetic data, serves it over gRPC and HTTP, sends ordinary and drifted
-houses, shows the drift report, refuses invalid houses, explains a prediction, retrains and hot-swaps
-to the new version while traffic flows, then serves an ONNX model brought from elsewhere.
+Trains a price model on synthetic listings (numbers, a district, a Polish description), serves it over
+gRPC and HTTP one input per column, sends ordinary and drifted listings, shows the drift report, refuses
+invalid ones, explains predictions, watches listings arrive in English from a new district (the language
+check), retrains and hot-swaps to the new version while traffic flows, then serves an ONNX model brought
+from elsewhere.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 import onnx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftline.cli import drift, explain, infer
+from driftline.cli import drift, explain
+from driftline.client import Client, ServerError
 from driftline.cli.common import parse_command
 from driftline.cli.models import run_show
 from driftline.proto import driftline_pb2 as dpb
@@ -59,107 +62,137 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(root, ignore_errors=True)
     registry = Registry(root)
 
-    step("1. Train a gradient-boosting price model on synthetic housing data and publish it")
-    first = train(TrainConfig(model="housing", estimator="gradient_boosting", rows=args.rows, seed=1,
-                              schema_overrides=LIMITS))
+    step("1. Train a gradient-boosting price model on synthetic listings (numbers, a district, a Polish "
+         "description) and publish it")
+    first = train(TrainConfig(model="housing", estimator="gradient_boosting", synthetic="listings", rows=args.rows,
+                              seed=1, schema_overrides=LIMITS))
     v1 = publish(registry, "housing", first.onnx_model, first.metadata, first.profile, first.schema)
     print(f"published housing version {v1}: holdout r2={first.metadata.metrics['r2']:.3f}, "
           f"mae={first.metadata.metrics['mae']:,.0f} PLN, data {first.metadata.data_version[:19]}...")
+    roles = ", ".join(f"{c['name']} ({c['role']})" for c in first.metadata.extra["table"]["columns"][-3:])
+    print(f"  one input per column, as skl2onnx pipelines and MLServer's pandas codec have it: ..., {roles}")
 
     step("2. Serve it over the Open Inference Protocol (gRPC and HTTP/REST)")
-    with server(root) as (address, http), grpc.insecure_channel(address) as channel:
+    with server(root) as (address, http), grpc.insecure_channel(address) as channel, Client(address) as client:
         info = driftline_pb2_grpc.DriftlineStub(channel).VersionInfo(dpb.VersionInfoRequest(name="housing"))
         print(f"gRPC at {address}, HTTP at {http}; housing version {info.version} runs on "
               f"{', '.join(info.execution_providers)}")
         doors(channel, http)
 
-        step("3. Price five ordinary houses, then send 1,000 more: drift against the training baseline stays quiet")
-        send(channel, synthetic.housing(5, seed=11))
-        traffic(channel, synthetic.housing(1000, seed=12))
+        step("3. Price five ordinary listings, then send 1,000 more: drift against the training baseline stays quiet")
+        send(client, synthetic.listings(5, seed=11))
+        traffic(client, synthetic.listings(1000, seed=12))
         show_drift(channel, address, rows=1005)
 
         step("4. Data validation: the same schema the trainer inferred judges every request")
-        judge(channel, synthetic.housing(1, seed=14), "bedrooms", -2.0)  # declared min 0: refused
-        judge(channel, synthetic.housing(1, seed=15), "year_built", 1995.5)  # inferred "whole": served, flagged
+        judge(client, "bedrooms", -2.0)  # declared min 0: refused
+        judge(client, "year_built", 1995.5)  # inferred "whole": served, flagged
+        judge(client, "district", "Garwolin")  # not a training district; the set was inferred: served, flagged
 
         step("5. Houses with garages far larger than any in training: drift alarms, attributions flag them")
-        send(channel, synthetic.housing(5, seed=11, shift="big_garages"))
-        traffic(channel, synthetic.housing(1000, seed=13, shift="big_garages"))
+        send(client, synthetic.listings(5, seed=11, shift="big_garages"))
+        traffic(client, synthetic.listings(1000, seed=13, shift="big_garages"))
         show_drift(channel, address, rows=2010, plot=workdir / "drift.png")
         print("\n  why was this one priced so? (exact TreeSHAP, computed in the same request)")
-        house = synthetic.housing(1, seed=16, shift="big_garages").select(list(synthetic.FEATURES)).to_dicts()[0]
-        explain.run(parse_command(explain, "explain", ["housing", "--server", address, "--json", json.dumps(house)]))
+        explain_row(address, synthetic.listings(1, seed=16, shift="big_garages"))
 
-        step("6. Retrain on data that has big garages, then hot-swap to it under live traffic")
-        second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", rows=args.rows, seed=2,
-                                   shift="big_garages", schema_overrides=LIMITS))
+        step("6. Listings arrive in English, from a town outside Warsaw: the language check and the new district")
+        traffic(client, synthetic.listings(3000, seed=18, shift="english_new_district"))
+        language_report(client)
+        print("\n  and what the district does to a price (per column: the one-hot features summed back)")
+        explain_row(address, by_district(client, synthetic.listings(200, seed=19)))
+
+        step("7. Retrain on data that has big garages, then hot-swap to it under live traffic")
+        second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", synthetic="listings",
+                                   rows=args.rows, seed=2, shift="big_garages", schema_overrides=LIMITS))
         v2 = publish(registry, "housing", second.onnx_model, second.metadata, second.profile, second.schema)
         print(f"published housing version {v2} (hist_gradient_boosting, trained with big garages)")
-        swap_under_traffic(channel, v2)
+        swap_under_traffic(client, v2)
 
-        step("7. Any ONNX model: two INT32 inputs, published without training data, loaded as Triton loads")
+        step("8. Any ONNX model: two INT32 inputs, published without training data, loaded as Triton loads")
         any_onnx(registry, workdir, channel, http)
 
-        step("8. The registry: versions with their lineage")
+        step("9. The registry: versions with their lineage")
         run_show(argparse.Namespace(registry=str(root), name="housing"))
     print("\ndone: the demo registry is in", root)
     return 0
 
 
-def traffic(channel: grpc.Channel, frame, chunk: int = 50) -> None:
-    features = infer.feature_names(channel, "housing")
-    rows = frame.select(features).to_numpy().astype("float32")
-    for start in range(0, len(rows), chunk):
-        infer.infer(channel, "housing", "", rows[start:start + chunk])
-    print(f"  sent {len(rows)} houses in requests of {chunk}")
+def traffic(client: Client, frame, chunk: int = 50) -> None:
+    rows = frame.select(list(synthetic.LISTING_FEATURES))
+    for start in range(0, rows.height, chunk):
+        client.infer("housing", rows[start:start + chunk])
+    print(f"  sent {rows.height} listings in requests of {chunk}")
 
 
 def show_drift(channel: grpc.Channel, address: str, rows: int, plot: Path | None = None) -> None:
-    # Drift updates run off the response path: wait until every row sent has been counted.
+    wait_for(channel, rows)
+    argv = ["housing", "--server", address] + (["--plot", str(plot)] if plot else [])
+    drift.run(parse_command(drift, "drift", argv))
+
+
+def wait_for(channel: grpc.Channel, rows: int) -> None:
+    """Drift updates run off the response path: wait until every row sent has been counted."""
     monitoring = driftline_pb2_grpc.MonitoringStub(channel)
     deadline = time.monotonic() + 10
     while monitoring.DriftReport(dpb.DriftRequest(name="housing")).current.rows < rows:
         if time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    argv = ["housing", "--server", address] + (["--plot", str(plot)] if plot else [])
-    drift.run(parse_command(drift, "drift", argv))
 
 
-def judge(channel: grpc.Channel, frame, feature: str, value: float) -> None:
-    """Send one house with ``feature`` set to ``value``; say whether it was refused, flagged or served."""
-    features = infer.feature_names(channel, "housing")
-    row = frame.select(features).to_numpy().astype("float32")
-    row[0, features.index(feature)] = value
+def language_report(client: Client) -> None:
+    """The text and category columns of the drift report, as driftline.client reads it."""
+    time.sleep(0.2)  # the monitor applies batches a few milliseconds after their answers
+    report = client.drift("housing")
+    for column in report.columns:
+        if column.name in ("district", "description", "description.language", "description.words"):
+            verdict = f"ALARM ({', '.join(column.alarms)})" if column.alarm else "quiet"
+            print(f"  {column.name:<22} {verdict:<32} {column.note}")
+
+
+def by_district(client: Client, frame):
+    """The ordinary listing whose price its district moves most."""
+    answered = client.infer("housing", frame.select(list(synthetic.LISTING_FEATURES)), explain=True)
+    return frame[int(answered["attribution[district]"].abs().arg_max())]
+
+
+def explain_row(address: str, frame) -> None:
+    row = frame.select(list(synthetic.LISTING_FEATURES)).to_dicts()[0]
+    explain.run(parse_command(explain, "explain", ["housing", "--server", address, "--json", json.dumps(row)]))
+
+
+def judge(client: Client, column: str, value: object) -> None:
+    """Send one listing with ``column`` set to ``value``; say whether it was refused, flagged or served."""
+    row = synthetic.listings(1, seed=14).select(list(synthetic.LISTING_FEATURES)).to_dicts()[0]
+    row[column] = value
     try:
-        response = infer.infer(channel, "housing", "", row)
-    except grpc.RpcError as exc:
-        print(f"  {feature}={value:g}: {exc.code().name}: {exc.details()}")
+        answered = client.infer_result("housing", [row])
+    except ServerError as exc:
+        print(f"  {column}={value!r}: {exc.status}: {exc.message}")
         return
-    flagged = response.parameters["driftline_flagged_rows"].string_param if \
-        "driftline_flagged_rows" in response.parameters else ""
-    print(f"  {feature}={value:g}: served" + (f", flagged (driftline_flagged_rows={flagged!r}): it breaks a limit "
-                                             "inferred from the training data, not a declared one" if flagged else ""))
+    print(f"  {column}={value!r}: served" + (", flagged (driftline_flagged_rows): it breaks a limit inferred from "
+                                            "the training data, not a declared one" if answered.flagged.any() else ""))
 
 
-def swap_under_traffic(channel: grpc.Channel, version: int) -> None:
+def swap_under_traffic(client: Client, version: int) -> None:
     """Callers keep sending while the server swaps versions; count failures and who answered."""
-    features = infer.feature_names(channel, "housing")
-    rows = synthetic.housing(4, seed=17).select(features).to_numpy().astype("float32")
+    rows = synthetic.listings(4, seed=17).select(list(synthetic.LISTING_FEATURES))
     stop, answered, failed = threading.Event(), Counter(), []
 
     def caller() -> None:
         while not stop.is_set():
             try:
-                answered[infer.infer(channel, "housing", "", rows).model_version] += 1
-            except grpc.RpcError as exc:
-                failed.append(exc.code().name)
+                answered[client.infer_result("housing", rows).version] += 1
+            except ServerError as exc:
+                failed.append(exc.status)
 
     callers = [threading.Thread(target=caller) for _ in range(8)]
     for thread in callers:
         thread.start()
     time.sleep(0.5)
-    swapped = driftline_pb2_grpc.AdminStub(channel).Swap(dpb.SwapRequest(name="housing", version=str(version)))
+    with grpc.insecure_channel(client.url) as channel:
+        swapped = driftline_pb2_grpc.AdminStub(channel).Swap(dpb.SwapRequest(name="housing", version=str(version)))
     time.sleep(0.5)
     stop.set()
     for thread in callers:
@@ -174,15 +207,12 @@ def step(title: str) -> None:
     print(f"\n== {title}")
 
 
-def send(channel: grpc.Channel, frame) -> None:
-    features = infer.feature_names(channel, "housing")
-    rows = frame.select(features).to_numpy().astype("float32")
-    response = infer.infer(channel, "housing", "", rows)
-    prices = infer.outputs_of(response)["prediction"].reshape(-1)
-    for garage, area, actual, predicted in zip(frame["garage_area"], frame["living_area"], frame[synthetic.TARGET],
-                                               prices, strict=True):
-        print(f"  {area:5.0f} m2, garage {garage:5.1f} m2: predicted {predicted:>12,.0f} PLN "
-              f"(synthetic price {actual:>12,.0f}) by version {response.model_version}")
+def send(client: Client, frame) -> None:
+    answered = client.infer("housing", frame.select(list(synthetic.LISTING_FEATURES)))
+    for row, predicted, version in zip(frame.iter_rows(named=True), answered["prediction"], answered["version"],
+                                       strict=True):
+        print(f"  {row['living_area']:5.0f} m2 in {row['district']:<12} garage {row['garage_area']:5.1f} m2: predicted "
+              f"{predicted:>12,.0f} PLN (synthetic price {row[synthetic.TARGET]:>12,.0f}) by version {version}")
 
 
 def doors(channel: grpc.Channel, http: str) -> None:
@@ -193,11 +223,11 @@ def doors(channel: grpc.Channel, http: str) -> None:
     print(f"  grpc.health.v1.Health/Check(service='housing'): {named}")
     with urllib.request.urlopen(f"{http}/v2/health/ready", timeout=10) as answer:
         print(f"  GET {http}/v2/health/ready: {answer.status}")
-    features = infer.feature_names(channel, "housing")
-    row = synthetic.housing(1, seed=10).select(features).to_numpy().astype("float32")
-    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(row.shape), "data": row.ravel().tolist()}]}
+    row = synthetic.listings(1, seed=10).select(list(synthetic.LISTING_FEATURES)).to_dicts()[0]
+    body = {"inputs": [{"name": name, "datatype": "BYTES" if isinstance(value, str) else "FP32", "shape": [1, 1],
+                        "data": [value]} for name, value in row.items()]}
     answer = post_json(f"{http}/v2/models/housing/infer", body)
-    print(f"  POST {http}/v2/models/housing/infer (JSON): prediction "
+    print(f"  POST {http}/v2/models/housing/infer (JSON, one input per column): prediction "
           f"{answer['outputs'][0]['data'][0]:,.0f} PLN by version {answer['model_version']}")
 
 
@@ -216,7 +246,9 @@ def any_onnx(registry: Registry, workdir: Path, channel: grpc.Channel, http: str
     for name, value in (("INPUT0", a), ("INPUT1", b)):
         request.inputs.add(name=name, datatype="INT32", shape=value.shape)
         request.raw_input_contents.append(value.tobytes())
-    answer = infer.outputs_of(inference.ModelInfer(request))
+    response = inference.ModelInfer(request)
+    answer = {o.name: np.frombuffer(raw, dtype=np.int32).reshape(o.shape)
+              for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
     print(f"  gRPC: {a.tolist()} + {b.tolist()} = {answer['OUTPUT0'].tolist()}, "
           f"difference {answer['OUTPUT1'].tolist()}")
     body = {"inputs": [{"name": n, "datatype": "INT32", "shape": [1, 4], "data": v.ravel().tolist()}

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 def as_json(response: Any, section: Any) -> dict[str, Any]:
     def column(c: Any) -> dict[str, Any]:
         return {"name": c.name, "kind": c.kind, "rows": c.rows, **{s: _finite(getattr(c, s)) for s in STATISTICS},
-                "alarm": c.alarm, "alarms": list(c.alarms)}
+                "p_value": _probability(c.p_value), "p_adjusted": _probability(c.p_adjusted), "note": c.note,
+                "discrete": c.discrete, "alarm": c.alarm, "alarms": list(c.alarms)}
 
     return {
         "model": response.name,
@@ -80,22 +81,25 @@ def as_json(response: Any, section: Any) -> dict[str, Any]:
 def print_table(summary: dict[str, Any], window: str) -> None:
     state = "ALARM" if summary["alarm"] else "ok"
     print(f"{summary['model']} version {summary['version']}: {summary['rows']} rows, {window}: {state}")
-    header = ("COLUMN", "ROWS", "PSI", "JS", "KS", "W1", "MEAN SHIFT", "ALARM")
+    header = ("COLUMN", "ROWS", "PSI", "JS", "KS", "W1", "MEAN SHIFT", "P ADJ", "ALARM")
     rows = [header]
     for group in ("features", "prediction"):
         for c in summary[group]:
-            rows.append((c["name"], str(c["rows"]), *(_fmt(c[s]) for s in STATISTICS),
-                         ",".join(c["alarms"]) if c["alarm"] else ""))
+            rows.append((c["name"], str(c["rows"]), *(_fmt(c[s]) for s in STATISTICS), _fmt(c.get("p_adjusted")),
+                         _verdict(c)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
-        print("  ".join(cell.rjust(w) if 0 < i < 7 else cell.ljust(w)
+        print("  ".join(cell.rjust(w) if 0 < i < len(header) - 1 else cell.ljust(w)
                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
     attribution = summary.get("attribution") or {}
     shares = [c for c in attribution.get("features", []) if c["rows"]]
     if shares:
         moved = [c for c in shares if c["alarm"]]
+        # a quiet share with too few sampled rows has not been checked: say so rather than "as in training"
+        unchecked = next((c["note"] for c in shares if c.get("note")), "")
+        verdict = unchecked or "as in training"
         print(f"attribution shares ({shares[0]['rows']} sampled rows): "
-              + (", ".join(f"{c['name']} ({','.join(c['alarms'])})" for c in moved) if moved else "as in training"))
+              + (", ".join(f"{c['name']} ({','.join(c['alarms'])})" for c in moved) if moved else verdict))
     if attribution.get("flagged_rows"):
         print(f"rows driven by values outside the training range: {attribution['flagged_rows']} of "
               f"{attribution['sampled_rows']} explained")
@@ -113,6 +117,18 @@ def print_table(summary: dict[str, Any], window: str) -> None:
 
 def _finite(value: float) -> float | None:
     return None if value != value or value in (float("inf"), float("-inf")) else round(value, 6)
+
+
+def _probability(value: float) -> float | None:
+    """Six significant digits: rounding to decimals would turn every strong result into 0."""
+    return None if value != value else float(f"{value:.6g}")
+
+
+def _verdict(column: dict[str, Any]) -> str:
+    """The alarms, else why the column could not alarm (an empty cell would read as "no drift")."""
+    if column["alarm"]:
+        return ",".join(column["alarms"])
+    return column.get("note") or ""
 
 
 def _fmt(value: float | None) -> str:

@@ -22,59 +22,56 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import grpc
-
     from driftline.attribution import ATTRIBUTION, ATTRIBUTION_BASE
-    from driftline.cli.infer import feature_names, outputs_of, rows_matrix
+    from driftline.client import Client, ServerError
     from driftline.errors import InvalidInput
-    from driftline.proto import grpc_service_pb2 as pb
-    from driftline.proto import grpc_service_pb2_grpc
 
     try:
         row = json.loads(args.json)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"--json is not valid JSON: {exc}") from exc
+    if not isinstance(row, dict):
+        raise InvalidInput('--json takes one row as an object, e.g. {"living_area": 84, "district": "Wola"}')
     try:
-        with grpc.insecure_channel(args.server) as channel:
-            features = feature_names(channel, args.name, args.version, args.timeout)
-            stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=args.name, version=args.version),
-                                      timeout=args.timeout)
-            offered = [o.name for o in meta.outputs]
-            if ATTRIBUTION not in offered:
-                print(f"driftline explain: {args.name} offers no attributions (outputs: {', '.join(offered)})",
-                      file=sys.stderr)
+        with Client(args.server, timeout=args.timeout) as client:
+            info = client.model_info(args.name, args.version)
+            if not info.explainable:
+                offered = ", ".join(t.name for t in info.outputs)
+                print(f"driftline explain: {args.name} offers no attributions (outputs: {offered})", file=sys.stderr)
                 return 1
-            request = pb.ModelInferRequest(model_name=args.name, model_version=args.version)
-            rows = rows_matrix([row], features)
-            request.inputs.add(name=meta.inputs[0].name, datatype="FP32", shape=rows.shape)
-            request.raw_input_contents.append(rows.astype("<f4").tobytes())
-            for name in offered:
-                request.outputs.add(name=name)
-            response = stub.ModelInfer(request, timeout=args.timeout)
-    except grpc.RpcError as exc:
-        print(f"driftline explain: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            result = client.infer_result(args.name, [row], version=args.version, explain=True)
+    except ServerError as exc:
+        print(f"driftline explain: {exc.status}: {exc.message}", file=sys.stderr)
         return 1
-    outputs = outputs_of(response)
-    contributions = sorted(zip(features, outputs[ATTRIBUTION][0].tolist(), rows[0].tolist(), strict=True),
-                           key=lambda item: -abs(item[1]))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    outputs = result.outputs
+    contributions = sorted(zip(result.columns, outputs[ATTRIBUTION][0].tolist(), [row[c] for c in result.columns],
+                               strict=True), key=lambda item: -abs(item[1]))
     base = float(outputs[ATTRIBUTION_BASE][0, 0])
     answer = {k: v[0].reshape(-1).tolist() for k, v in outputs.items() if k not in (ATTRIBUTION, ATTRIBUTION_BASE)}
     if args.output_json:
-        print(json.dumps({"model": response.model_name, "version": response.model_version, "outputs": answer,
+        print(json.dumps({"model": result.model, "version": result.version, "outputs": answer,
                           "base": base, "contributions": [{"feature": f, "value": x, "contribution": c}
                                                           for f, c, x in contributions]}, indent=2))
     else:
-        print(f"{response.model_name} version {response.model_version}: "
+        print(f"{result.model} version {result.version}: "
               + "; ".join(f"{k} {', '.join(_num(x) for x in v)}" for k, v in answer.items()))
         print(f"  starts from {_num(base)} (the average over the training data), then:")
         for feature, contribution, value in contributions:
-            print(f"  {_num(contribution, sign=True):>14}  {feature} = {value:g}")
+            print(f"  {_num(contribution, sign=True):>14}  {feature} = {_value(value)}")
         print(f"  = {_num(base + sum(c for _, c, _ in contributions))} (raw model output)")
     if args.plot:
-        _plot(args.plot, response, contributions, base)
+        _plot(args.plot, result, contributions, base)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def _value(value: object, width: int = 60) -> str:
+    """A cell as a reader wants it: numbers short, text quoted and cut."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= width else value[: width - 3] + "...")
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
 def _num(x: float, sign: bool = False) -> str:
@@ -90,12 +87,12 @@ def _plot(path: str, response, contributions, base: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{f} = {x:g}" for f, _, x in contributions][::-1]
+    labels = [f"{f} = {_value(x, 30)}" for f, _, x in contributions][::-1]
     values = [c for _, c, _ in contributions][::-1]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(values) + 1.5))
     ax.barh(labels, values, color=["#d9534f" if v > 0 else "#5b8fd9" for v in values])
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_title(f"{response.model_name} v{response.model_version}: contributions from a base of {base:,.0f}",
+    ax.set_title(f"{response.model} v{response.version}: contributions from a base of {base:,.0f}",
                  fontsize=10)
     ax.tick_params(labelsize=8)
     fig.tight_layout()

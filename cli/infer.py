@@ -9,12 +9,13 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
+import polars as pl
 
 from driftline.cli.common import add_server
+from driftline.client import Client, InferResult, ServerError
+from driftline.client import feature_names as feature_names  # demo and explain read it from here
 from driftline.datatypes import NUMPY_OF
 from driftline.errors import InvalidInput
-from driftline.proto import driftline_pb2 as dpb
-from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.server import telemetry
@@ -46,28 +47,20 @@ def run(args: argparse.Namespace) -> int:
         if trace_id:
             print(f"trace {trace_id[0]}", file=sys.stderr, flush=True)
         try:
-            with grpc.insecure_channel(args.server) as channel:
-                features = feature_names(channel, args.name, args.version, args.timeout, metadata)
-                records = _records(args)
-                if args.csv:  # a file may carry more columns (the target, ids): use the features only
-                    records = [{f: r[f] for f in features if f in r} for r in records]
-                response = infer(channel, args.name, args.version, rows_matrix(records, features), args.timeout,
-                                 metadata)
-        except grpc.RpcError as exc:
-            print(f"driftline infer: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            with Client(args.server, timeout=args.timeout, headers=dict(metadata)) as client:
+                # A file may carry more columns (the target, ids) than the model takes; typed rows may not.
+                result = client.infer_result(args.name, _rows(args), version=args.version, drop_extra=bool(args.csv))
+        except ServerError as exc:
+            print(f"driftline infer: {exc.status}: {exc.message}", file=sys.stderr)
             return 1
-    print_predictions(response)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+    print_predictions(result)
     return 0
 
 
-def feature_names(channel: grpc.Channel, name: str, version: str = "", timeout: float = 30.0,
-                  metadata: Sequence[tuple[str, str]] = ()) -> list[str]:
-    stub = driftline_pb2_grpc.DriftlineStub(channel)
-    info = stub.VersionInfo(dpb.VersionInfoRequest(name=name, version=version), timeout=timeout,
-                            metadata=tuple(metadata))
-    return list(info.feature_names)
-
-
+# The raw-channel helpers below serve driftline demo and explain, which build their own requests on a
+# channel they already hold; new code should use driftline.client.Client.
 def rows_matrix(records: Sequence[dict[str, object]], features: Sequence[str]) -> np.ndarray:
     """Records as a float32 matrix in the model's feature order; missing or unknown keys are errors."""
     matrix = np.empty((len(records), len(features)), dtype=np.float32)
@@ -100,16 +93,10 @@ def outputs_of(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     return arrays
 
 
-def print_predictions(response: pb.ModelInferResponse) -> None:
-    arrays = outputs_of(response)
-    print(f"{response.model_name} version {response.model_version}:")
-    rows = next(iter(arrays.values())).shape[0] if arrays else 0
-    for i in range(rows):
-        cells = []
-        for name, array in arrays.items():
-            value = array[i]
-            cells.append(f"{name}={_format(value)}")
-        print(f"  row {i}: " + "  ".join(cells))
+def print_predictions(result: InferResult) -> None:
+    print(f"{result.model} version {result.version}:")
+    for i in range(len(result.flagged)):
+        print(f"  row {i}: " + "  ".join(f"{name}={_format(array[i])}" for name, array in result.outputs.items()))
 
 
 def _format(value: np.ndarray) -> str:
@@ -120,7 +107,7 @@ def _format(value: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in flat) + "]"
 
 
-def _records(args: argparse.Namespace) -> list[dict[str, object]]:
+def _rows(args: argparse.Namespace) -> list[dict[str, object]] | pl.DataFrame:
     if args.json is not None:
         try:
             parsed = json.loads(args.json)
@@ -130,4 +117,4 @@ def _records(args: argparse.Namespace) -> list[dict[str, object]]:
         if not all(isinstance(r, dict) for r in records):
             raise InvalidInput("--json must be an object or a list of objects")
         return records
-    return read_table(args.csv).to_dicts()
+    return read_table(args.csv)

@@ -18,12 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_registry(p)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="PATH", help="training data, CSV or Parquet")
-    source.add_argument("--synthetic", choices=["housing"], default="housing", help="make data instead (default)")
+    source.add_argument("--synthetic", choices=sorted(synthetic.DATASETS), default="housing",
+                        help="make data instead (default housing; listings adds a district and a Polish description)")
     p.add_argument("--target", metavar="COLUMN", help="target column (required with --data)")
     p.add_argument("--features", metavar="A,B,...", help="feature columns in input order (default: all but target)")
     p.add_argument("--rows", type=int, default=5000, help="rows of synthetic data (default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed for synthetic data, the split and the estimator")
-    p.add_argument("--shift", choices=sorted(synthetic.SHIFTS), help="make drifted synthetic data")
+    p.add_argument("--shift", choices=sorted({s for shifts in synthetic.DATASETS.values() for s in shifts}),
+                   help="make drifted synthetic data")
     p.add_argument("--estimator", choices=estimators.ESTIMATORS, default="gradient_boosting")
     p.add_argument("--task", choices=["auto", "regression", "classification"], default="auto")
     p.add_argument("--holdout", type=float, default=0.2, help="fraction kept out for evaluation (default 0.2)")

@@ -57,6 +57,26 @@ class LinearExplainer:
         return phi, self.means @ self.weights + self.intercepts
 
 
+@dataclass(frozen=True)
+class GroupedExplainer:
+    """Attributions of encoded features summed back to the column each came from.
+
+    Exact when every encoded feature is a function of one column (one-hot, TF-IDF, a number passed through):
+    a Shapley value is additive over such a grouping, so a column's attribution is the sum of its features'.
+    """
+
+    inner: Explainer
+    membership: np.ndarray  # float64 [encoded features, columns]: 1 where feature j came from column c
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return f"{self.inner.method}, summed per column"
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        phi, base = self.inner.explain(X)
+        return np.einsum("rfo,fc->rco", phi, self.membership), base
+
+
 def _ops(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node]
 
@@ -72,7 +92,17 @@ def attach_cover(model: onnx.ModelProto, X: np.ndarray) -> onnx.ModelProto:
     return with_cover(model, compute_cover(ensemble, np.ascontiguousarray(X, dtype=np.float32)))
 
 
-def explainer_for(model: onnx.ModelProto, feature_means: np.ndarray | None) -> Explainer | None:
+def explainer_for(model: onnx.ModelProto, feature_means: np.ndarray | None,
+                  groups: tuple[int, ...] = (), columns: int = 0) -> Explainer | None:
+    """The model's explainer; with ``groups`` (encoded feature -> column, of ``columns``), one that answers per
+    column."""
+    if groups:
+        inner = explainer_for(model, feature_means)
+        if inner is None:
+            return None
+        membership = np.zeros((len(groups), max(columns, max(groups) + 1)))
+        membership[np.arange(len(groups)), np.asarray(groups)] = 1.0
+        return GroupedExplainer(inner, membership)
     ops = _ops(model)
     if any(op in TREE_OPS for op in ops):
         try:

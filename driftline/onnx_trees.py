@@ -41,6 +41,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from driftline.kernels.treeshap import TreeEnsemble
+from driftline.registry.table import ENCODED_OUTPUT
 
 __all__ = ["TREE_OPS", "find_tree_node", "read_tree_ensemble", "with_cover"]
 
@@ -98,6 +99,9 @@ def _below_f32(t: np.ndarray) -> np.ndarray:
 
 def _n_features(model: onnx.ModelProto, node: onnx.NodeProto, max_feature: int) -> int:
     inputs = {i.name: i for i in model.graph.input}
+    # A mixed-table model (trainer/table_pipeline.py) publishes the matrix its trees read as ENCODED_OUTPUT;
+    # the attributions are then of those encoded features, which the caller reads off that output.
+    inputs.update({o.name: o for o in model.graph.output if o.name == ENCODED_OUTPUT})
     producers = {out: n for n in model.graph.node for out in n.output}
     src = node.input[0]
     while src not in inputs and src in producers and producers[src].op_type in ("Cast", "Identity"):

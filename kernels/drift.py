@@ -55,11 +55,17 @@ class BinLayout:
     ``edges``: float64 [columns, max(1, max n_edges)], padded with +inf; ``n_edges``: int64 [columns];
     ``is_categorical``: bool [columns]. A column has ``n_edges[c] + 1`` bins; states are
     ``[columns, width]`` with ``width = max(n_edges) + 1``.
+
+    ``is_discrete``: bool [columns] (default all False): a numeric column whose training values are exactly
+    its interior edges (``e[0..k-2]``, ``e[k-1]`` the next float above the last), so every interior bin holds
+    one value. Binning ignores it; the statistics read it to put a bin's mass at a point instead of
+    spreading it over the bin (see :mod:`driftline.kernels.drift_stats`).
     """
 
     edges: np.ndarray
     n_edges: np.ndarray
     is_categorical: np.ndarray
+    is_discrete: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         edges = np.ascontiguousarray(self.edges, dtype=np.float64)
@@ -76,9 +82,18 @@ class BinLayout:
             row = edges[c, : n_edges[c]]
             if not np.all(np.isfinite(row)) or np.any(np.diff(row) <= 0):
                 raise ValueError(f"column {c}: edges must be finite and strictly increasing, got {row.tolist()}")
+        if self.is_discrete is None:
+            is_discrete = np.zeros(n_edges.shape, dtype=np.bool_)
+        else:
+            is_discrete = np.ascontiguousarray(self.is_discrete, dtype=np.bool_)
+        if is_discrete.shape != n_edges.shape:
+            raise ValueError(f"is_discrete has shape {is_discrete.shape}, expected {n_edges.shape}")
+        if np.any(is_discrete & is_categorical):
+            raise ValueError(f"categorical columns cannot be discrete: {np.flatnonzero(is_discrete & is_categorical)}")
         object.__setattr__(self, "edges", edges)
         object.__setattr__(self, "n_edges", n_edges)
         object.__setattr__(self, "is_categorical", is_categorical)
+        object.__setattr__(self, "is_discrete", is_discrete)
 
     @property
     def columns(self) -> int:
@@ -94,11 +109,15 @@ class BinLayout:
         return self.n_edges + 1
 
     @classmethod
-    def from_columns(cls, edges: list[np.ndarray | list[float]], categories: list[int | None]) -> BinLayout:
+    def from_columns(cls, edges: list[np.ndarray | list[float]], categories: list[int | None],
+                     discrete: list[bool] | None = None) -> BinLayout:
         """One entry per column: numeric columns give their edges (``categories[c]`` None), categorical
-        ones give ``categories[c] = K`` (their ``edges[c]`` is ignored)."""
+        ones give ``categories[c] = K`` (their ``edges[c]`` is ignored); ``discrete[c]`` marks a numeric
+        column as discrete (default: none is)."""
         if len(edges) != len(categories):
             raise ValueError(f"{len(edges)} edge lists for {len(categories)} columns")
+        if discrete is not None and len(discrete) != len(edges):
+            raise ValueError(f"{len(discrete)} discrete flags for {len(edges)} columns")
         sizes = [len(e) if k is None else int(k) for e, k in zip(edges, categories, strict=True)]
         padded = np.full((len(sizes), max([1, *sizes])), np.inf)
         for c, (e, k) in enumerate(zip(edges, categories, strict=True)):
@@ -106,7 +125,9 @@ class BinLayout:
                 padded[c, : len(e)] = np.asarray(e, dtype=np.float64)
             else:
                 padded[c, : int(k)] = np.arange(int(k), dtype=np.float64)  # not read; shows the codes
-        return cls(padded, np.asarray(sizes, dtype=np.int64), np.asarray([k is not None for k in categories]))
+        is_discrete = np.zeros(len(sizes), dtype=np.bool_) if discrete is None else np.asarray(discrete, dtype=np.bool_)
+        return cls(padded, np.asarray(sizes, dtype=np.int64), np.asarray([k is not None for k in categories]),
+                   is_discrete)
 
 
 # --------------------------------------------------------------------------- state

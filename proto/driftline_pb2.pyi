@@ -41,7 +41,7 @@ class DriftRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ColumnDrift(_message.Message):
-    __slots__ = ("name", "kind", "rows", "psi", "js", "ks", "wasserstein", "mean_shift", "chi2", "alarm", "alarms", "source")
+    __slots__ = ("name", "kind", "rows", "psi", "js", "ks", "wasserstein", "mean_shift", "chi2", "alarm", "alarms", "source", "p_value", "p_adjusted", "note", "discrete")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,10 @@ class ColumnDrift(_message.Message):
     ALARM_FIELD_NUMBER: _ClassVar[int]
     ALARMS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    P_ADJUSTED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    DISCRETE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     rows: int
@@ -66,7 +70,11 @@ class ColumnDrift(_message.Message):
     alarm: bool
     alarms: _containers.RepeatedScalarFieldContainer[str]
     source: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., mean_shift: _Optional[float] = ..., chi2: _Optional[float] = ..., alarm: bool = ..., alarms: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
+    p_value: float
+    p_adjusted: float
+    note: str
+    discrete: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., mean_shift: _Optional[float] = ..., chi2: _Optional[float] = ..., alarm: bool = ..., alarms: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., p_value: _Optional[float] = ..., p_adjusted: _Optional[float] = ..., note: _Optional[str] = ..., discrete: bool = ...) -> None: ...
 
 class DriftSection(_message.Message):
     __slots__ = ("rows", "alarm", "features", "outputs", "attribution")

@@ -9,7 +9,8 @@ come from one piece of code and one bin convention (see :mod:`driftline.kernels.
   ``edges[0]`` is the training minimum, a discrete column (bedrooms) gets one bin per distinct value when
   each value holds at least ``1/bins`` of the rows, every interior bin holds training rows, and the
   underflow bin (``v < edges[0]``) and overflow bin (``v > training max``) count live values outside the
-  training range;
+  training range. When every distinct training value got its own bin that way (a 0/1 flag, a count of
+  rooms), the column is marked ``discrete`` and the drift statistics compare it as point masses;
 * categorical columns (integer codes ``0..K-1``, e.g. a classifier's ``label``): one bin per code plus an
   "other" bin for anything else; ``counts`` are the category frequencies.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from driftline.kernels.words import count_ids
 from driftline.kernels.drift import (
     BinLayout,
     DriftState,
@@ -39,7 +41,10 @@ from driftline.kernels.drift import (
 PROFILE_FORMAT = 1
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
-KINDS = (NUMERIC, CATEGORICAL)
+# A text column's word table: categorical over word ids, but every word of a row is one observation, so its
+# ``count`` is the number of words and it has no missing rows (see registry/table_view.py).
+WORDS = "words"
+KINDS = (NUMERIC, CATEGORICAL, WORDS)
 DEFAULT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -52,6 +57,8 @@ class ColumnProfile:
     are none). ``quantiles`` (numeric only; linear interpolation over the finite values) are at the
     profile's ``quantile_levels``. ``counts`` has one entry per bin: ``len(edges) + 1`` for numeric
     columns (underflow first, overflow last), ``categories + 1`` for categorical ones ("other" last).
+    ``discrete``: a numeric column whose edges are its distinct training values plus the next float above
+    the maximum (written to JSON only when true, so older profiles read as not discrete).
     """
 
     name: str
@@ -67,6 +74,7 @@ class ColumnProfile:
     edges: tuple[float, ...] = ()
     quantiles: tuple[float, ...] | None = None
     categories: int | None = None
+    discrete: bool = False
 
     @property
     def frequencies(self) -> np.ndarray:
@@ -83,6 +91,8 @@ class ColumnProfile:
         if self.kind == NUMERIC:
             out["quantiles"] = [encode_float(q) for q in (self.quantiles or ())]
             out["edges"] = [encode_float(e) for e in self.edges]
+            if self.discrete:
+                out["discrete"] = True
         else:
             out["categories"] = self.categories
         out["counts"] = list(self.counts)
@@ -100,8 +110,11 @@ class ColumnProfile:
             counts=tuple(_int(c) for c in data["counts"]),
         )
         if kind == NUMERIC:
+            discrete = data.get("discrete", False)
+            if not isinstance(discrete, bool):
+                raise ValueError(f"column {data.get('name')!r}: discrete must be true or false, got {discrete!r}")
             column = cls(**common, edges=tuple(decode_float(e) for e in data["edges"]),
-                         quantiles=tuple(decode_float(q) for q in data["quantiles"]))
+                         quantiles=tuple(decode_float(q) for q in data["quantiles"]), discrete=discrete)
             expected_bins = len(column.edges) + 1
             if len(column.quantiles or ()) != n_quantiles:
                 raise ValueError(f"column {column.name!r}: {len(column.quantiles or ())} quantiles for "
@@ -131,7 +144,7 @@ class Profile:
         if len(set(names)) != len(names):
             raise ValueError(f"column names must be unique: {names}")
         for c in self.columns:
-            if c.count + c.missing != self.rows:
+            if c.kind != WORDS and c.count + c.missing != self.rows:
                 raise ValueError(f"column {c.name!r}: count {c.count} + missing {c.missing} != rows {self.rows}")
         self.layout  # noqa: B018 - validates the edges now rather than at the first report
 
@@ -154,7 +167,8 @@ class Profile:
         """The bins the server's kernels use for this profile's columns."""
         return BinLayout.from_columns(
             [list(c.edges) for c in self.columns],
-            [c.categories if c.kind == CATEGORICAL else None for c in self.columns],
+            [c.categories if c.kind != NUMERIC else None for c in self.columns],
+            [c.discrete for c in self.columns],
         )
 
     @cached_property
@@ -213,11 +227,14 @@ class Profile:
 
 def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds: Sequence[str] | None = None,
                   categories: Mapping[str, int] | None = None,
-                  quantile_levels: Sequence[float] = DEFAULT_QUANTILES) -> Profile:
+                  quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
+                  word_ids: Mapping[str, np.ndarray] | None = None) -> Profile:
     """Profile the training rows ``X`` [rows, columns], column ``c`` named ``names[c]``.
 
     ``kinds[c]`` is "numeric" (default) or "categorical". A categorical column holds integer codes; it has
-    ``categories[name]`` categories if given, else ``max code + 1``. Pass ``X`` exactly as it is served
+    ``categories[name]`` categories if given, else ``max code + 1``. A "words" column (a text column's word table)
+    is NaN in ``X``; its words are ``word_ids[name]`` (ids ``0..categories[name]-1``), counted with the server's
+    kernel. Pass ``X`` exactly as it is served
     (float32 features stay float32) so training and live values are binned identically.
     """
     X = _as_float_rows(X)
@@ -230,7 +247,7 @@ def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds:
     if int(bins) < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
     categories = dict(categories or {})
-    unknown = set(categories) - {n for n, k in zip(names, kinds, strict=True) if k == CATEGORICAL}
+    unknown = set(categories) - {n for n, k in zip(names, kinds, strict=True) if k != NUMERIC}
     if unknown:
         raise ValueError(f"categories given for columns that are not categorical: {sorted(unknown)}")
     levels = tuple(float(q) for q in quantile_levels)
@@ -239,6 +256,7 @@ def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds:
 
     edges: list[list[float]] = []
     n_categories: list[int | None] = []
+    discrete: list[bool] = []
     finite_values = []
     for c, (name, kind) in enumerate(zip(names, kinds, strict=True)):
         column = X[:, c].astype(np.float64)
@@ -247,11 +265,18 @@ def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds:
         if kind == NUMERIC:
             edges.append(quantile_edges(finite, int(bins)))
             n_categories.append(None)
+            discrete.append(is_discrete(finite, edges[-1]))
         else:
             edges.append([])
             n_categories.append(_categories(name, column, categories.get(name)))
+            discrete.append(False)
 
     state = state_of(X, BinLayout.from_columns(edges, n_categories))  # the server's kernel
+    for c, (name, kind) in enumerate(zip(names, kinds, strict=True)):
+        if kind == WORDS:
+            words = np.asarray((word_ids or {}).get(name, ()), dtype=np.int64)
+            count_ids(words, state.counts[c, : n_categories[c] + 1])
+            state.missing[c] = 0
     variance = state.variance()
     columns = []
     for c, (name, kind) in enumerate(zip(names, kinds, strict=True)):
@@ -265,7 +290,7 @@ def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds:
             finite=int(state.n[c]), min=float(state.min[c]), max=float(state.max[c]),
             mean=float(state.mean[c]) if state.n[c] else math.nan, variance=float(variance[c]),
             counts=tuple(state.counts[c, :n_bins].tolist()), edges=tuple(edges[c]), quantiles=quantiles,
-            categories=n_categories[c],
+            categories=n_categories[c], discrete=discrete[c],
         ))
     return Profile(columns=tuple(columns), rows=int(X.shape[0]), bins=int(bins), quantile_levels=levels)
 
@@ -292,6 +317,20 @@ def quantile_edges(finite: np.ndarray, bins: int) -> list[float]:
     if np.isfinite(top):  # else the largest float64 itself lands in the overflow bin
         edges = np.append(edges, top)
     return np.unique(edges).tolist()
+
+
+def is_discrete(finite: np.ndarray, edges: Sequence[float]) -> bool:
+    """Whether ``edges`` give every distinct value of ``finite`` its own bin: the edges are exactly the sorted
+    distinct values plus the next float above the largest (what :func:`quantile_edges` makes of a column with
+    at most ``bins`` values that each hold enough rows)."""
+    if finite.size == 0:
+        return False
+    values = np.unique(finite)
+    with np.errstate(over="ignore"):
+        top = np.nextafter(values[-1], np.inf)
+    if not np.isfinite(top) or len(edges) != values.size + 1:
+        return False
+    return bool(np.array_equal(np.asarray(edges, dtype=np.float64), np.append(values, top)))
 
 
 def _categories(name: str, column: np.ndarray, given: int | None) -> int:

@@ -73,8 +73,9 @@ def build(settings: ServerSettings) -> Built:
     path = RequestPath(repository)  # the one request path; each front end parses into it
     inference = InferenceService(repository, peers, path)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
-    driftline_pb2_grpc.add_DriftlineServicer_to_server(DriftlineService(repository), server)
-    driftline_pb2_grpc.add_MonitoringServicer_to_server(MonitoringService(repository, peers), server)
+    driftline_service, monitoring = DriftlineService(repository), MonitoringService(repository, peers)
+    driftline_pb2_grpc.add_DriftlineServicer_to_server(driftline_service, server)
+    driftline_pb2_grpc.add_MonitoringServicer_to_server(monitoring, server)
     admin = AdminService(repository, peers, settings.workers)
     driftline_pb2_grpc.add_AdminServicer_to_server(admin, server)
     health = Health(repository, asyncio.get_running_loop())
@@ -98,7 +99,8 @@ def build(settings: ServerSettings) -> Built:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (in use, or not an address of this machine)")
     if settings.peer_dir is not None:
         server.add_insecure_port(f"unix:{socket_path(settings.peer_dir, settings.worker_index)}")
-    http = HttpApi(inference, path, guard, settings.max_message_bytes)  # the second front end, same path
+    # the second front end, same path; driftline's own reads (version, drift) too
+    http = HttpApi(inference, path, guard, settings.max_message_bytes, driftline_service, monitoring)
     return Built(server, port, repository, pool, admin, peers, health, http)
 
 

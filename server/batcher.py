@@ -26,6 +26,7 @@ import numpy as np
 from driftline.errors import DeadlineExpired, Unavailable
 from driftline.server import metrics, telemetry
 from driftline.registry.columns import tensor_view
+from driftline.registry.table_view import TableView
 from driftline.server.model import ServedVersion
 from driftline.server.run import run_batch
 
@@ -61,6 +62,7 @@ class Pending:
     enqueued_ns: int
     deadline: float | None  # time.monotonic() seconds; None: no deadline
     span: Any = None  # the request's span, to link its batch to (tracing on only)
+    view: TableView | None = None  # a mixed table's rows as validated, handed on to monitoring
 
 
 @dataclass
@@ -68,10 +70,17 @@ class Batch:
     """What one onnxruntime call did, handed to observers (monitoring) after the callers are answered."""
 
     version: ServedVersion
-    rows: np.ndarray  # what the monitor reads as features: a tabular model's rows, else per-row input summaries
+    rows: np.ndarray | None  # what the monitor reads as features: a tabular model's rows, else per-row input summaries;
+    # None for a mixed table, whose monitor reads ``views`` (or computes them from ``inputs``)
     outputs: dict[str, np.ndarray]
     requests: int
     trace: Any = None  # the batch span's SpanContext (tracing on, a sampled request in the batch), for the drift update
+    inputs: dict[str, np.ndarray] | None = None  # a mixed table's columns, for the values its flags name
+    views: list[TableView] | None = None  # each request's validated view of a mixed table (None: not validated)
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows) if self.rows is not None else len(next(iter(self.outputs.values())))
 
 
 BatchObserver = Callable[[Batch], None]
@@ -98,8 +107,8 @@ class Batcher:
     def busy(self) -> bool:
         return bool(self._queue) or self._running > 0
 
-    def submit(self, inputs: dict[str, np.ndarray], deadline: float | None, rows: int | None = None
-               ) -> asyncio.Future[list[np.ndarray]]:
+    def submit(self, inputs: dict[str, np.ndarray], deadline: float | None, rows: int | None = None,
+               view: TableView | None = None) -> asyncio.Future[list[np.ndarray]]:
         """Queue one request's inputs (by name; ``rows`` is their shared first dimension, taken from them when
         None); the future resolves to every output of the model, in output order, for this request."""
         if rows is None:
@@ -111,7 +120,7 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         pending = Pending(inputs, rows, loop.create_future(), time.perf_counter_ns(), deadline,
-                          telemetry.current_span() if telemetry.tracer is not None else None)
+                          telemetry.current_span() if telemetry.tracer is not None else None, view)
         self._queue.append(pending)
         self._queued_rows += rows
         self.metrics.queued(len(self._queue))
@@ -215,14 +224,22 @@ class Batcher:
                 member.future.set_result(outputs if len(members) == 1 else [out[offset:end] for out in outputs])
             offset = end
         if self.observers:
-            by_name = dict(zip(served.output_names, outputs, strict=True))
-            if served.tabular:
-                features = inputs[served.input.name]
-            else:
-                features, by_name = tensor_view(inputs, by_name, served.batching)
-            batch = Batch(served, features, by_name, len(members), trace.context if trace is not None else None)
+            batch = self._batch(members, inputs, outputs, trace.context if trace is not None else None)
             for observe in self.observers:
                 observe(batch)
+
+    def _batch(self, members: list[Pending], inputs: dict[str, np.ndarray], outputs: list[np.ndarray],
+               trace: Any) -> Batch:
+        """What monitoring reads of an executed batch."""
+        served = self.served
+        by_name = dict(zip(served.run_names, outputs, strict=True))
+        if served.tabular:
+            return Batch(served, inputs[served.input.name], by_name, len(members), trace)
+        if served.table is not None:
+            views = [m.view for m in members] if all(m.view is not None for m in members) else None
+            return Batch(served, None, by_name, len(members), trace, inputs, views)
+        features, by_name = tensor_view(inputs, by_name, served.batching)
+        return Batch(served, features, by_name, len(members), trace)
 
     def _trace(self, members: list[Pending], rows: int, started_ns: int) -> telemetry.BatchTrace | None:
         """The batch's spans, when a request it serves is sampled (tracing on only)."""

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from driftline.datatypes import NUMPY_OF
 from driftline.errors import InvalidInput, NotANumber
 from driftline.kernels.validate import MISSING_MARKERS, not_a_number_message
 from driftline.registry import TensorSpec
@@ -19,6 +20,10 @@ from driftline.server.tensors import InputTensor, OutputRequest
 
 # A tabular version converts numbers sent in another numeric type, and numbers written as text.
 TABULAR_DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BYTES")
+# A mixed table's number columns take any of these (converted to the model's type); its string columns take BYTES.
+NUMBER_DATATYPES = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+                    "BOOL")
+MAX_TEXT_BYTES = 64 * 1024  # one text cell; beyond it a request is refused (a listing is not a megabyte)
 
 
 def decode_inputs(tensors: list[InputTensor], served: ServedVersion) -> tuple[dict[str, np.ndarray], int]:
@@ -28,10 +33,15 @@ def decode_inputs(tensors: list[InputTensor], served: ServedVersion) -> tuple[di
         if tensor.name in by_name:
             raise InvalidInput(f"input {tensor.name!r} appears twice in the request; send each input once")
         by_name[tensor.name] = tensor
+    if served.tabular and served.input.name not in by_name and len(by_name) > 1:
+        return _tabular_by_column(by_name, served)
     unknown = [n for n in by_name if n not in served.input_names]
     missing = [n for n in served.input_names if n not in by_name]
     if unknown or missing:
         raise InvalidInput(_signature_mismatch(served, unknown, missing))
+    if served.table is not None:
+        arrays = {spec.name: _column(by_name[spec.name], spec) for spec in served.inputs}
+        return arrays, _shared_rows(arrays, served)
     if served.tabular:
         rows = _tabular(by_name[served.input.name], served)
         return {served.input.name: rows}, len(rows)
@@ -60,9 +70,61 @@ def describe(spec: TensorSpec) -> str:
     return f"{spec.name!r} ({spec.datatype}, shape {list(spec.shape)})"
 
 
+def _column(tensor: InputTensor, spec: TensorSpec) -> np.ndarray:
+    """One column of a mixed table as [rows, 1]: numbers converted to the model's type, strings as str."""
+    name = tensor.name
+    shape = list(tensor.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        raise InvalidInput(f"column {name!r} has shape {shape}; send it as [rows, 1] (or [rows]) with at least one "
+                           f"row: it is one column of a table ({describe(spec)})")
+    _check_count(tensor, tuple(shape))
+    rows = shape[0]
+    if spec.datatype == "BYTES":
+        if tensor.datatype != "BYTES":
+            raise InvalidInput(f"column {name!r} takes text (BYTES); got {tensor.datatype or '(empty)'} numbers: send "
+                               "the value as a UTF-8 string")
+        cells = []
+        for r, cell in enumerate(tensor.data):
+            raw = cell if isinstance(cell, bytes) else str(cell).encode()
+            if len(raw) > MAX_TEXT_BYTES:
+                raise InvalidInput(f"column {name!r}, row {r}: {len(raw):,} bytes of text; at most {MAX_TEXT_BYTES:,} "
+                                   "are accepted in one cell; nothing in this request was run")
+            cells.append(raw.decode("utf-8", errors="replace"))
+        return np.array(cells, dtype=object).reshape(rows, 1)
+    if tensor.datatype not in NUMBER_DATATYPES:
+        raise InvalidInput(f"column {name!r} takes numbers ({spec.datatype}); got {tensor.datatype or '(empty)'}: "
+                           "send numbers (FP32, FP64, INT32 or INT64), not text")
+    return tensor.data.reshape(rows, 1).astype(NUMPY_OF[spec.datatype], copy=False)
+
+
+def _tabular_by_column(by_name: dict[str, InputTensor], served: ServedVersion) -> tuple[dict[str, np.ndarray], int]:
+    """A tabular version's rows sent as one [rows, 1] input per feature (as a table's columns are sent)."""
+    features = served.metadata.feature_names
+    unknown = [n for n in by_name if n not in features]
+    missing = [f for f in features if f not in by_name]
+    if unknown or missing:
+        problem = f"unknown column {unknown[0]!r}" if unknown else f"column {missing[0]!r} is missing"
+        listed = ", ".join(features[:12]) + (", ..." if len(features) > 12 else "")
+        raise InvalidInput(f"{problem}: {served.name} version {served.version} takes {describe(served.input)}, or "
+                           f"one [rows, 1] input per feature: {listed}")
+    spec = TensorSpec(served.input.name, served.input.datatype, (-1, 1))
+    columns = []
+    for f in features:
+        tensor = by_name[f]
+        if tensor.datatype == "BYTES":
+            columns.append(_numbers_from_text(tensor.data, len(tensor.data), 1, served, (f,)))
+        else:
+            columns.append(_column(tensor, spec))
+    if len({len(c) for c in columns}) > 1:
+        raise InvalidInput("columns disagree on the number of rows; send the same rows for every column")
+    rows = np.ascontiguousarray(np.hstack(columns), dtype=served.input_dtype)
+    return {served.input.name: rows}, len(rows)
+
+
 def _signature_mismatch(served: ServedVersion, unknown: list[str], missing: list[str]) -> str:
     takes = ", ".join(describe(s) for s in served.inputs)
-    problem = f"unknown input {unknown[0]!r}" if unknown else f"input {missing[0]!r} is missing"
+    kind = "column" if served.table is not None else "input"
+    problem = f"unknown {kind} {unknown[0]!r}" if unknown else f"{kind} {missing[0]!r} is missing"
     return f"{problem}: {served.name} version {served.version} takes {takes}"
 
 
@@ -136,13 +198,14 @@ def _tabular(tensor: InputTensor, served: ServedVersion) -> np.ndarray:
     return array
 
 
-def _numbers_from_text(cells: np.ndarray, rows: int, width: int, served: ServedVersion) -> np.ndarray:
+def _numbers_from_text(cells: np.ndarray, rows: int, width: int, served: ServedVersion,
+                       features: tuple[str, ...] | None = None) -> np.ndarray:
     """Numbers written as text (as some clients send them), checked cell by cell.
 
     A cell that is not a number is refused with the trainer's and ``driftline validate``'s own wording.
     """
     values = np.empty(rows * width, dtype=np.float64)
-    features = served.metadata.feature_names
+    features = features or served.metadata.feature_names
     for i, cell in enumerate(cells):
         text = (cell.decode("utf-8", errors="replace") if isinstance(cell, bytes) else str(cell)).strip()
         if text.lower() in MISSING_MARKERS:

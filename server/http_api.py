@@ -19,6 +19,7 @@ import grpc
 import orjson
 
 from driftline.errors import DriftlineError, InvalidInput, NotFound
+from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.server import status
 from driftline.server.auth import AdminGuard
@@ -89,7 +90,8 @@ class _Request:
 
 
 class HttpApi:
-    def __init__(self, service: InferenceService, path: RequestPath, guard: AdminGuard, max_body_bytes: int) -> None:
+    def __init__(self, service: InferenceService, path: RequestPath, guard: AdminGuard, max_body_bytes: int,
+                 driftline: Any = None, monitoring: Any = None) -> None:
         self._service = service
         self._path = path
         self._guard = guard
@@ -99,6 +101,12 @@ class HttpApi:
         self._handlers = {name: _unwrapped(getattr(service, name)) for name in (
             "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics",
             "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload")}
+        # driftline's own reads: the version's lineage and features, and its drift report (paths of our own under
+        # the model's, as Triton puts its extensions there)
+        if driftline is not None:
+            self._handlers["VersionInfo"] = _unwrapped(driftline.VersionInfo)
+        if monitoring is not None:
+            self._handlers["DriftReport"] = _unwrapped(monitoring.DriftReport)
         self._server_routes: dict[tuple[str, ...], Callable[[_Request], Awaitable[Response]]] = {
             (): self._server_metadata, ("health", "live"): self._live, ("health", "ready"): self._ready,
             ("models", "stats"): self._statistics,
@@ -107,6 +115,7 @@ class HttpApi:
         self._model_actions: dict[str, tuple[str, Callable[[_Request], Awaitable[Response]]]] = {
             "infer": ("POST", self._infer), "": ("GET", self._model_metadata), "ready": ("GET", self._model_ready),
             "config": ("GET", self._model_config), "stats": ("GET", self._statistics),
+            "driftline": ("GET", self._version_info), "drift": ("GET", self._drift),
         }
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
@@ -216,6 +225,18 @@ class HttpApi:
         response = await self._grpc("ModelMetadata", pb.ModelMetadataRequest(name=request.model,
                                                                             version=request.version))
         return _json(200, to_json(response))
+
+    async def _version_info(self, request: _Request) -> Response:
+        if "VersionInfo" not in self._handlers:
+            raise Refused(404, "this server does not expose version info over HTTP")
+        return _json(200, to_json(await self._grpc("VersionInfo", dpb.VersionInfoRequest(name=request.model,
+                                                                                     version=request.version))))
+
+    async def _drift(self, request: _Request) -> Response:
+        if "DriftReport" not in self._handlers:
+            raise Refused(404, "this server does not expose drift reports over HTTP")
+        return _json(200, to_json(await self._grpc("DriftReport", dpb.DriftRequest(name=request.model,
+                                                                                   version=request.version))))
 
     async def _model_ready(self, request: _Request) -> Response:
         answer = await self._grpc("ModelReady", pb.ModelReadyRequest(name=request.model, version=request.version))

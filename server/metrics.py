@@ -222,6 +222,9 @@ class _Families:
         self.mean_shift = GaugeMetricFamily("driftline_drift_mean_shift_stddevs",
                                             "Window mean minus training mean, in training standard deviations",
                                             labels=feature)
+        self.p_adjusted = GaugeMetricFamily("driftline_drift_p_adjusted",
+                                            "Holm-adjusted p-value of the column's drift test (KS or chi-square), "
+                                            "window vs training", labels=feature)
         self.alarm = GaugeMetricFamily("driftline_drift_alarm", "1 when the column's drift crosses a threshold",
                                        labels=feature)
         self.violations = CounterMetricFamily("driftline_validation_violations",
@@ -241,7 +244,7 @@ class _Families:
                                           labels=VERSION)
 
     def all(self) -> list[Metric]:
-        return [self.rows, self.psi, self.js, self.ks, self.mean_shift, self.alarm, self.violations,
+        return [self.rows, self.psi, self.js, self.ks, self.mean_shift, self.p_adjusted, self.alarm, self.violations,
                 self.rejected_requests, self.rejected_rows, self.flagged_rows, self.sampled, self.driven]
 
     def drift(self, labels: list[str], monitor: Any, report: Any) -> None:
@@ -252,6 +255,7 @@ class _Families:
             self.js.add_metric(key, column.js)
             self.ks.add_metric(key, column.ks)
             self.mean_shift.add_metric(key, column.mean_shift)
+            self.p_adjusted.add_metric(key, column.p_adjusted)
             self.alarm.add_metric(key, 1.0 if column.alarm else 0.0)
 
     def validation(self, labels: list[str], parts: list[dict]) -> None:

@@ -17,6 +17,8 @@ from driftline.registry import StoredVersion, TensorSpec, VersionMetadata
 from driftline.registry.profile import Profile
 from driftline.registry.schema import SCHEMA_FILE, Schema
 from driftline.registry.store import MODEL_FILE, PROFILE_FILE
+from driftline.registry.table import TableSpec, table_of
+from driftline.registry.table_view import TableEncoder
 from driftline.server.stats import VersionStats
 from driftline.server.tensors import OutputRequest
 
@@ -25,11 +27,14 @@ log = logging.getLogger("driftline.server")
 
 @dataclass(frozen=True)
 class ServedVersion:
-    """A loaded version. Two kinds share this type:
+    """A loaded version. Three kinds share this type:
 
     * a *tabular* version (``driftline train``, or ``publish`` with a table): one 2-D numeric input
       ``[-1, features]`` whose columns are the metadata's features; it is validated, monitored feature by
-      feature and explained;
+      feature and explained (a request may also send one ``[-1, 1]`` input per feature);
+    * a *mixed table* (``driftline train`` on categorical or text columns): one ``[-1, 1]`` input per column,
+      numbers FP32 and strings BYTES; validated, monitored and explained per column through its
+      :class:`~driftline.registry.table.TableSpec` (``table``);
     * any other ONNX model (any number of inputs and outputs, any datatype and rank): served, timed, traced
       and counted; monitored through per-row summaries when it was published with a reference.
     """
@@ -47,6 +52,9 @@ class ServedVersion:
     profile: Profile | None = None  # the training baseline; None for versions published without one
     schema: Schema | None = None  # what valid input looks like; None for versions published without one
     explainer: Explainer | None = None  # feature attributions, when the model allows them
+    table: TableSpec | None = None  # a mixed table's columns
+    encoder: TableEncoder | None = None  # ... and how its rows become the numbers validated and monitored
+    hidden_outputs: tuple[str, ...] = ()  # run with the model's outputs but not offered (the encoded matrix)
     stats: VersionStats = field(default_factory=VersionStats, compare=False)
 
     @property
@@ -78,6 +86,16 @@ class ServedVersion:
         return tuple(o.name for o in self.outputs)
 
     @cached_property
+    def run_names(self) -> tuple[str, ...]:
+        """What each onnxruntime call computes: the outputs, then the hidden ones the server reads itself."""
+        return self.output_names + self.hidden_outputs
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """The names attributions are given for: a mixed table's columns, a tabular version's features."""
+        return self.table.names if self.table is not None else self.metadata.feature_names
+
+    @cached_property
     def output_datatypes(self) -> dict[str, str]:
         return {o.name: o.datatype for o in self.outputs}
 
@@ -103,7 +121,12 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         outputs = tuple(_spec(o) for o in session.get_outputs())
     except ValueError as exc:
         raise CorruptArtifact(f"{stored.model} version {stored.version}: {exc}") from exc
-    tabular = _is_tabular(inputs, stored)
+    table = _table(inputs, stored)
+    hidden: tuple[str, ...] = ()
+    if table is not None and table.encoded_output in {o.name for o in outputs}:
+        hidden = (table.encoded_output,)
+        outputs = tuple(o for o in outputs if o.name != table.encoded_output)
+    tabular = table is None and _is_tabular(inputs, stored)
     if tabular:
         inputs = (TensorSpec(inputs[0].name, inputs[0].datatype, (-1, len(stored.metadata.features))),)
     batching = all(len(t.shape) >= 1 and t.shape[0] == -1 for t in inputs + outputs)
@@ -120,8 +143,12 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         batching=batching,
         tabular=tabular,
         profile=profile,
-        schema=_schema(stored) if tabular else None,
-        explainer=_explainer(model_bytes, profile, len(stored.metadata.features)) if tabular else None,
+        schema=_schema(stored) if tabular or table is not None else None,
+        explainer=(_explainer(model_bytes, profile, len(stored.metadata.features)) if tabular
+                   else _table_explainer(model_bytes, table) if hidden else None),
+        table=table,
+        encoder=TableEncoder(table) if table is not None else None,
+        hidden_outputs=hidden,
     )
     log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))
     return served
@@ -130,6 +157,35 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
 def _spec(arg: ort.NodeArg) -> TensorSpec:
     dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
     return TensorSpec(arg.name, oip_from_ort(arg.type), dims)
+
+
+def _table(inputs: tuple[TensorSpec, ...], stored: StoredVersion) -> TableSpec | None:
+    """A mixed table's spec, checked against the model: one ``[-1, 1]`` input per column, in order."""
+    try:
+        table = table_of(stored.metadata.extra)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptArtifact(f"{stored.model} version {stored.version}: the metadata's table cannot be read: "
+                              f"{exc}") from exc
+    if table is None:
+        return None
+    takes = tuple(i.name for i in inputs)
+    if takes != table.names:
+        raise CorruptArtifact(f"{stored.model} version {stored.version}: the model takes inputs {list(takes)}, "
+                              f"its metadata lists columns {list(table.names)}")
+    for spec, column in zip(inputs, table.columns, strict=True):
+        if spec.datatype != column.datatype or len(spec.shape) != 2 or spec.shape[1] not in (1, -1):
+            raise CorruptArtifact(f"{stored.model} version {stored.version}: input {spec.name!r} is {spec.datatype} "
+                                  f"{list(spec.shape)}; its column is {column.role} ({column.datatype} [-1, 1])")
+    return table
+
+
+def _table_explainer(model_bytes: bytes, table: TableSpec) -> Explainer | None:
+    try:
+        return explainer_for(onnx.load_model_from_string(model_bytes), None, groups=table.groups,
+                             columns=len(table.columns))
+    except Exception:  # noqa: BLE001 - attributions are optional; serving must not fail for them
+        log.exception("attributions unavailable for this model")
+        return None
 
 
 def _is_tabular(inputs: tuple[TensorSpec, ...], stored: StoredVersion) -> bool:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,7 +26,9 @@ from driftline.kernels.drift_stats import ColumnDrift, Thresholds, report
 from driftline.attribution import Explainer, per_row
 from driftline.registry.columns import ATTRIBUTION_SHARE, attribution_shares, monitored_rows
 from driftline.registry.profile import Profile
-from driftline.server import telemetry
+from driftline.registry.table import CATEGORICAL
+from driftline.registry.table_view import KIND_WORDS, TableEncoder, TableView, add_words
+from driftline.server import language, telemetry
 from driftline.server.batcher import Batch
 
 log = logging.getLogger("driftline.server")
@@ -38,7 +40,10 @@ class DriftSettings:
     window_seconds: float | None = None  # ...or the last T seconds (when set, it wins)
     slots: int = 10  # the window is this many sub-windows; it moves one sub-window at a time
     thresholds: Thresholds = field(default_factory=Thresholds)
-    attribution_sample: float = 0.05  # fraction of live rows explained off the response path (0: none)
+    # Fraction of live rows explained off the response path (0: none). 10% of a 10,000-row window is ~1,000 rows,
+    # above Thresholds.min_rows_sampled (200) once the window is a fifth full; 5% with a 500-row minimum
+    # could hardly ever judge the attribution shares.
+    attribution_sample: float = 0.10
     driver_share: float = 0.05  # an out-of-range feature with at least this attribution share flags the row
     beyond_range: float = 0.10  # "out of range": beyond the training min/max by this fraction of the span
 
@@ -61,25 +66,37 @@ class DriftReport:
     current: list[ColumnDrift]
     since_live_rows: int
     since_live: list[ColumnDrift]
+    new_categories: dict[str, list[str]] = field(default_factory=dict)  # column -> values no training row had
 
 
 class VersionMonitor:
     def __init__(self, profile: Profile, n_features: int, output_order: Sequence[str], settings: DriftSettings,
                  clock: Callable[[], float] = time.monotonic, explainer: Explainer | None = None,
-                 features: Sequence[str] = ()) -> None:
+                 features: Sequence[str] = (), encoder: TableEncoder | None = None) -> None:
         self.profile = profile
         self.output_order = tuple(output_order)
         # Which profile columns are features and which come from which output ("probabilities[2]").
-        self.sources = {name: "feature" if i < n_features else name.split("[")[0]
-                        for i, name in enumerate(profile.names)}
+        self.sources = {name: "feature" if i < n_features or kind == KIND_WORDS else name.split("[")[0]
+                        for i, (name, kind) in enumerate(zip(profile.names, profile.kinds, strict=True))}
         self.features = tuple(features) or tuple(profile.names[:n_features])
         self._shares = any(source == ATTRIBUTION_SHARE for source in self.sources.values())
         self._explainer = explainer if self._shares else None
-        low = np.array([c.min for c in profile.columns[:n_features]])
-        high = np.array([c.max for c in profile.columns[:n_features]])
+        self.encoder = encoder
+        # A mixed table's word tables come last in its profile (see registry.table_view).
+        self._words_at = next((i for i, k in enumerate(profile.kinds) if k == KIND_WORDS), len(profile.names))
+        attributed = profile.columns[:len(self.features)]  # the columns attributions are given for
+        low = np.array([c.min for c in attributed])
+        high = np.array([c.max for c in attributed])
         margin = settings.beyond_range * (high - low)
+        # A category code is either a training category or unseen: no margin around it.
+        categorical = np.array([c.kind == "categorical" for c in attributed], dtype=np.bool_)
+        margin[categorical] = 0.0
         self._low, self._high = low - margin, high + margin
         self._training_range = list(zip(low.tolist(), high.tolist(), strict=True))
+        self._min_rows = [settings.thresholds.min_rows_sampled if self.sources[n] == ATTRIBUTION_SHARE
+                          else language.MIN_WORDS if k == KIND_WORDS else settings.thresholds.min_rows
+                          for n, k in zip(profile.names, profile.kinds, strict=True)]
+        self.new_categories = NewCategories()
         self._rng = np.random.default_rng(0)
         self.attribution = AttributionFlags()
         self.settings = settings
@@ -94,41 +111,69 @@ class VersionMonitor:
         """Called on the monitor thread only."""
         columns = monitored_rows(rows, outputs, self.output_order)
         if self._shares:
-            columns = np.hstack([columns, self._sampled_shares(rows, outputs)])
+            columns = np.hstack([columns, self._sampled_shares(rows, rows, outputs)])
+        self._apply(columns)
+
+    def update_table(self, view: TableView, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> None:
+        """A mixed table's batch (monitor thread only): its view, the model's outputs (the encoded matrix among
+        them, which attributions are computed on) and the columns as sent (for the values flags name)."""
+        answers = {k: outputs[k] for k in self.output_order}
+        columns = monitored_rows(view.matrix, answers, self.output_order)
+        if self._shares:
+            encoded = outputs[self.encoder.spec.encoded_output]
+            values = view.matrix[:, : len(self.features)]
+            columns = np.hstack([columns, self._sampled_shares(encoded, values, answers, inputs)])
+        words = self.encoder.words_of(view)
+        if words:
+            columns = np.hstack([columns, np.full((len(columns), len(words)), np.nan)])
+        for name, unseen in view.unseen.items():
+            if unseen.any():
+                self.new_categories.add(name, np.asarray(inputs[name]).reshape(-1)[unseen])
+        self._apply(columns, words)
+
+    def _apply(self, columns: np.ndarray, words: Sequence[np.ndarray] = ()) -> None:
         with self._lock:
             self._rotate()
-            update_state(self._current, columns, self.profile.layout)
-            update_state(self._total, columns, self.profile.layout)
+            for state in (self._current, self._total):
+                update_state(state, columns, self.profile.layout)
+                if words:
+                    add_words(state.counts, state.missing, self._words_at, words, len(columns))
 
-    def _sampled_shares(self, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Attribution shares of a random sample of the rows (NaN, i.e. missing, for the others)."""
-        shares = np.full((len(rows), len(self.features)), np.nan)
+    def _sampled_shares(self, explained: np.ndarray, values: np.ndarray, outputs: dict[str, np.ndarray],
+                        inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Attribution shares of a random sample of the rows (NaN, i.e. missing, for the others). ``explained``
+        is what the explainer reads, ``values`` one value per attributed column (the range check's)."""
+        shares = np.full((len(values), len(self.features)), np.nan)
         if self._explainer is None or self.settings.attribution_sample <= 0:
             return shares
-        picked = np.flatnonzero(self._rng.random(len(rows)) < self.settings.attribution_sample)
+        picked = np.flatnonzero(self._rng.random(len(values)) < self.settings.attribution_sample)
         if not len(picked):
             return shares
-        phi, base = self._explainer.explain(rows[picked])
+        phi, base = self._explainer.explain(explained[picked])
         labels = outputs["label"][picked] if "label" in outputs else None
         per_feature, _ = per_row(phi, base, labels)
         shares[picked] = attribution_shares(per_feature)
-        self._flag(rows[picked], shares[picked], {k: v[picked] for k, v in outputs.items()})
+        sent = {k: np.asarray(v).reshape(-1)[picked] for k, v in inputs.items()} if inputs is not None else None
+        self._flag(values[picked], shares[picked], {k: v[picked] for k, v in outputs.items()}, sent)
         return shares
 
-    def _flag(self, rows: np.ndarray, shares: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
-        """Rows whose prediction leans on a value no training row had (a 120 m2 garage)."""
+    def _flag(self, rows: np.ndarray, shares: np.ndarray, outputs: dict[str, np.ndarray],
+              sent: dict[str, np.ndarray] | None = None) -> None:
+        """Rows whose prediction leans on a value no training row had (a 120 m2 garage, an unseen district)."""
         outside = (rows < self._low) | (rows > self._high)
         driven = outside & (shares >= self.settings.driver_share)
         self.attribution.sampled_rows += len(rows)
         for r in np.flatnonzero(driven.any(axis=1)):
             f = int(np.argmax(np.where(driven[r], shares[r], -1.0)))
-            low, high = self._training_range[f]
             answer = "; ".join(f"{k} " + ", ".join(f"{x:,.4g}" for x in np.asarray(v[r]).reshape(-1).tolist())
                                for k, v in outputs.items())
-            self.attribution.flag(
-                f"{self.features[f]}={float(rows[r, f]):g} (training range {low:g}..{high:g}) drives "
-                f"{shares[r, f]:.0%} of the answer ({answer})"
-            )
+            name = self.features[f]
+            if self.encoder is not None and self.encoder.spec.column(name).role == CATEGORICAL:
+                value = f"{name}={str(sent[name][r])!r} (a category no training row had)"
+            else:
+                low, high = self._training_range[f]
+                value = f"{name}={float(rows[r, f]):g} (training range {low:g}..{high:g})"
+            self.attribution.flag(f"{value} drives {shares[r, f]:.0%} of the answer ({answer})")
 
     def states(self) -> tuple[DriftState, DriftState]:
         """Copies of (window, since live), safe to read while updates go on."""
@@ -144,14 +189,28 @@ class VersionMonitor:
         window, total = self.states()
         for other_window, other_total in extra:
             window, total = merge(window, other_window), merge(total, other_total)
-        thresholds = self.settings.thresholds
         return DriftReport(
             window=self.settings.describe(),
             current_rows=window.rows,
-            current=report(window, self.profile, thresholds),
+            current=self._columns(window),
             since_live_rows=total.rows,
-            since_live=report(total, self.profile, thresholds),
+            since_live=self._columns(total),
+            new_categories=self.new_categories.to_dict(),
         )
+
+    def _columns(self, state: DriftState) -> list[ColumnDrift]:
+        columns = report(state, self.profile, self.settings.thresholds, min_rows=self._min_rows)
+        if self.encoder is not None:
+            for k, text in enumerate(self.encoder.texts):
+                at = self._words_at + k
+                columns[at] = language.judge(columns[at], state.counts[at], self.profile.reference.counts[at], text,
+                                              self._min_rows[at])
+            new = self.new_categories.to_dict()
+            for i, column in enumerate(columns[: len(self.encoder.spec.columns)]):
+                if column.name in new:  # the other bin's values, by name
+                    listed = "new categories: " + ", ".join(new[column.name][:5])
+                    columns[i] = replace(column, note=f"{column.note}; {listed}" if column.note else listed)
+        return columns
 
     def _rotate(self) -> None:
         now = self._clock()
@@ -170,6 +229,27 @@ class VersionMonitor:
         self._closed.append((self._opened, self._current))
         self._current = self.profile.empty_state()
         self._opened = now
+
+
+@dataclass
+class NewCategories:
+    """Values of categorical columns that no training row had, most frequent first (bounded per column)."""
+
+    kept: int = 20
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, column: str, values: np.ndarray) -> None:
+        table = self.seen.setdefault(column, {})
+        for value in values.tolist():
+            value = str(value)
+            if value in table or len(table) < 4 * self.kept:
+                table[value] = table.get(value, 0) + 1
+        if len(table) >= 4 * self.kept:  # keep the heavy hitters, forget the tail
+            self.seen[column] = dict(sorted(table.items(), key=lambda kv: -kv[1])[: self.kept])
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {c: [v for v, _ in sorted(t.items(), key=lambda kv: (-kv[1], kv[0]))[: self.kept]]
+                for c, t in self.seen.items()}
 
 
 @dataclass
@@ -259,9 +339,11 @@ class MonitorThread:
             self._update(monitor, batches, traced=False)
 
     def _update(self, monitor: VersionMonitor, batches: list[Batch], traced: bool) -> None:
-        rows = sum(len(b.rows) for b in batches)
+        rows = sum(b.row_count for b in batches)
         try:
-            if traced:
+            if monitor.encoder is not None:
+                _update_table(monitor, batches)
+            elif traced:
                 with telemetry.drift_update(batches[0].trace, rows):
                     monitor.update(batches[0].rows, batches[0].outputs)
             elif len(batches) == 1:
@@ -272,3 +354,12 @@ class MonitorThread:
         except Exception:  # noqa: BLE001 - monitoring must never take serving down
             self.failures += 1
             log.exception("drift update failed for %d rows", rows)
+
+
+def _update_table(monitor: VersionMonitor, batches: list[Batch]) -> None:
+    """A mixed table's batches in one update: the views validation made, or made here when it did not."""
+    outputs = {name: np.concatenate([b.outputs[name] for b in batches]) for name in batches[0].outputs}
+    inputs = {name: np.concatenate([b.inputs[name] for b in batches]) for name in batches[0].inputs}
+    views = [v for b in batches for v in b.views] if all(b.views is not None for b in batches) else None
+    view = TableView.concat(views) if views else monitor.encoder.view(inputs)
+    monitor.update_table(view, outputs, inputs)

@@ -57,15 +57,20 @@ class RequestPath:
             _refuse_tensor_parameters(request)
             inputs, rows = decode_inputs(request.inputs, served)
             wanted = requested_outputs(request.outputs, served)
-            flagged = None
+            flagged = view = None
             if endpoint.validator is not None:
                 with telemetry.span("driftline.validate"):
-                    flagged = endpoint.validator.check(inputs[served.input.name])
-            outputs = await endpoint.batcher.submit(inputs, deadline, rows)
-            by_name = dict(zip(served.output_names, outputs, strict=True))
+                    if served.table is not None:
+                        flagged, view = endpoint.validator.check_table(inputs)
+                    else:
+                        flagged = endpoint.validator.check(inputs[served.input.name])
+            outputs = await endpoint.batcher.submit(inputs, deadline, rows, view)
+            by_name = dict(zip(served.run_names, outputs, strict=True))
             if any(o.name in (ATTRIBUTION, ATTRIBUTION_BASE) for o in wanted):
+                # A mixed table is explained on the encoded matrix its model computed (a hidden output).
+                explained = by_name[served.hidden_outputs[0]] if served.table is not None else inputs[served.input.name]
                 with telemetry.span("driftline.attribution", {"driftline.rows": rows}):
-                    by_name.update(await self._attributions(served, inputs[served.input.name], by_name))
+                    by_name.update(await self._attributions(served, explained, by_name))
             result = InferResult(served.name, str(served.version), request.id,
                                  [_answer(served, o, by_name[o.name]) for o in wanted])
             if flagged is not None and len(flagged):

@@ -153,16 +153,22 @@ class ModelRepository:
         slot = self._slots.setdefault(served.name, ModelSlot(served.name))
         monitor = None
         if served.profile is not None and self.monitors is not None:
-            features = served.width if served.tabular else len(served.metadata.extra.get(SUMMARY_COLUMNS, ()))
+            if served.encoder is not None:
+                features = len(served.encoder.columns)
+            elif served.tabular:
+                features = served.width
+            else:
+                features = len(served.metadata.extra.get(SUMMARY_COLUMNS, ()))
             monitor = VersionMonitor(served.profile, features, served.output_names,
                                      self.settings.drift_for(served.name), explainer=served.explainer,
-                                     features=served.metadata.feature_names)
+                                     features=served.column_names, encoder=served.encoder)
         observers = [self.monitors.observer(monitor)] if monitor is not None else []
         batching = self._batching.get(served.name) or self.settings.batching_for(served.name)
         batcher = Batcher(served, batching, self.executor, observers)
         validator = None
         if served.schema is not None:
-            validator = RequestValidator(served.schema, self.settings.validation_for(served.name, served.schema))
+            validator = RequestValidator(served.schema, self.settings.validation_for(served.name, served.schema),
+                                         served.encoder)
         endpoint = Endpoint(served, batcher, monitor, validator)
         replaced = list(slot.loaded.values())
         # One assignment each: a request either took the old endpoint already or will take the new one.
@@ -264,7 +270,11 @@ def warm_up(served: ServedVersion) -> None:
     """
     if not served.tabular:
         try:
-            run_batch(served, _typical_inputs(served), 1)
+            outputs = run_batch(served, _typical_inputs(served), 1)
+            if served.encoder is not None:  # numba's word kernels, and TreeSHAP, load on first use
+                served.encoder.view(_typical_inputs(served))
+                if served.explainer is not None:
+                    served.explainer.explain(outputs[-1])
         except Exception as exc:  # noqa: BLE001 - a model may refuse made-up values; real requests will tell
             log.warning("%s version %d: warm-up run on made-up inputs failed (%s); serving it cold",
                         served.name, served.version, exc)

@@ -18,13 +18,13 @@ def executor(threads: int) -> ThreadPoolExecutor:
 
 
 def run_batch(served: ServedVersion, inputs: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
-    """Every output of the model for ``inputs`` (by name), in the version's output order.
+    """Every output of the model for ``inputs`` (by name), in the version's output order, then its hidden ones.
 
     A batching model must answer ``rows`` rows in every output: the batcher splits them back by row.
     """
-    outputs = served.session.run(None, inputs)
+    outputs = served.session.run(served.run_names if served.hidden_outputs else None, inputs)
     if served.batching:
-        for name, array in zip(served.output_names, outputs, strict=True):
+        for name, array in zip(served.run_names, outputs, strict=True):
             if array.shape[:1] != (rows,):
                 raise RuntimeError(f"{served.name} output {name} has shape {list(array.shape)} for {rows} input rows")
     return outputs

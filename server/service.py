@@ -232,7 +232,7 @@ def _counted(model: str, event: str, here: bool) -> Iterator[None]:
 def _attribution_metadata(served) -> list[pb.ModelMetadataResponse.TensorMetadata]:
     if served.explainer is None:
         return []
-    return [_tensor_metadata(TensorSpec(ATTRIBUTION, "FP32", (-1, served.width))),
+    return [_tensor_metadata(TensorSpec(ATTRIBUTION, "FP32", (-1, len(served.column_names)))),
             _tensor_metadata(TensorSpec(ATTRIBUTION_BASE, "FP32", (-1, 1)))]
 
 
@@ -419,7 +419,8 @@ def _section(rows: int, columns, monitor: VersionMonitor) -> dpb.DriftSection:
         target = {"feature": section.features, ATTRIBUTION_SHARE: section.attribution}.get(source, section.outputs)
         target.add(name=column.name, kind=column.kind, rows=column.rows, psi=column.psi, js=column.js, ks=column.ks,
                    wasserstein=column.wasserstein, mean_shift=column.mean_shift, chi2=column.chi2,
-                   alarm=column.alarm, alarms=column.alarms, source=source)
+                   alarm=column.alarm, alarms=column.alarms, source=source, p_value=column.p_value,
+                   p_adjusted=column.p_adjusted, note=column.note, discrete=column.discrete)
     return section
 
 

@@ -16,8 +16,18 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import InvalidInput, NotANumber
-from driftline.kernels.validate import KINDS, NOT_A_NUMBER, ValidationResult
+from driftline.kernels.validate import (
+    ABOVE_MAX,
+    BELOW_MIN,
+    KINDS,
+    NOT_A_NUMBER,
+    UNKNOWN_CATEGORY,
+    ValidationResult,
+    Violation,
+)
 from driftline.registry.schema import Policy, Schema
+from driftline.registry.table import CATEGORICAL, TEXT
+from driftline.registry.table_view import CHARS, LANGUAGE, OOV, TableEncoder, TableView
 
 FLAGGED_PARAMETER = "driftline_flagged_rows"
 EXAMPLES_KEPT = 20
@@ -56,23 +66,32 @@ class ValidationCounts:
 
 
 class RequestValidator:
-    def __init__(self, schema: Schema, policy: Policy | None = None) -> None:
+    def __init__(self, schema: Schema, policy: Policy | None = None, encoder: TableEncoder | None = None) -> None:
         self.schema = schema if policy is None else schema.with_policy(policy)
         self.counts = ValidationCounts()
+        self.encoder = encoder  # a mixed table's: its columns are checked through their view
 
     def check(self, rows: np.ndarray) -> np.ndarray | None:
         """None when every row is clean, else the indices of flagged rows; raises when a row is refused."""
-        result = self.schema.validate(rows)
+        return self._judge(self.schema.validate(rows), len(rows), Violation.message)
+
+    def check_table(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray | None, TableView]:
+        """:meth:`check` of a mixed table's columns; also returns their view, which monitoring reads."""
+        view = self.encoder.view(columns)
+        return self._judge(self.schema.validate(view.matrix), view.rows,
+                           lambda v: describe_table_violation(v, columns, self.encoder)), view
+
+    def _judge(self, result: ValidationResult, rows: int, message) -> np.ndarray | None:  # noqa: ANN001
         if result.ok:
             return None
-        self._count(result)
+        self._count(result, message)
         if result.any_rejected:
             rejected = np.flatnonzero(result.rejected_rows)
             first = result.first_violation(int(rejected[0]))
             self.counts.requests_rejected += 1
             self.counts.rows_rejected += len(rejected)
-            more = f" ({len(rejected)} of {len(rows)} rows refused)" if len(rejected) > 1 else ""
-            raise InvalidInput(f"{first.message()}{more}; nothing in this request was run")
+            more = f" ({len(rejected)} of {rows} rows refused)" if len(rejected) > 1 else ""
+            raise InvalidInput(f"{message(first)}{more}; nothing in this request was run")
         flagged = np.flatnonzero(result.flagged_rows)
         self.counts.rows_flagged += len(flagged)
         return flagged
@@ -84,10 +103,41 @@ class RequestValidator:
         self.counts.counts[(error.feature, NOT_A_NUMBER)] += 1
         self.counts.examples.append(str(error))
 
-    def _count(self, result: ValidationResult) -> None:
+    def _count(self, result: ValidationResult, message=Violation.message) -> None:  # noqa: ANN001
         counts = result.counts
         for f, k in zip(*np.nonzero(counts), strict=True):
             self.counts.counts[(self.schema.names[f], KINDS[k])] += int(counts[f, k])
         first = result.first_violation()
         if first is not None:
-            self.counts.examples.append(first.message())
+            self.counts.examples.append(message(first))
+
+
+def describe_table_violation(v: Violation, columns: dict[str, np.ndarray], encoder: TableEncoder) -> str:
+    """A violation in a mixed table's words: the column, the value that was sent, the limit."""
+    spec = encoder.spec
+    base, suffix = v.feature, ""
+    for derived in (CHARS, OOV, LANGUAGE):
+        if v.feature.endswith(derived):
+            base, suffix = v.feature[: -len(derived)], derived
+    if base not in spec.names:
+        return v.message()
+    column = spec.column(base)
+    where = f"row {v.row}, column {base!r}"
+    inferred = " (a limit inferred from the training data)" if v.inferred else ""
+    if column.role == CATEGORICAL and v.constraint == UNKNOWN_CATEGORY:
+        sent = str(np.asarray(columns[base]).reshape(-1)[v.row])
+        known = ", ".join(column.categories[:12]) + (", ..." if len(column.categories) > 12 else "")
+        return f"{where}: {sent!r} is not a known category (known: {known}){inferred}"
+    if column.role == TEXT and v.constraint in (BELOW_MIN, ABOVE_MAX):
+        side = "below the minimum" if v.constraint == BELOW_MIN else "above the maximum"
+        if suffix == "":
+            return f"{where}: {v.value:,.0f} words, {side} {v.limit:,.0f}{inferred}"
+        if suffix == CHARS:
+            return f"{where}: {v.value:,.0f} characters, {side} {v.limit:,.0f}{inferred}"
+        if suffix == LANGUAGE:
+            common = ", ".join(column.words[:8])
+            return (f"{where}: {v.value:.0%} of its words are among the training text's most common words ({common}, "
+                    f"...), {side} {v.limit:.0%}: is it in the expected language?{inferred}")
+        if suffix == OOV:
+            return f"{where}: {v.value:.0%} of its words never occurred in training, {side} {v.limit:.0%}{inferred}"
+    return v.message().replace(f"feature {v.feature!r}", f"column {v.feature!r}")

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from driftline.errors import InvalidInput
 from driftline.registry import Registry
 from driftline.registry.store import MODEL_FILE, PRODUCTION
+from driftline.registry.table import ENCODED_OUTPUT, STRING_ROLES, TableSpec, table_of
 from driftline.trainer.evaluate import holdout_metrics
 from driftline.trainer.train import TrainConfig, TrainedModel, publish, train
 
@@ -38,12 +39,18 @@ class RetrainOutcome:
 class OnnxModel:
     """A stored version scored like an estimator (``predict``, ``predict_proba``) through onnxruntime."""
 
-    def __init__(self, model_bytes: bytes) -> None:
+    def __init__(self, model_bytes: bytes, table: TableSpec | None = None) -> None:
         self._session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._table = table  # a mixed table is fed one input per column
+        self._outputs = [o.name for o in self._session.get_outputs() if table is None or o.name != ENCODED_OUTPUT]
 
-    def _run(self, X: np.ndarray) -> list[np.ndarray]:
-        return self._session.run(None, {self._input: X.astype(np.float32)})
+    def _run(self, X: Any) -> list[np.ndarray]:
+        if self._table is not None:
+            from driftline.trainer.table_pipeline import onnx_feeds
+
+            return self._session.run(self._outputs, onnx_feeds(X, self._table.columns))
+        return self._session.run(self._outputs, {self._input: X.astype(np.float32)})
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._run(X)[0].reshape(-1)
@@ -65,6 +72,8 @@ def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, b
         model=name, estimator=meta.estimator, data=data, target=meta.target, features=meta.feature_names,
         task=meta.task, seed=int(meta.extra.get("seed", 0)), holdout=float(meta.extra.get("holdout_fraction", 0.2)),
         params={k: v for k, v in meta.parameters.items() if k != "random_state"},
+        # a mixed table keeps what each column is (declared limits are not carried forward yet)
+        schema_overrides=_roles(table_of(meta.extra)),
     )
     candidate = train(config)
     if meta.classes is not None and tuple(candidate.classes or ()) != tuple(meta.classes):
@@ -73,7 +82,8 @@ def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, b
     metric, higher_is_better = PRIMARY[candidate.task]
     X = candidate.dataset.X[candidate.holdout_rows]
     y = _encoded_target(candidate)
-    baseline_score = holdout_metrics(OnnxModel(stored.read(MODEL_FILE)), X, y, candidate.task)[metric]
+    current = OnnxModel(stored.read(MODEL_FILE), table_of(meta.extra))
+    baseline_score = holdout_metrics(current, X, y, candidate.task)[metric]
     candidate_score = candidate.metadata.metrics[metric]
     recorded = meta.metrics.get(metric)
     outcome = RetrainOutcome(None, baseline_version, metric, baseline_score, candidate_score, "")
@@ -95,6 +105,12 @@ def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, b
         f"published version {version}: {metric} {candidate_score:.4f} vs version {baseline_version}'s "
         f"{baseline_score:.4f} on the same holdout rows"
     )), candidate
+
+
+def _roles(table: TableSpec | None) -> dict[str, Any] | None:
+    if table is None:
+        return None
+    return {c.name: {"type": c.role} for c in table.columns if c.role in STRING_ROLES}
 
 
 def _encoded_target(trained: TrainedModel) -> np.ndarray:

@@ -22,7 +22,9 @@ from driftline.trainer.baseline import training_profile
 from driftline.trainer.data import Dataset, read_table, split_columns
 from driftline.trainer.evaluate import holdout_metrics, onnx_agreement
 from driftline.trainer.export import export_onnx
+from driftline.trainer.roles import is_mixed, roles
 from driftline.trainer.signature import onnx_signature
+from driftline.trainer.train_table import train_table
 from driftline.trainer.validation import DataQualityReport, prepare_training_data
 
 MAX_ONNX_DEVIATION = 1e-3  # relative; beyond it the exported model is not the trained one
@@ -69,9 +71,10 @@ def load_frame(config: TrainConfig) -> tuple[pl.DataFrame, str]:
         if config.target is None:
             raise InvalidInput("--target COLUMN is required with --data")
         return read_table(config.data), config.target
-    if config.synthetic != "housing":
-        raise InvalidInput(f"unknown synthetic data set {config.synthetic!r}; available: housing")
-    frame = synthetic.housing(config.rows, seed=config.seed, shift=config.shift)
+    try:
+        frame = synthetic.synthetic_frame(config.synthetic, config.rows, seed=config.seed, shift=config.shift)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
     target = config.target or (synthetic.CLASS_TARGET if config.estimator == "logistic" else synthetic.TARGET)
     other = {synthetic.TARGET, synthetic.CLASS_TARGET} - {target}
     return frame.drop(sorted(other)), target
@@ -82,6 +85,12 @@ def train(config: TrainConfig) -> TrainedModel:
         raise InvalidInput(f"--holdout must be between 0 and 0.9, got {config.holdout}")
     frame, target = load_frame(config)
     features = list(config.features) if config.features else [c for c in frame.columns if c != target]
+    missing = [f for f in features if f not in frame.columns]
+    if target not in frame.columns or missing:
+        split_columns(frame, target, features)  # names what is missing
+    found = roles(frame, features, config.schema_overrides)
+    if is_mixed(found):  # categorical or text columns: one pipeline, one input per column
+        return train_table(config, frame, target, features, found, _task, _encode_target, _jsonable, now_utc)
     # The same validator as the server's: rows breaking hard limits stop training (or are dropped).
     prepared = prepare_training_data(frame, features, overrides=config.schema_overrides,
                                      drop_invalid=config.drop_invalid)

@@ -368,7 +368,7 @@ def test_clearly_shifted_columns_alarm() -> None:
     drift = {d.name: d for d in report(state_of(live_rows, ref.layout), ref)}
     assert {"psi", "js", "ks", "mean_shift"} <= set(drift["area"].alarms)
     assert drift["lot"].alarm and drift["label"].alarm
-    assert set(drift["label"].alarms) <= {"psi", "js"}
+    assert set(drift["label"].alarms) <= {"psi", "js", "test"}  # half the rows moved to label 2: real drift
     assert not drift["bedrooms"].alarm
     assert drift["area"].rows == 2000
 
@@ -381,7 +381,7 @@ def test_alarm_needs_min_rows() -> None:
     assert not any(d.alarm for d in report(few, ref, Thresholds(min_rows=500)))
     enough = few.copy().update(live_rows[499:500], ref.layout)
     assert report(enough, ref, Thresholds(min_rows=500))[0].alarm
-    assert not report(enough, ref, Thresholds(psi=None, js=None, ks=None, mean_shift=None))[0].alarm
+    assert not report(enough, ref, Thresholds(psi=None, js=None, ks=None, mean_shift=None, alpha=None))[0].alarm
     missing = live_rows.copy()
     missing[:200, 0] = np.nan  # rows counts a column's non-missing values
     assert not report(state_of(missing, ref.layout), ref)[0].alarm
@@ -402,3 +402,135 @@ def test_infinite_live_values_make_wasserstein_infinite() -> None:
     s = statistics(state_of(live_rows, ref.layout), ref.reference, ref.layout)
     assert s.wasserstein[0] == np.inf and np.isfinite(s.wasserstein[1])
     assert np.isfinite(s.mean_shift[0])  # the moments skip infinite values
+
+
+# --------------------------------------------------------------------------- discrete columns, p-values, notes
+
+
+def discrete_edges(train: np.ndarray) -> list[float]:
+    values = np.unique(train)
+    return [*values.tolist(), float(np.nextafter(values.max(), np.inf))]
+
+
+def discrete_samples(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 0/1 flag, rooms 1..6, and a continuous column; live rooms also take 7 (one value past training)."""
+    train = np.column_stack([(rng.random(5000) < 0.3).astype(float), rng.integers(1, 7, 5000).astype(float),
+                             rng.normal(80, 25, 5000)])
+    live = np.column_stack([(rng.random(700) < 0.45).astype(float), rng.integers(1, 8, 700).astype(float),
+                            rng.normal(90, 25, 700)])
+    return train, live
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_discrete_wasserstein_equals_scipy_on_the_raw_samples(seed: int) -> None:
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(200 + seed)
+    train, live_rows = discrete_samples(rng)
+    if seed % 2:
+        train, live_rows = live_rows, train  # live values below and above the training range
+        live_rows = live_rows.copy()
+        live_rows[:5, 1] = 0.0
+    continuous = np.unique(np.quantile(train[:, 2], np.arange(20) / 20, method="inverted_cdf")).tolist()
+    edges = [discrete_edges(train[:, 0]), discrete_edges(train[:, 1]),
+             [*continuous, float(np.nextafter(train[:, 2].max(), np.inf))]]
+    layout = BinLayout.from_columns(edges, [None] * 3, [True, True, False])
+    s = statistics(state_of(live_rows, layout), state_of(train, layout), layout)
+    for c in range(2):
+        assert s.wasserstein[c] == pytest.approx(wasserstein_distance(train[:, c], live_rows[:, c]), rel=0, abs=1e-9)
+    spread = BinLayout.from_columns(edges, [None] * 3)
+    before = statistics(state_of(live_rows, spread), state_of(train, spread), spread)
+    assert s.wasserstein[2] == before.wasserstein[2]  # continuous columns are unchanged
+    assert abs(before.wasserstein[0] - wasserstein_distance(train[:, 0], live_rows[:, 0])) > 0.01  # what it fixes
+    for f in ("psi", "js", "ks", "p_value"):
+        np.testing.assert_array_equal(getattr(s, f), getattr(before, f), err_msg=f)
+
+
+def test_discrete_flags_are_checked() -> None:
+    layout = BinLayout.from_columns([[0.0, 1.0], []], [None, 2])
+    assert layout.is_discrete.tolist() == [False, False]
+    with pytest.raises(ValueError, match="categorical columns cannot be discrete"):
+        BinLayout.from_columns([[0.0, 1.0], []], [None, 2], [False, True])
+    with pytest.raises(ValueError, match="discrete flags"):
+        BinLayout.from_columns([[0.0, 1.0], []], [None, 2], [False])
+
+
+def test_p_values_match_scipy() -> None:
+    from scipy.stats import chi2 as chi2_distribution
+    from scipy.stats import kstwobign
+
+    rng = np.random.default_rng(18)
+    train, live_rows = two_samples(rng, shift=0.05, live_rows=700)
+    ref = profile_of(train)
+    s = statistics(state_of(live_rows, ref.layout), ref.reference, ref.layout)
+    n_eff = 700 * 5000 / 5700
+    for c in range(3):
+        assert s.p_value[c] == pytest.approx(kstwobign.sf(s.ks[c] * math.sqrt(n_eff)), rel=1e-9, abs=1e-300)
+    assert s.p_value[3] == pytest.approx(chi2_distribution.sf(s.chi2[3], s.chi2_dof[3]), rel=1e-9)
+    assert np.all((s.p_value >= 0) & (s.p_value <= 1))
+    empty = statistics(empty_state(ref.layout), ref.reference, ref.layout)
+    assert np.isnan(empty.p_value).all()
+
+
+def test_single_category_in_both_samples_has_p_value_one() -> None:
+    layout = BinLayout.from_columns([[]], [3])
+    X = np.ones((50, 1))
+    s = statistics(state_of(X, layout), state_of(X[:20], layout), layout)
+    assert s.chi2_dof[0] == 0 and s.p_value[0] == 1.0
+
+
+def naive_holm(p: list[float]) -> list[float]:
+    tested = sorted((v, i) for i, v in enumerate(p) if not math.isnan(v))
+    out = [math.nan] * len(p)
+    running = 0.0
+    for rank, (v, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * v))
+        out[i] = running
+    return out
+
+
+def test_holm_matches_the_textbook_procedure() -> None:
+    from driftline.kernels.drift_stats import holm
+
+    rng = np.random.default_rng(19)
+    for _ in range(20):
+        p = rng.random(int(rng.integers(0, 9))) ** 3
+        p[rng.random(p.size) < 0.2] = np.nan
+        np.testing.assert_allclose(holm(p), naive_holm(p.tolist()), rtol=1e-12, equal_nan=True)
+    assert np.allclose(holm(np.array([0.01, 0.04, 0.03, np.nan])), [0.03, 0.06, 0.06, np.nan], equal_nan=True)
+    assert holm(np.array([])).shape == (0,)
+
+
+def test_test_alarm_fires_on_adjusted_p_value_for_both_kinds() -> None:
+    rng = np.random.default_rng(20)
+    train, live_rows = two_samples(rng, shift=1.0, live_rows=600)
+    ref = profile_of(train)
+    only_test = Thresholds(psi=None, js=None, ks=None, mean_shift=None)
+    drift = {d.name: d for d in report(state_of(live_rows, ref.layout), ref, only_test)}
+    assert drift["area"].alarms == ("test",) and drift["label"].alarms == ("test",)
+    assert drift["area"].p_adjusted < 1e-3 and drift["label"].p_adjusted < 1e-3
+    assert drift["bedrooms"].alarms == () and drift["bedrooms"].p_adjusted >= 1e-3
+    assert all(d.p_adjusted >= d.p_value for d in drift.values())
+    ps = [d.p_value for d in drift.values()]
+    assert [d.p_adjusted for d in drift.values()] == pytest.approx(naive_holm(ps), rel=1e-12)
+    strict = Thresholds(psi=None, js=None, ks=None, mean_shift=None, alpha=1e-300)
+    assert not any(d.alarm for d in report(state_of(live_rows, ref.layout), ref, strict))
+
+
+def test_too_few_rows_is_noted_and_min_rows_can_differ_per_column() -> None:
+    rng = np.random.default_rng(21)
+    train, live_rows = two_samples(rng, shift=1.0, live_rows=600)
+    ref = profile_of(train)
+    live_rows[93:, 0] = np.nan
+    live = state_of(live_rows, ref.layout)
+    drift = report(live, ref)
+    assert drift[0].note == "too few rows: 93 of 500" and not drift[0].alarm
+    assert not math.isnan(drift[0].p_value)  # the statistics are still there to read
+    assert [d.note for d in drift[1:]] == ["", "", ""]
+    lower = report(live, ref, min_rows=[50, 500, 500, 700])
+    assert lower[0].note == "" and lower[0].alarm
+    assert lower[3].note == "too few rows: 600 of 700" and not lower[3].alarm
+    with pytest.raises(ValueError, match="one value per column"):
+        report(live, ref, min_rows=[50])
+    assert report(empty_state(ref.layout), ref)[0].note == "too few rows: 0 of 500"
+    assert Thresholds().min_rows_sampled < Thresholds().min_rows

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import numpy as np
 import polars as pl
 import pytest
@@ -12,11 +15,17 @@ from sklearn.metrics import r2_score
 
 from driftline.trainer.synthetic import (
     CLASS_TARGET,
+    DATASETS,
+    DISTRICTS,
     FEATURES,
+    LISTING_FEATURES,
+    LISTING_SHIFTS,
     SEGMENT_THRESHOLDS,
     SHIFTS,
     TARGET,
     housing,
+    listings,
+    synthetic_frame,
 )
 
 ROWS = 5_000
@@ -227,3 +236,226 @@ def test_unknown_shift_names_valid_ones() -> None:
 def test_bad_rows(rows: int) -> None:
     with pytest.raises(ValueError, match="rows"):
         housing(rows)
+
+
+# --- listings: district and description ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def listed() -> pl.DataFrame:
+    return listings(ROWS, seed=7)
+
+
+@pytest.fixture(scope="module")
+def english() -> pl.DataFrame:
+    return listings(ROWS, seed=7, shift="english_listings")
+
+
+def _texts(df: pl.DataFrame) -> list[str]:
+    return [text for text in df["description"].to_list() if text]
+
+
+def _top_words(df: pl.DataFrame, k: int) -> list[str]:
+    counts = Counter(word for text in _texts(df) for word in re.findall(r"[^\W\d]+", text.lower()))
+    return [word for word, _ in counts.most_common(k)]
+
+
+def test_listings_columns_and_dtypes(listed: pl.DataFrame) -> None:
+    assert LISTING_FEATURES == (*FEATURES, "district", "description")
+    assert listed.columns == [*LISTING_FEATURES, TARGET, CLASS_TARGET]
+    assert listed.height == ROWS
+    assert listed.schema["district"] == pl.String
+    assert listed.schema["description"] == pl.String
+    assert listed.schema[TARGET] == pl.Float64
+    assert listed.schema[CLASS_TARGET] == pl.Int64
+    # Only the description has gaps, as free text does in real tables.
+    nulls = listed.null_count().row(0, named=True)
+    assert {name for name, count in nulls.items() if count} == {"description"}
+
+
+@pytest.mark.parametrize("shift", [None, "price_inflation", *LISTING_SHIFTS])
+def test_listings_deterministic(shift: str | None) -> None:
+    assert_frame_equal(listings(300, seed=3, shift=shift), listings(300, seed=3, shift=shift))
+
+
+def test_listings_seed_changes_data() -> None:
+    a, b = listings(300, seed=1), listings(300, seed=2)
+    assert a["district"].to_list() != b["district"].to_list()
+    assert a["description"].to_list() != b["description"].to_list()
+
+
+def test_listings_keep_housing_features(listed: pl.DataFrame) -> None:
+    houses = housing(ROWS, seed=7)
+    assert_frame_equal(listed.select(FEATURES), houses.select(FEATURES))
+    # Price is the housing price times one multiplier per district.
+    ratio = listed.select(pl.col("district"), ratio=pl.col(TARGET) / houses[TARGET])
+    spread = ratio.group_by("district").agg(pl.col("ratio").max() - pl.col("ratio").min())
+    assert spread["ratio"].max() < 1e-5
+
+
+@pytest.mark.parametrize("shift", ["big_garages", "aging_stock"])
+def test_listings_accept_housing_shifts(shift: str) -> None:
+    df = listings(500, seed=4, shift=shift)
+    assert_frame_equal(df.select(FEATURES), housing(500, seed=4, shift=shift).select(FEATURES))
+    # The listing draws do not depend on the housing shift.
+    assert df["district"].to_list() == listings(500, seed=4)["district"].to_list()
+
+
+def test_listings_does_not_touch_global_rng() -> None:
+    np.random.seed(123)
+    expected = np.random.random()
+    np.random.seed(123)
+    listings(100, seed=0)
+    assert np.random.random() == expected
+
+
+def test_listings_price_segment(listed: pl.DataFrame) -> None:
+    low, high = SEGMENT_THRESHOLDS
+    price, segment = _col(listed, TARGET), _col(listed, CLASS_TARGET)
+    assert (segment == np.where(price < low, 0, np.where(price < high, 1, 2))).all()
+    assert (np.bincount(segment, minlength=3) / ROWS > 0.2).all()
+
+
+def test_districts_present_with_unequal_frequencies(listed: pl.DataFrame) -> None:
+    assert len(DISTRICTS) == 8
+    assert {"Mokotów", "Śródmieście", "Żoliborz", "Białołęka"} <= set(DISTRICTS)
+    counts = listed["district"].value_counts()
+    assert set(counts["district"]) == set(DISTRICTS)
+    share = counts["count"].to_numpy() / ROWS
+    assert share.min() > 0.02
+    assert share.max() > 2.5 * share.min()
+
+
+def test_districts_follow_distance(listed: pl.DataFrame) -> None:
+    median = dict(listed.group_by("district").agg(pl.col("distance_to_center").median()).iter_rows())
+    assert median["Śródmieście"] < 3
+    assert median["Śródmieście"] < median["Mokotów"] < median["Ursynów"] < median["Wawer"]
+
+
+def test_district_premium(listed: pl.DataFrame) -> None:
+    median = dict(listed.group_by("district").agg(pl.col(TARGET).median()).iter_rows())
+    assert median["Śródmieście"] > median["Białołęka"] * 1.5
+    assert median["Żoliborz"] > median["Wola"]  # same distance, dearer district
+
+
+def test_district_is_a_price_driver() -> None:
+    # Distance predicts the district only loosely, so a boosted model gains
+    # clearly from the district itself: what makes attributions name it.
+    train, test = listings(4_000, seed=0), listings(2_000, seed=1)
+
+    def matrix(df: pl.DataFrame, with_district: bool) -> np.ndarray:
+        x = df.select(FEATURES).to_numpy()
+        if not with_district:
+            return x
+        codes = df["district"].replace_strict(list(DISTRICTS), list(range(len(DISTRICTS)))).to_numpy()
+        return np.column_stack([x, codes])
+
+    y, yt = _col(train, TARGET), _col(test, TARGET)
+    scores = {}
+    for with_district in (False, True):
+        model = HistGradientBoostingRegressor(
+            random_state=0, categorical_features=[len(FEATURES)] if with_district else None)
+        model.fit(matrix(train, with_district), y)
+        scores[with_district] = r2_score(yt, model.predict(matrix(test, with_district)))
+    assert scores[True] > 0.9
+    assert scores[True] - scores[False] > 0.03
+
+
+def test_polish_descriptions(listed: pl.DataFrame) -> None:
+    texts = _texts(listed)
+    words = np.array([len(text.split()) for text in texts])
+    assert words.min() >= 15 and words.max() <= 40
+    top = _top_words(listed, 25)
+    assert {"się", "i", "w", "dom"} <= set(top)
+    assert not {"the", "and", "with"} & set(top)
+    assert np.mean([bool(re.search("[ąćęłńóśźż]", text)) for text in texts]) > 0.9
+    # A varied vocabulary, not a handful of fixed sentences.
+    assert len(set(texts)) > 0.9 * len(texts)
+    assert len(_top_words(listed, 10_000)) > 250
+
+
+def test_descriptions_state_the_row(listed: pl.DataFrame) -> None:
+    rows = listed.filter(pl.col("description").str.len_chars() > 0).head(300).to_dicts()
+    for row in rows:
+        text = row["description"]
+        # Districts appear inflected ("na Mokotowie"), so match the stem.
+        assert row["district"][:3] in text, text
+        assert ("garaż" in text) == (row["garage_area"] > 0), text
+        assert "ogr" in text, text  # ogród / ogródek
+    renovated = listed.filter(pl.col("description").str.contains("po remoncie"))
+    assert set(renovated["condition"].unique()) == {4.0}
+
+
+def test_missing_and_empty_descriptions(listed: pl.DataFrame) -> None:
+    missing = listed["description"].null_count() / ROWS
+    assert 0.01 < missing < 0.03
+    empty = (listed["description"] == "").sum()
+    assert 0 < empty < listed["description"].null_count()
+
+
+def test_english_listings(listed: pl.DataFrame, english: pl.DataFrame) -> None:
+    assert_frame_equal(english.drop("description"), listed.drop("description"))
+    words = np.array([len(text.split()) for text in _texts(english)])
+    assert words.min() >= 15 and words.max() <= 40
+    top = _top_words(english, 25)
+    assert {"the", "and", "with"} <= set(top)
+    assert not {"się", "i", "w"} & set(top)
+    # Same facts in the other language: the same numbers and the same gaps.
+    for polish, translated in zip(listed["description"], english["description"], strict=True):
+        assert (polish is None) == (translated is None)
+        if polish:
+            assert sorted(re.findall(r"\d+", polish)) == sorted(re.findall(r"\d+", translated))
+    mentions = english.filter(pl.col("description").str.len_chars() > 0).head(300)
+    for district, text in mentions.select("district", "description").iter_rows():
+        assert district in text, text
+
+
+@pytest.mark.parametrize("shift", ["new_district", "english_new_district"])
+def test_listing_new_district(listed: pl.DataFrame, shift: str) -> None:
+    df = listings(ROWS, seed=7, shift=shift)
+    seen = set(listed["district"])
+    new = set(df["district"])
+    assert new and not new & seen
+    # The numbers are housing's new_district shift.
+    assert_frame_equal(df.select(FEATURES), housing(ROWS, seed=7, shift="new_district").select(FEATURES))
+    (name,) = new
+    assert all(name[:6] in text for text in _texts(df)[:300])
+    language_words = {"the", "and", "with"} if shift.startswith("english") else {"się", "i", "w"}
+    assert language_words <= set(_top_words(df, 25))
+
+
+def test_listing_shift_catalogue() -> None:
+    assert set(LISTING_SHIFTS) == {"english_listings", "new_district", "english_new_district"}
+    for description in LISTING_SHIFTS.values():
+        assert description and "\n" not in description
+    assert DATASETS["housing"] == SHIFTS
+    assert set(DATASETS["listings"]) == set(SHIFTS) | set(LISTING_SHIFTS)
+
+
+def test_synthetic_frame_dispatches() -> None:
+    assert_frame_equal(synthetic_frame("housing", 50, seed=2), housing(50, seed=2))
+    assert_frame_equal(synthetic_frame("listings", 50, seed=2, shift="english_listings"),
+                       listings(50, seed=2, shift="english_listings"))
+    assert_frame_equal(synthetic_frame("housing", 50, seed=2, shift="big_garages"),
+                       housing(50, seed=2, shift="big_garages"))
+
+
+def test_synthetic_frame_errors_name_valid_choices() -> None:
+    with pytest.raises(ValueError) as excinfo:
+        synthetic_frame("flats", 10)
+    assert "housing" in str(excinfo.value) and "listings" in str(excinfo.value)
+    with pytest.raises(ValueError) as excinfo:
+        synthetic_frame("housing", 10, shift="english_listings")
+    assert "'english_listings'" in str(excinfo.value)
+    for name in SHIFTS:
+        assert name in str(excinfo.value)
+    with pytest.raises(ValueError) as excinfo:
+        listings(10, shift="zombie_apocalypse")
+    for name in DATASETS["listings"]:
+        assert name in str(excinfo.value)
+
+
+@pytest.mark.parametrize("rows", [0, -5])
+def test_listings_bad_rows(rows: int) -> None:
+    with pytest.raises(ValueError, match="rows"):
+        listings(rows)
