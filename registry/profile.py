@@ -5,12 +5,12 @@
 come from one piece of code and one bin convention (see :mod:`driftline.kernels.drift`):
 
 * numeric columns: bin edges are training quantiles at ``0, 1/bins, ..., (bins-1)/bins`` taken as data
-  values (``method="inverted_cdf"``), deduplicated, plus the next float64 above the training maximum. So
-  ``edges[0]`` is the training minimum, a discrete column (bedrooms) gets one bin per distinct value when
-  each value holds at least ``1/bins`` of the rows, every interior bin holds training rows, and the
-  underflow bin (``v < edges[0]``) and overflow bin (``v > training max``) count live values outside the
-  training range. When every distinct training value got its own bin that way (a 0/1 flag, a count of
-  rooms), the column is marked ``discrete`` and the drift statistics compare it as point masses;
+  values (``method="inverted_cdf"``), deduplicated, plus the next float64 above the training maximum; a column
+  with at most ``bins`` distinct values (a 0/1 flag, a count of rooms) has its distinct values as edges instead,
+  so every value, rare ones included, has its own bin. So ``edges[0]`` is the training minimum, every interior
+  bin holds training rows, and the underflow bin (``v < edges[0]``) and overflow bin (``v > training max``) count
+  live values outside the training range. A column whose every distinct training value has its own bin is
+  marked ``discrete`` and the drift statistics compare it as point masses;
 * categorical columns (integer codes ``0..K-1``, e.g. a classifier's ``label``): one bin per code plus an
   "other" bin for anything else; ``counts`` are the category frequencies.
 
@@ -311,8 +311,13 @@ def quantile_edges(finite: np.ndarray, bins: int) -> list[float]:
     """Bin edges of a numeric column from its finite training values (see the module docstring)."""
     if finite.size == 0:
         return []
-    levels = np.arange(bins) / bins
-    edges = np.quantile(finite, levels, method="inverted_cdf")
+    distinct = np.unique(finite)
+    if distinct.size <= bins:
+        # A discrete column (a flag, a count of rooms) gets one bin per value, rare ones included, so it is
+        # compared as the values it takes (see is_discrete).
+        edges = distinct
+    else:
+        edges = np.quantile(finite, np.arange(bins) / bins, method="inverted_cdf")
     top = np.nextafter(finite.max(), np.inf)
     if np.isfinite(top):  # else the largest float64 itself lands in the overflow bin
         edges = np.append(edges, top)

@@ -21,7 +21,7 @@ def table(rng: np.random.Generator, rows: int, flag_share: float = 0.3) -> np.nd
         rng.normal(84, 25, rows),
         rng.integers(1, 7, rows),
         rng.random(rows) < flag_share,
-        np.where(rng.random(rows) < 0.01, 9, rng.integers(0, 3, rows)),  # 9 holds < 1/bins of the rows
+        np.where(rng.random(rows) < 0.01, 9, rng.integers(0, 3, rows)),  # 9 holds < 1/bins of the rows: still a value
         np.full(rows, 4.0),
         rng.integers(0, 3, rows),
     ]).astype(np.float32)
@@ -35,9 +35,10 @@ def profile() -> Profile:
 
 
 def test_columns_with_one_bin_per_value_are_discrete(profile: Profile) -> None:
-    assert [c.discrete for c in profile.columns] == [False, True, True, False, True, False]
-    assert profile.layout.is_discrete.tolist() == [False, True, True, False, True, False]
+    assert [c.discrete for c in profile.columns] == [False, True, True, True, True, False]
+    assert profile.layout.is_discrete.tolist() == [False, True, True, True, True, False]
     assert list(profile.column("flag").edges) == [0.0, 1.0, np.nextafter(1.0, np.inf)]
+    assert list(profile.column("rare").edges) == [0.0, 1.0, 2.0, 9.0, np.nextafter(9.0, np.inf)]
 
 
 def test_is_discrete_needs_exactly_the_distinct_values() -> None:
@@ -53,7 +54,7 @@ def test_is_discrete_needs_exactly_the_distinct_values() -> None:
 
 def test_discrete_flag_round_trips_and_old_profiles_still_load(profile: Profile) -> None:
     data = json.loads(profile.to_json())
-    assert [c.get("discrete") for c in data["columns"]] == [None, True, True, None, True, None]
+    assert [c.get("discrete") for c in data["columns"]] == [None, True, True, True, True, None]
     again = Profile.from_json(profile.to_json())
     assert again == profile and again.layout.is_discrete.tolist() == profile.layout.is_discrete.tolist()
     for column in data["columns"]:
