@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from driftline.errors import InvalidInput
 from driftline.registry import default_root
+from driftline.registry.names import parse_version
 
 
 def add_registry(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +57,16 @@ def parse_command(module: Any, name: str, argv: list[str]) -> argparse.Namespace
     root = argparse.ArgumentParser(prog="driftline")
     module.register(root.add_subparsers())
     return root.parse_args([name, *argv])
+
+
+def version_text(text: str) -> str:
+    """An argparse type: a version number, or "" for the server's default; refused here, before any call."""
+    if text:
+        try:
+            parse_version(text)
+        except InvalidInput as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def key_values(pairs: list[str]) -> dict[str, object]:

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from driftline.cli.common import add_server
+from driftline.cli.common import add_admin, add_server, admin_channel
 
 STATISTICS = ("psi", "js", "ks", "wasserstein", "mean_shift")
 
@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("drift", help="drift of live traffic against the training baseline", description=__doc__)
     p.add_argument("name", help="model name")
     add_server(p)
+    add_admin(p)  # the token reads the training profile --plot draws; --tls-ca for a TLS server
     p.add_argument("--version", default="", help="a loaded version (default: the one serving)")
     p.add_argument("--since-live", action="store_true", help="everything since the version went live, not the window")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
@@ -31,17 +32,22 @@ def run(args: argparse.Namespace) -> int:
     from driftline.proto import driftline_pb2_grpc
 
     try:
-        with grpc.insecure_channel(args.server) as channel:
+        with admin_channel(args) as (channel, metadata):
             stub = driftline_pb2_grpc.MonitoringStub(channel)
             request = dpb.DriftRequest(name=args.name, version=args.version)
             response = stub.DriftReport(request, timeout=args.timeout)
             states = stub.DriftStates(request, timeout=args.timeout) if args.plot else None
             info = None
-            if args.plot:
+            if args.plot:  # the token goes with this call only: nothing else here needs it
                 info = driftline_pb2_grpc.DriftlineStub(channel).VersionInfo(
-                    dpb.VersionInfoRequest(name=args.name, version=response.version), timeout=args.timeout)
+                    dpb.VersionInfoRequest(name=args.name, version=response.version), timeout=args.timeout,
+                    metadata=metadata)
     except grpc.RpcError as exc:
         print(f"driftline drift: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    if args.plot and not info.profile_json:
+        print("driftline drift: --plot needs the training profile, which this server shows to admin callers only: "
+              "pass --admin-token (or set $DRIFTLINE_ADMIN_TOKEN)", file=sys.stderr)
         return 1
     section = response.since_live if args.since_live else response.current
     summary = as_json(response, section)

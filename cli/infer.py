@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import polars as pl
 
-from driftline.cli.common import add_server
+from driftline.cli.common import add_server, version_text
 from driftline.client import Client, InferResult, ServerError
 from driftline.client import feature_names as feature_names  # demo and explain read it from here
 from driftline.datatypes import NUMPY_OF
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rows = p.add_mutually_exclusive_group(required=True)
     rows.add_argument("--json", metavar="JSON", help='one row {"living_area": 84, ...} or a list of rows')
     rows.add_argument("--csv", metavar="FILE", help="rows from a CSV or Parquet file (columns named as features)")
-    p.add_argument("--version", default="", help="ask for a specific loaded version")
+    p.add_argument("--version", default="", type=version_text, help="ask for a specific loaded version")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before giving up")
     p.add_argument("--trace", action="store_true",
                    help="send a W3C traceparent and print its trace id, so the server's spans can be found; with "

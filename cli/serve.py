@@ -12,9 +12,10 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from driftline.cli.common import add_registry
-from driftline.server import http_server, logs, telemetry
+from driftline.server import http_server, logs, ports, telemetry
 from driftline.server.app import serve
 from driftline.errors import InvalidInput
 from driftline.kernels.drift_stats import Thresholds
@@ -30,6 +31,9 @@ HTTP_PORT = 8000  # Triton's HTTP/REST port
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve models over gRPC and HTTP/REST", description=__doc__)
     add_registry(p)
+    p.add_argument("--create-registry", action="store_true",
+                   help="create the registry folder when it does not exist (default: refuse, as a typo would "
+                        "otherwise serve nothing); models published there later can be loaded or polled")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8001, help="gRPC port (default 8001; 0 picks a free one)")
     p.add_argument("--model", action="append", default=[], metavar="NAME[:VERSION]",
@@ -38,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto: CUDA when a GPU is visible, else CPU")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="server processes sharing the port (default: one per core)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the server records what it serves, so that restarted workers and servers resume it "
+                        "(default: REGISTRY/.serving for a local registry, else ~/.local/state/driftline/serving)")
+    p.add_argument("--shutdown-grace", type=float, default=ServerSettings.shutdown_grace_s, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, how long calls already accepted may take to finish before they are "
+                        "cancelled (default %(default)s)")
     p.add_argument("--intra-op-threads", type=int, default=1, help="threads inside one onnxruntime call")
     p.add_argument("--inference-threads", type=int, default=os.cpu_count() or 1,
                    help="threads running onnxruntime calls (default: one per core)")
@@ -47,15 +57,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us,
                    help=f"longest wait for company while a batch runs (default {defaults.max_queue_delay_us})")
     p.add_argument("--max-queue-size", type=int, default=defaults.max_queue_size,
-                   help=f"requests waiting per model before UNAVAILABLE 'queue full' (default {defaults.max_queue_size})")
+                   help=f"requests waiting per model before UNAVAILABLE 'queue full' "
+                        f"(default {defaults.max_queue_size})")
     p.add_argument("--max-concurrent-batches", type=int, default=defaults.max_concurrent_batches,
                    help=f"onnxruntime calls in flight per model (default {defaults.max_concurrent_batches})")
+    # Hostile-world bounds (issue 13): what one message, one stream and all queued requests may hold.
+    server_defaults = ServerSettings(registry="")
+    p.add_argument("--max-message-bytes", type=byte_size, default=server_defaults.max_message_bytes, metavar="BYTES",
+                   help="largest gRPC message or HTTP body accepted (default 64MiB; units KiB, MiB, GiB)")
+    p.add_argument("--stream-window", type=int, default=server_defaults.stream_window, metavar="N",
+                   help="messages of one ModelStreamInfer in flight; the server reads no more until one is answered "
+                        f"(default {server_defaults.stream_window})")
+    p.add_argument("--max-queued-bytes", type=byte_size, default=server_defaults.max_queued_bytes, metavar="BYTES",
+                   help="input bytes all queued requests may hold (per process); beyond it requests get UNAVAILABLE "
+                        "at once (default 256MiB; units KiB, MiB, GiB)")
     p.add_argument("--admin-token", default=os.environ.get("DRIFTLINE_ADMIN_TOKEN"),
                    help="bearer token for admin calls (swap, rollback, load, unload); default $DRIFTLINE_ADMIN_TOKEN. "
                         "Without it, admin calls are refused unless the server listens on loopback only")
     p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (and --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
+    p.add_argument("--show-rejected-values", action="store_true",
+                   help="keep the values of refused and flagged cells in the drift report's examples, which every "
+                        "caller can read (default: row, column and reason only, the value withheld)")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="follow the registry's production alias: check every SECONDS and swap when it moves")
     p.add_argument("--no-drift", action="store_true", help="do not monitor drift (to measure what monitoring costs)")
@@ -73,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"Prometheus /metrics on --host:PORT (default {METRICS_PORT}, skipped with a warning when "
                         "busy; 0 picks a free port, printed on start)")
     p.add_argument("--no-metrics", action="store_true", help="serve no metrics and record none")
+    p.add_argument("--metrics-token", default=os.environ.get("DRIFTLINE_METRICS_TOKEN"), metavar="TOKEN",
+                   help="/metrics answers only 'Authorization: Bearer TOKEN' (default $DRIFTLINE_METRICS_TOKEN; "
+                        "unset: open). Metrics use HTTPS whenever --tls-cert is given")
     p.add_argument("--http-port", type=int, metavar="PORT",
                    help=f"the protocol's HTTP/REST binding on --host:PORT (default {HTTP_PORT}, skipped with a "
                         "warning when busy; 0 picks a free port, printed on start)")
@@ -85,12 +112,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def byte_size(text: str) -> int:
+    """A size flag: bytes, or a number with KiB/MiB/GiB (K/M/G and KB/MB/GB are read as the same powers of 2)."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+    number = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = number[-1:] if number[-1:] in "KMG" else ""
+    try:
+        value = float(number[: len(number) - len(unit)]) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write bytes, or e.g. 256MiB") from None
+    if not 1 <= value < 2**63:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
+    return int(value)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
         telemetry.check_environment()
     except ValueError as exc:  # a bad flag or config file: say so, like any other input error
         raise InvalidInput(str(exc)) from exc
+    check_registry_folder(args.registry, create=args.create_registry)
     logs.configure(settings.log_format)
     try:
         if settings.workers > 1:
@@ -101,6 +143,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"driftline serve: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def check_registry_folder(location: str, create: bool) -> None:
+    """A local registry must exist before serving: a mistyped path would otherwise serve nothing, silently."""
+    if "://" in location and not location.startswith("file://"):
+        return  # an object store: a prefix exists once something is written under it
+    folder = Path(location.removeprefix("file://"))
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    if not folder.exists():
+        raise InvalidInput(f"registry {folder} does not exist; check --registry (or $DRIFTLINE_REGISTRY), "
+                           "or pass --create-registry to serve it empty and load models published there later")
+    if not folder.is_dir():
+        raise InvalidInput(f"registry {folder} is not a folder; --registry names the folder that holds the models")
 
 
 def _run_workers(settings: ServerSettings) -> int:
@@ -129,13 +185,13 @@ def _http_port_for_workers(settings: ServerSettings) -> Iterator[ServerSettings]
         held = http_server.reserve(settings.host, settings.http_port)
     except OSError as exc:
         if not settings.http_optional:
-            raise InvalidInput(f"cannot serve HTTP on {settings.host}:{settings.http_port}: {exc}") from exc
-        print(f"driftline serve: HTTP off: {settings.host}:{settings.http_port} is busy ({exc}); "
+            raise InvalidInput(str(exc)) from exc  # it names the port and why
+        print(f"driftline serve: HTTP off: {exc}; "
               "pass --http-port to choose another port", file=sys.stderr, flush=True)
         yield dataclasses.replace(settings, http_port=None)
         return
     try:
-        yield dataclasses.replace(settings, http_port=held.getsockname()[1])
+        yield dataclasses.replace(settings, http_port=held.port)
     finally:
         held.close()
 
@@ -149,7 +205,7 @@ def _metrics_port(settings: ServerSettings) -> int | None:
             probe.bind((settings.host, settings.metrics_port))
         except OSError as exc:
             if not settings.metrics_optional:
-                raise InvalidInput(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from exc
+                raise InvalidInput(ports.refusal("metrics", settings.host, settings.metrics_port, exc)) from None
             print(f"driftline serve: metrics off: {settings.host}:{settings.metrics_port} is busy ({exc}); "
                   "pass --metrics-port to choose another port", file=sys.stderr, flush=True)
             return None
@@ -176,11 +232,18 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         device=args.device,
         intra_op_threads=args.intra_op_threads,
         inference_threads=args.inference_threads,
+        max_message_bytes=args.max_message_bytes,
+        stream_window=args.stream_window,
+        max_queued_bytes=args.max_queued_bytes,
         workers=args.workers,
+        state_dir=args.state_dir,
+        shutdown_grace_s=args.shutdown_grace,
         admin_token=args.admin_token,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        show_rejected_values=args.show_rejected_values,
+        metrics_token=args.metrics_token,
         poll_s=args.poll,
         monitor=not args.no_drift,
         batching=batching,

@@ -27,7 +27,11 @@ class CorruptArtifact(DriftlineError):
 
 
 class PublishError(DriftlineError):
-    """A version could not be published; the registry is left as it was."""
+    """A version could not be published, or an alias moved; the registry is left as it was."""
+
+
+class DiskFull(PublishError):
+    """A registry write ran out of space (or quota); it was undone, so the registry is left as it was."""
 
 
 class DeadlineExpired(DriftlineError):

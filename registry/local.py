@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from driftline.registry.names import is_version_folder
+
 MANIFEST_FILE = "manifest.json"
 
 
@@ -25,6 +27,12 @@ class LocalStorage:
             return []
         return [p.name for p in folder.iterdir() if p.is_dir()]
 
+    def files(self, key: str) -> list[str]:
+        folder = self.root / key if key else self.root
+        if not folder.is_dir():
+            return []
+        return [p.name for p in folder.iterdir() if not p.is_dir()]
+
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
 
@@ -34,8 +42,12 @@ class LocalStorage:
     def replace(self, key: str, data: bytes) -> None:
         target = self.root / key
         staging = target.with_name(f".{target.name}.{os.getpid()}")
-        _write(staging, data)
-        os.replace(staging, target)  # readers see the old or the new file
+        try:
+            _write(staging, data)
+            os.replace(staging, target)  # readers see the old or the new file
+        except BaseException:
+            staging.unlink(missing_ok=True)  # a full disk must not also fill up with our leftovers
+            raise
         _fsync_dir(target.parent)
 
     @contextlib.contextmanager
@@ -70,7 +82,7 @@ class LocalStorage:
 
 
 def _numbered(model_dir: Path) -> list[int]:
-    return [int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.name == str(int(p.name))]
+    return [int(p.name) for p in model_dir.iterdir() if is_version_folder(p.name)]
 
 
 def _write(path: Path, data: bytes) -> None:

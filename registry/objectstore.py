@@ -14,6 +14,8 @@ import contextlib
 import uuid
 from collections.abc import Iterator, Mapping
 
+from driftline.registry.names import is_version_folder
+
 MANIFEST_FILE = "manifest.json"
 CLAIM_FILE = ".claim"
 
@@ -30,11 +32,17 @@ class ObjectStorage:
         return f"{self._root}/{key}" if key else self._root
 
     def children(self, key: str) -> list[str]:
+        return self._names(key, directories=True)
+
+    def files(self, key: str) -> list[str]:
+        return self._names(key, directories=False)
+
+    def _names(self, key: str, directories: bool) -> list[str]:
         try:
             entries = self.fs.ls(self._path(key), detail=True, refresh=True)
         except FileNotFoundError:
             return []
-        return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"]
+        return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if (e["type"] == "directory") == directories]
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self._path(key))
@@ -58,7 +66,7 @@ class ObjectStorage:
         return version
 
     def _claim(self, model: str) -> int:
-        taken = [int(n) for n in self.children(model) if n.isdigit()]
+        taken = [int(n) for n in self.children(model) if is_version_folder(n)]
         version = max(taken, default=0) + 1
         token = uuid.uuid4().hex.encode()
         while True:

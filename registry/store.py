@@ -7,16 +7,28 @@ rule: a version is visible only once its manifest exists, and the manifest is wr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from driftline.errors import CorruptArtifact, InvalidInput, NotFound, PublishError
+from driftline.errors import CorruptArtifact, DiskFull, InvalidInput, NotFound, PublishError
 from driftline.registry.metadata import VersionMetadata
+from driftline.registry.names import (
+    MODEL_NAME_RULE,
+    VERSION_RULE,
+    check_model_name,
+    is_model_name,
+    is_version_folder,
+    parse_version,
+)
+
+log = logging.getLogger("driftline.registry")
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -27,8 +39,9 @@ ALIASES_FILE = "aliases.json"  # <root>/<model>/aliases.json: {"production": 3, 
 PRODUCTION, PREVIOUS, STAGING = "production", "previous", "staging"
 DEFAULT_ROOT = "driftline-registry"
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+# ENOSPC and EDQUOT in words: an errno on its own does not tell a user what to free.
+_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}
 
 
 def default_root() -> str:
@@ -40,24 +53,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_model_name(name: str) -> str:
-    if not _MODEL_NAME.match(name):
-        raise InvalidInput(
-            f"model name {name!r} is not allowed: use letters, digits, '_', '-' or '.', starting with a letter or digit"
-        )
-    return name
-
-
-def is_version_name(name: str) -> bool:
-    return name.isdigit() and name == str(int(name)) and int(name) > 0
-
-
 class Storage(Protocol):
     """What a registry needs from where it lives. Keys are '/'-separated, relative to the root."""
 
     location: str
 
-    def children(self, key: str) -> list[str]: ...  # names directly under key ("" is the root)
+    def children(self, key: str) -> list[str]: ...  # folders directly under key ("" is the root)
+
+    def files(self, key: str) -> list[str]: ...  # files directly under key
 
     def exists(self, key: str) -> bool: ...
 
@@ -107,18 +110,47 @@ class Registry:
             root = LocalStorage(root)
         self.storage: Storage = root
         self.location = root.location
+        self._skipped: set[str] = set()  # entries already warned about: a server lists the registry often
 
     def __repr__(self) -> str:
         return f"Registry({self.location!r})"
 
     # -- reading ----------------------------------------------------------------------------------
     def models(self) -> list[str]:
-        return sorted(m for m in self.storage.children("") if _MODEL_NAME.match(m) and self.versions(m))
+        """Models with at least one published version. Whatever else is in the root is skipped, with a
+        warning the first time: a folder that cannot be a model name, a stray file."""
+        named = [m for m in self.storage.children("")
+                 if self._expected(m, is_model_name(m), f"a model name ({MODEL_NAME_RULE})")]
+        self._warn_about_files("", (), "only model folders belong in a registry's root")
+        return sorted(m for m in named if self.versions(m))
 
     def versions(self, model: str) -> list[int]:
         """Published versions of ``model``, oldest first; folders without a manifest do not count."""
-        numbered = [int(n) for n in self.storage.children(model) if is_version_name(n)]
-        return sorted(v for v in numbered if self.storage.exists(f"{model}/{v}/{MANIFEST_FILE}"))
+        return sorted(v for v in self._numbered(model) if self.storage.exists(f"{model}/{v}/{MANIFEST_FILE}"))
+
+    def _numbered(self, model: str) -> list[int]:
+        """Folders named as versions, finished or not; anything else in the model's folder is warned about."""
+        check_model_name(model)
+        numbered = [int(n) for n in self.storage.children(model)
+                    if self._expected(f"{model}/{n}", is_version_folder(n), f"a version ({VERSION_RULE})")]
+        self._warn_about_files(model, (ALIASES_FILE,), f"a model folder holds version folders and {ALIASES_FILE}")
+        return numbered
+
+    def _expected(self, key: str, valid: bool, what: str) -> bool:
+        name = key.rsplit("/", 1)[-1]
+        if not valid and not name.startswith("."):  # hidden entries are ours: staging folders, lock files
+            self._skip(key, f"the folder name is not {what}")
+        return valid
+
+    def _warn_about_files(self, key: str, known: tuple[str, ...], why: str) -> None:
+        for name in self.storage.files(key):
+            if name not in known and not name.startswith("."):
+                self._skip(f"{key}/{name}" if key else name, f"a stray file ({why})")
+
+    def _skip(self, key: str, why: str) -> None:
+        if key not in self._skipped:
+            self._skipped.add(key)
+            log.warning("registry %s: skipping %r: %s", self.location, key, why)
 
     def latest(self, model: str) -> int:
         versions = self.versions(check_model_name(model))
@@ -162,8 +194,10 @@ class Registry:
         """A version number from ``3``, ``"3"``, an alias such as ``"production"``, or None/"latest"."""
         if ref is None or ref == "latest":
             return self.latest(model)
-        if isinstance(ref, int) or str(ref).isdigit():
-            return int(ref)
+        if isinstance(ref, int):
+            return ref
+        if ref.isdigit():
+            return parse_version(ref)  # isdigit() is also true of '²': refused in words, not a crash in int()
         aliases = self.aliases(model)
         if ref not in aliases:
             known = ", ".join(sorted(aliases)) or "none"
@@ -172,16 +206,21 @@ class Registry:
 
     def set_alias(self, model: str, alias: str, version: int) -> dict[str, int]:
         """Point ``alias`` at ``version``; ``production`` keeps the version it replaces as ``previous``."""
-        if not _ALIAS.match(alias) or alias == "latest":
+        if not _ALIAS.fullmatch(alias) or alias == "latest":
             raise InvalidInput(f"alias {alias!r} is not allowed: lowercase letters, digits, '_' or '-'")
         if version not in self.versions(model):
             raise NotFound(f"model {model!r} has no version {version} in registry {self.location}")
-        with self.storage.alias_lock(model):
-            aliases = self.aliases(model)
-            if alias == PRODUCTION and aliases.get(PRODUCTION) not in (None, version):
-                aliases[PREVIOUS] = aliases[PRODUCTION]
-            aliases[alias] = version
-            self.storage.replace(f"{model}/{ALIASES_FILE}", (json.dumps(aliases, indent=2, sort_keys=True) + "\n").encode())
+        try:
+            with self.storage.alias_lock(model):
+                aliases = self.aliases(model)
+                if alias == PRODUCTION and aliases.get(PRODUCTION) not in (None, version):
+                    aliases[PREVIOUS] = aliases[PRODUCTION]
+                aliases[alias] = version
+                body = (json.dumps(aliases, indent=2, sort_keys=True) + "\n").encode()
+                self.storage.replace(f"{model}/{ALIASES_FILE}", body)
+        except OSError as exc:
+            raise self._write_failed(exc, f"moving {model}'s alias {alias!r} to version {version}",
+                                     "no alias was changed") from exc
         return aliases
 
     def promote(self, model: str, version: int) -> dict[str, int]:
@@ -194,7 +233,7 @@ class Registry:
         The storage writes the files first and the manifest last, out of readers' sight until then:
         a crashed publish never shows a half-written version, and a number is never reused.
         """
-        check_model_name(model)
+        self._numbered(model)  # the storage numbers past stray folders; say which ones it passed over
         missing = {MODEL_FILE, METADATA_FILE} - set(files)
         if missing:
             raise PublishError(f"a version needs {', '.join(sorted(missing))}")
@@ -203,4 +242,12 @@ class Registry:
         try:
             return self.storage.publish(model, files, body)
         except OSError as exc:
-            raise PublishError(f"publishing {model} to {self.location} failed, nothing was published: {exc}") from exc
+            raise self._write_failed(exc, f"publishing {model}", "nothing was published") from exc
+
+    def _write_failed(self, exc: OSError, doing: str, undone: str) -> PublishError:
+        """The error for a write the storage gave up on (and cleaned up after): what, where, and that the
+        registry reads as before."""
+        if exc.errno in _FULL:
+            return DiskFull(f"{doing} in {self.location} failed: {_FULL[exc.errno]}; {undone} and the registry "
+                            "reads as it did before. Free some space and try again")
+        return PublishError(f"{doing} in {self.location} failed, {undone}: {exc}")

@@ -23,7 +23,7 @@ from driftline.server.peers import Peers, socket_path
 from driftline.server.pipeline import RequestPath
 from driftline.server.poll import follow_production
 from driftline.server.repository import ModelRepository
-from driftline.server import http_server, logs, metrics, reflection, run, telemetry
+from driftline.server import http_server, logs, metrics, ports, record, reflection, run, telemetry, validate
 from driftline.server.monitor import MonitorThread
 from driftline.server.service import AdminService, DriftlineService, InferenceService, MonitoringService
 from driftline.server.settings import ServerSettings
@@ -45,6 +45,7 @@ class Built:
     peers: Peers
     health: Health
     http: HttpApi  # the HTTP front end, served by serve() when settings.http_port says so
+    peer_server: grpc.aio.Server | None = None  # the worker's private socket, for its peers only
 
 
 def build(settings: ServerSettings) -> Built:
@@ -52,7 +53,10 @@ def build(settings: ServerSettings) -> Built:
     pool = run.executor(settings.inference_threads)
     monitors = MonitorThread() if settings.monitor else None
     metrics.recording = settings.metrics_port is not None  # before any version's batcher is made
+    validate.show_rejected_values = settings.show_rejected_values  # likewise, before any validator or monitor
     repository = ModelRepository(open_registry(settings.registry), settings, pool, monitors)
+    if settings.port:  # a port the OS chooses has no past to resume; serve() records it once bound
+        repository.record = record.for_server(settings, settings.port)
     repository.load_startup()
     if settings.worker_index == 0:  # every worker loads the same; count once per server
         for name in repository.names():
@@ -69,15 +73,27 @@ def build(settings: ServerSettings) -> Built:
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ]
     )
+    # Peers reach a worker through a server of its own, started before the public port opens (serve()):
+    # a worker catches up with a swap made while it was starting before any client can reach it.
+    peer_server = None
+    if settings.peer_dir is not None:
+        peer_server = grpc.aio.server(interceptors=[guard], options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes)])
+        peer_server.add_insecure_port(f"unix:{socket_path(settings.peer_dir, settings.worker_index)}")
+    shared = [server, *([peer_server] if peer_server is not None else [])]
     peers = Peers(settings.peer_dir, settings.worker_index, settings.workers, settings.admin_token)
     path = RequestPath(repository)  # the one request path; each front end parses into it
     inference = InferenceService(repository, peers, path)
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+    for target in shared:
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, target)
     driftline_service, monitoring = DriftlineService(repository), MonitoringService(repository, peers)
     driftline_pb2_grpc.add_DriftlineServicer_to_server(driftline_service, server)
-    driftline_pb2_grpc.add_MonitoringServicer_to_server(monitoring, server)
+    for target in shared:
+        driftline_pb2_grpc.add_MonitoringServicer_to_server(monitoring, target)
     admin = AdminService(repository, peers, settings.workers)
-    driftline_pb2_grpc.add_AdminServicer_to_server(admin, server)
+    for target in shared:
+        driftline_pb2_grpc.add_AdminServicer_to_server(admin, target)
     health = Health(repository, asyncio.get_running_loop())
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     if settings.reflection:
@@ -96,24 +112,41 @@ def build(settings: ServerSettings) -> Built:
     except RuntimeError:  # grpcio's word for a port it could not bind (older releases returned 0 instead)
         port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {settings.host}:{settings.port} (in use, or not an address of this machine)")
-    if settings.peer_dir is not None:
-        server.add_insecure_port(f"unix:{socket_path(settings.peer_dir, settings.worker_index)}")
+        raise ports.PortUnavailable(f"cannot serve gRPC on {settings.host}:{settings.port}: the port is in use, "
+                                    "or not an address of this machine")
     # the second front end, same path; driftline's own reads (version, drift) too
     http = HttpApi(inference, path, guard, settings.max_message_bytes, driftline_service, monitoring)
-    return Built(server, port, repository, pool, admin, peers, health, http)
+    return Built(server, port, repository, pool, admin, peers, health, http, peer_server)
 
 
 async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
     worker = settings.worker_index if settings.workers > 1 else None
     logs.configure(settings.log_format, worker)
     telemetry.setup(worker_index=worker, on_drop=metrics.span_dropped)
+    # From the very start: a SIGTERM while the models load still ends in a graceful stop, exit code 0.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    alone = settings.workers == 1  # with workers, the parent claimed the ports and prepared the record
+    claim = None
+    if alone and settings.port:
+        # Before loading anything: a port that is not ours fails at once, with one line.
+        claim = ports.claim("gRPC", settings.host, settings.port)
+        record.for_server(settings, settings.port).prepare(fresh=False)
     built = build(settings)
     server, port, repository, pool = built.server, built.port, built.repository, built.pool
+    if alone and not settings.port:
+        claim = ports.lock_only("gRPC", settings.host, port)
+        repository.record = record.for_server(settings, port)
+        repository.record.prepare(fresh=True)  # a server of the past on this random port is not this one
     # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
     # full passes, which otherwise stall a request for ~100 ms now and then.
     gc.collect()
     gc.freeze()
+    if built.peer_server is not None:
+        await built.peer_server.start()
+        await repository.catch_up()
     metrics_server, metrics_note = _serve_metrics(settings, built)
     http, http_note = http_server.start(settings, built.http)
     await built.health.sync()  # before the port opens: the servicer starts out saying SERVING
@@ -121,7 +154,8 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     summary = []
     for name in repository.names():
         slot = repository.slot(name)
-        summary.append(f"{name}:{slot.default.served.version}" if slot.default else f"{name}(unavailable)")
+        note = f" ({slot.note})" if slot.note else ""
+        summary.append(f"{name}:{slot.default.served.version}{note}" if slot.default else f"{name}(unavailable)")
     providers = ", ".join(repository.providers)
     # Tests and scripts read this line to learn the port (which may have been chosen by the OS).
     announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})"
@@ -129,22 +163,23 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     poller = None
     if settings.poll_s and settings.worker_index == 0:
         poller = asyncio.ensure_future(follow_production(repository, built.admin, settings.poll_s))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     if poller is not None:
         poller.cancel()
     log.info("shutting down: finishing in-flight requests (up to %.0f s)", settings.shutdown_grace_s)
     await built.health.shutdown()  # probes and watchers hear NOT_SERVING while in-flight requests finish
-    await asyncio.gather(server.stop(settings.shutdown_grace_s), *([http.stop()] if http is not None else []))
+    await asyncio.gather(server.stop(settings.shutdown_grace_s), *([http.stop()] if http is not None else []),
+                         *([built.peer_server.stop(settings.shutdown_grace_s)] if built.peer_server else []))
     pool.shutdown(wait=True, cancel_futures=True)
     if repository.monitors is not None:
         repository.monitors.close()
     if metrics_server is not None:
         metrics_server.shutdown()
     telemetry.shutdown()  # exports the spans still buffered
+    if alone and not settings.port and repository.record is not None:
+        repository.record.remove()  # no later server can ask for this random port's past
+    if claim is not None:
+        claim.close()
 
 
 def _serve_metrics(settings: ServerSettings, built: Built) -> tuple[object | None, str]:
@@ -152,12 +187,19 @@ def _serve_metrics(settings: ServerSettings, built: Built) -> tuple[object | Non
     if settings.metrics_port is None:
         return None, ""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    # The gRPC port's TLS, client certificates included: drift statistics must not travel in the clear beside it.
+    # Made here, not in the port opener: a bad certificate must stop the start, not read as "port busy".
+    tls = None
+    if settings.tls_cert:
+        tls = metrics.tls_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    scheme = "https" if tls else "http"
     if settings.worker_index != 0:  # the parent chose a concrete port for worker 0 to serve
-        return None, f"; metrics http://{host}:{settings.metrics_port}/metrics"
+        return None, f"; metrics {scheme}://{host}:{settings.metrics_port}/metrics"
     collector = metrics.LiveCollector(built.repository, built.peers, asyncio.get_running_loop())
     http = http_server.optional_port("metrics", settings.host, settings.metrics_port, settings.metrics_optional,
-                                     lambda: metrics.serve(settings.host, settings.metrics_port, collector))
+                                     lambda: metrics.serve(settings.host, settings.metrics_port, collector, tls=tls,
+                                                           token=settings.metrics_token))
     if http is None:
         return None, "; metrics off (port busy)"
     # No " on HOST:PORT" here: scripts find the gRPC port with that pattern.
-    return http, f"; metrics http://{host}:{http.server_port}/metrics"
+    return http, f"; metrics {scheme}://{host}:{http.server_port}/metrics"

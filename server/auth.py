@@ -4,6 +4,9 @@ Admin calls are those that change the served versions: Triton's RepositoryModelL
 driftline's Admin service. On a loopback-only server they are open unless a token is configured;
 beyond loopback they need ``authorization: Bearer <token>`` and are refused outright when no token
 was configured. A refused call changes nothing: it never reaches its handler.
+
+The same rule decides who reads what a stranger should not: a version's training profile
+(``VersionInfo``) goes to callers who would be allowed an admin call (:meth:`AdminGuard.admits`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class AdminGuard(grpc.aio.ServerInterceptor):
         self._open = token is None and is_loopback(host)
         self._host = host
 
+    def admits(self, authorization: str) -> bool:
+        """Whether a caller presenting this ``authorization`` header is an admin caller."""
+        return self.refusal(authorization) is None
+
     def refusal(self, authorization: str) -> tuple[grpc.StatusCode, str] | None:
         """Why an admin call with this ``authorization`` header is refused, or None: the same check for
         every front end (the HTTP one calls it for load and unload)."""
@@ -67,6 +74,14 @@ class AdminGuard(grpc.aio.ServerInterceptor):
         header = metadata.get("authorization", "")
         if not header.startswith("Bearer "):
             return grpc.StatusCode.UNAUTHENTICATED, "admin call without a token: send 'authorization: Bearer <token>'"
-        if not hmac.compare_digest(header.removeprefix("Bearer ").encode(), self._token.encode()):
+        if not bearer_matches(header, self._token):
             return grpc.StatusCode.PERMISSION_DENIED, "admin token refused"
         return None
+
+
+def bearer_matches(header: str, token: str) -> bool:
+    """``header`` is ``Bearer <token>``; compared in constant time, so the answer's timing does not tell a
+    guesser how much of a guess was right."""
+    if not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header.removeprefix("Bearer ").encode(), token.encode())

@@ -6,6 +6,13 @@ request at low load never waits for company). The rows of every request in the b
 concatenated, run in one onnxruntime call off the event loop, and the outputs are split back by
 row offsets. Batching counts rows, not requests.
 
+Each caller (a gRPC connection: its unary calls and streams alike; see ``status.caller``) has a queue of
+its own, and callers share the batcher by rows, as fair queuing shares a link by bytes: a request's
+tag is where its caller's rows would end if every caller with requests waiting were served at the
+same rate (``max(now, the caller's last tag) + rows``), and the smallest tag goes next. A client that
+queues a thousand 20,000-row requests delays another's one-row request by at most the batch already
+running, not by the thousand; a lone caller is served first come, first served, as before.
+
 Everything here runs on the event loop thread except the onnxruntime call itself, so the queue
 needs no lock.
 """
@@ -13,6 +20,8 @@ needs no lock.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -29,6 +38,7 @@ from driftline.registry.columns import tensor_view
 from driftline.registry.table_view import TableView
 from driftline.server.model import ServedVersion
 from driftline.server.run import run_batch
+from driftline.server.status import caller
 
 log = logging.getLogger("driftline.server")
 # A batch predicted to take less than this runs on the event loop: handing it to a thread and back costs
@@ -54,6 +64,48 @@ class BatchSettings:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {self.max_concurrent_batches}")
 
 
+class QueuedBytes:
+    """The input bytes of requests queued or executing and not yet answered, across every model of one server
+    process, against a bound (``--max-queued-bytes``).
+
+    A request count alone does not bound memory: 1,024 queued requests may hold a few kilobytes or, at 64 MiB
+    a message, most of the machine. Over the bound a request is refused at once; a lone request (nothing else
+    held) always gets in, its size being bounded by the message size limit already.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max_queued_bytes must be >= 1, got {limit}")
+        self.limit = limit
+        self.held = 0
+
+    def admit(self, size: int) -> None:
+        if self.held and self.held + size > self.limit:
+            raise Unavailable(
+                f"server busy: queued requests already hold {_mib(self.held)} of input and this one needs "
+                f"{_mib(size)} more, over the bound of {_mib(self.limit)} (--max-queued-bytes); retry with backoff, "
+                "send fewer rows per request, or raise --max-queued-bytes"
+            )
+        self.held += size
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+
+def input_bytes(inputs: dict[str, np.ndarray]) -> int:
+    """What a request's decoded inputs hold in memory (text cells by their length: nbytes counts pointers)."""
+    size = 0
+    for array in inputs.values():
+        size += array.nbytes
+        if array.dtype == object:
+            size += sum(len(cell) for cell in array.flat)
+    return size
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
+
+
 @dataclass(eq=False)
 class Pending:
     inputs: dict[str, np.ndarray]
@@ -63,6 +115,7 @@ class Pending:
     deadline: float | None  # time.monotonic() seconds; None: no deadline
     span: Any = None  # the request's span, to link its batch to (tracing on only)
     view: TableView | None = None  # a mixed table's rows as validated, handed on to monitoring
+    tag: float = 0.0  # its place in the fair order between callers (the module's docstring)
 
 
 @dataclass
@@ -92,7 +145,11 @@ class Batcher:
     settings: BatchSettings
     executor: Executor
     observers: Sequence[BatchObserver] = ()
-    _queue: deque[Pending] = field(default_factory=deque)
+    _queues: dict[object, deque[Pending]] = field(default_factory=dict)  # per caller, oldest first
+    _turns: list[tuple[float, int, object]] = field(default_factory=list)  # heap: (first request's tag, -, caller)
+    _virtual: float = 0.0  # the tag of the request taken last: "now" in the fair order
+    _order: Any = field(default_factory=itertools.count)  # ties between equal tags go to the earlier
+    _waiting: int = 0
     _queued_rows: int = 0
     _running: int = 0
     _timer: asyncio.TimerHandle | None = None
@@ -105,7 +162,7 @@ class Batcher:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queue) or self._running > 0
+        return self._waiting > 0 or self._running > 0
 
     def submit(self, inputs: dict[str, np.ndarray], deadline: float | None, rows: int | None = None,
                view: TableView | None = None) -> asyncio.Future[list[np.ndarray]]:
@@ -113,17 +170,26 @@ class Batcher:
         None); the future resolves to every output of the model, in output order, for this request."""
         if rows is None:
             rows = len(next(iter(inputs.values()))) if self.served.batching else 1
-        if len(self._queue) >= self.settings.max_queue_size:
+        if self._waiting >= self.settings.max_queue_size:
             raise Unavailable(
                 f"queue full: {self.served.name} version {self.served.version} already has "
-                f"{len(self._queue)} requests waiting (max_queue_size); retry later or raise --max-queue-size"
+                f"{self._waiting} requests waiting (max_queue_size); retry later or raise --max-queue-size"
             )
         loop = asyncio.get_running_loop()
         pending = Pending(inputs, rows, loop.create_future(), time.perf_counter_ns(), deadline,
                           telemetry.current_span() if telemetry.tracer is not None else None, view)
-        self._queue.append(pending)
+        key = caller.get()
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            pending.tag = self._virtual + rows
+            heapq.heappush(self._turns, (pending.tag, next(self._order), key))
+        else:
+            pending.tag = max(self._virtual, queue[-1].tag) + rows
+        queue.append(pending)
+        self._waiting += 1
         self._queued_rows += rows
-        self.metrics.queued(len(self._queue))
+        self.metrics.queued(self._waiting)
         if not self._dispatch_scheduled:
             # Dispatch at the end of this event-loop turn, so that every request decoded in the same turn
             # can share the batch: dispatching inside submit ran almost every request alone.
@@ -138,14 +204,20 @@ class Batcher:
     # -- forming batches ------------------------------------------------------------------------
     def _dispatch(self) -> None:
         """Start every batch that may start now; otherwise arm a timer for the oldest request."""
-        while self._queue and self._running < self.settings.max_concurrent_batches:
+        while self._queues and self._running < self.settings.max_concurrent_batches:
             full = self._queued_rows >= self.settings.max_batch_size
             idle = self._running == 0
-            waited_us = (time.perf_counter_ns() - self._queue[0].enqueued_ns) / 1000
+            waited_us = (time.perf_counter_ns() - self._oldest_ns()) / 1000
             if not (full or idle or waited_us >= self.settings.max_queue_delay_us):
                 self._arm_timer(self.settings.max_queue_delay_us - waited_us)
                 return
             self._start(self._take())
+
+    def _oldest_ns(self) -> int:
+        """When the longest-waiting request was queued: each caller's first is its oldest (one per connection)."""
+        if len(self._queues) == 1:
+            return next(iter(self._queues.values()))[0].enqueued_ns
+        return min(queue[0].enqueued_ns for queue in self._queues.values())
 
     def _arm_timer(self, delay_us: float) -> None:
         if self._timer is None:
@@ -156,16 +228,28 @@ class Batcher:
         self._dispatch()
 
     def _take(self) -> list[Pending]:
-        """Up to max_batch_size rows of live requests, oldest first; expired and cancelled ones leave here."""
+        """Up to max_batch_size rows of live requests, smallest tag first (oldest first within a caller);
+        expired and cancelled ones leave here without costing compute."""
         taken: list[Pending] = []
         rows = 0
         now = time.monotonic()
-        while self._queue:
-            head = self._queue[0]
-            # A model without a dynamic first dimension takes one request per call.
+        queues, turns = self._queues, self._turns
+        while turns:
+            key = turns[0][2]
+            queue = queues[key]
+            head = queue[0]
+            # A model without a dynamic first dimension takes one request per call. A request that does not fit
+            # keeps the smallest tag, so it starts the next batch: delayed by one batch at most, never starved.
             if taken and (rows + head.rows > self.settings.max_batch_size or not self.served.batching):
                 break
-            self._queue.popleft()
+            queue.popleft()
+            self._virtual = head.tag
+            if queue:
+                heapq.heapreplace(turns, (queue[0].tag, next(self._order), key))
+            else:
+                heapq.heappop(turns)
+                del queues[key]
+            self._waiting -= 1
             self._queued_rows -= head.rows
             if head.future.done():  # the caller went away (cancelled)
                 continue
@@ -177,7 +261,7 @@ class Batcher:
                 continue
             taken.append(head)
             rows += head.rows
-        self.metrics.queued(len(self._queue))
+        self.metrics.queued(self._waiting)
         return taken
 
     # -- executing ------------------------------------------------------------------------------

@@ -24,6 +24,21 @@ TABULAR_DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BYTES")
 NUMBER_DATATYPES = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
                     "BOOL")
 MAX_TEXT_BYTES = 64 * 1024  # one text cell; beyond it a request is refused (a listing is not a megabyte)
+# A value a client sent, quoted back in an error, is cut to this many characters: enough to recognise it, and a
+# 3 MiB cell quoted whole would not fit the status a gRPC client can read (its metadata limit is 8-16 KiB).
+ECHO_CHARS = 200
+
+
+def echoed(value: object) -> str:
+    """``repr(value)`` for an error message, cut to :data:`ECHO_CHARS` characters."""
+    if isinstance(value, (str, bytes)) and len(value) > ECHO_CHARS:
+        return f"{value[:ECHO_CHARS]!r}... ({len(value):,} in all)"
+    shown = repr(value)
+    return shown if len(shown) <= ECHO_CHARS else f"{shown[:ECHO_CHARS]}... ({len(shown):,} characters in all)"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
 
 
 def decode_inputs(tensors: list[InputTensor], served: ServedVersion) -> tuple[dict[str, np.ndarray], int]:
@@ -214,6 +229,6 @@ def _numbers_from_text(cells: np.ndarray, rows: int, width: int, served: ServedV
         try:
             values[i] = float(text)
         except ValueError:
-            raise NotANumber(not_a_number_message(i // width, features[i % width], text)
+            raise NotANumber(not_a_number_message(i // width, features[i % width], _cut(text))
                              + "; nothing in this request was run", features[i % width]) from None
     return values.reshape(rows, width).astype(served.input_dtype)

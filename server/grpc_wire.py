@@ -93,7 +93,12 @@ def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> 
         raise InvalidInput(f"input {tensor.name!r} is {datatype}, which has no contents field; send it in "
                            "raw_input_contents")
     values = getattr(tensor.contents, CONTENTS_FIELD[datatype])
-    data = bytes_array(list(values)) if datatype == "BYTES" else np.asarray(values, dtype=NUMPY_OF[datatype])
+    if datatype == "BYTES":
+        return InputTensor(tensor.name, datatype, shape, bytes_array(list(values)), parameters)
+    try:  # int_contents carries INT8/INT16 and uint_contents UINT8/UINT16 in wider integers
+        data = np.asarray(values, dtype=NUMPY_OF[datatype])
+    except OverflowError:
+        raise InvalidInput(f"input {tensor.name!r} holds values outside the range of {datatype}") from None
     return InputTensor(tensor.name, datatype, shape, data, parameters)
 
 

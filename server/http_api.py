@@ -68,11 +68,15 @@ class _ClientGone(Exception):
 
 
 class _GrpcCall:
-    """What the servicer's handlers read from their context, for a call that came over HTTP: no
-    metadata (so it is a client's call, which reaches every worker) and no deadline."""
+    """What the servicer's handlers read from their context, for a call that came over HTTP: no peer
+    marker (so it is a client's call, which reaches every worker), the caller's authorization header
+    when it sent one (admin reads), and no deadline."""
+
+    def __init__(self, metadata: tuple = ()) -> None:
+        self._metadata = metadata
 
     def invocation_metadata(self) -> tuple:
-        return ()
+        return self._metadata
 
     def time_remaining(self) -> None:
         return None
@@ -229,8 +233,10 @@ class HttpApi:
     async def _version_info(self, request: _Request) -> Response:
         if "VersionInfo" not in self._handlers:
             raise Refused(404, "this server does not expose version info over HTTP")
-        return _json(200, to_json(await self._grpc("VersionInfo", dpb.VersionInfoRequest(name=request.model,
-                                                                                     version=request.version))))
+        authorization = request.headers.get(b"authorization", b"").decode("latin-1")
+        call = _GrpcCall((("authorization", authorization),)) if authorization else self._call
+        message = dpb.VersionInfoRequest(name=request.model, version=request.version)
+        return _json(200, to_json(await self._handlers["VersionInfo"](message, call)))
 
     async def _drift(self, request: _Request) -> Response:
         if "DriftReport" not in self._handlers:
@@ -297,7 +303,7 @@ def _json(code: int, document: Any) -> Response:
 
 
 def _error(code: int, message: str) -> Response:
-    return code, orjson.dumps({"error": message}), JSON
+    return code, orjson.dumps({"error": status.bounded(message)}), JSON  # an echoed 3 MiB path stays out
 
 
 def _header_int(value: bytes) -> int:

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import uvicorn
 
+from driftline.server import ports
 from driftline.server.settings import ServerSettings
 
 BACKLOG = 2048
@@ -53,7 +54,7 @@ def optional_port(what: str, host: str, port: int, optional: bool, open_port: Ca
         return open_port()
     except OSError as exc:
         if not optional:
-            raise OSError(f"cannot serve {what} on {host}:{port}: {exc}") from exc
+            raise ports.PortUnavailable(ports.refusal(what, host, port, exc)) from None
         log.warning("%s off: cannot listen on %s:%d (%s); pass --%s-port to choose another port",
                     what, host, port, exc, what.lower())
         return None
@@ -76,26 +77,13 @@ def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def reserve(host: str, port: int) -> socket.socket:
-    """For workers: hold a concrete port (0 becomes one now) that each worker then binds with SO_REUSEPORT.
+def reserve(host: str, port: int) -> ports.Claim:
+    """For workers: claim a concrete port (0 becomes one now) that each worker then binds with SO_REUSEPORT.
 
-    The port is first checked without SO_REUSEPORT, which fails when anyone listens there, so that
-    the workers never join another server's port by accident. The returned socket is bound but never
-    listens: it receives no connections, it only keeps the port ours while the workers run.
+    The claim (``ports.py``) refuses a port anyone listens on, or another driftline server owns, so the
+    workers never join another server's port by accident; it holds a bound socket that never listens.
     """
-    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
-        probe.bind((host, port))
-        port = probe.getsockname()[1]
-    held = socket.socket(_family(host), socket.SOCK_STREAM)
-    try:
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        held.bind((host, port))
-    except OSError:
-        held.close()
-        raise
-    return held
+    return ports.claim("HTTP", host, port, share=True)
 
 
 class HttpServer:

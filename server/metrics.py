@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from driftline.errors import DriftlineError
 from driftline.kernels.drift import DriftState
 from driftline.proto import driftline_pb2 as dpb
+from driftline.server.auth import bearer_matches
 from driftline.server.status import code_of
 
 log = logging.getLogger("driftline.server")
@@ -66,6 +68,10 @@ SPANS_DROPPED = Counter("driftline_trace_spans_dropped", "Spans dropped because 
                         registry=REGISTRY)
 MODEL_EVENTS = Counter("driftline_model_events", "Model version loads, swaps and unloads (event), ok or failed",
                        ["model", "event", "result"], registry=REGISTRY)
+
+VERSION_FALLBACKS = Counter("driftline_version_fallbacks",
+                            "Versions skipped because their files failed their checksums, serving an older intact one",
+                            VERSION, registry=REGISTRY)
 
 recording = False  # set by app.build: without a metrics endpoint nothing is recorded (NO_METRICS below)
 
@@ -137,6 +143,11 @@ def refused(model: str, known: bool, error: BaseException) -> None:
 def model_event(model: str, event: str, ok: bool = True) -> None:
     if recording:
         MODEL_EVENTS.labels(model, event, "ok" if ok else "failed").inc()
+
+
+def version_fallback(model: str, damaged: int) -> None:
+    if recording:
+        VERSION_FALLBACKS.labels(model, str(damaged)).inc()
 
 
 def span_dropped() -> None:
@@ -291,10 +302,12 @@ def multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-def serve(host: str, port: int, collector: LiveCollector) -> Any:
+def serve(host: str, port: int, collector: LiveCollector, *, tls: ssl.SSLContext | None = None,
+          token: str | None = None) -> Any:
     """Start the /metrics HTTP server (a daemon thread); returns it (``server_port``, ``shutdown()``).
 
-    prometheus_client's own server, but serving /metrics only (see ``_metrics_only``).
+    prometheus_client's own server, but serving /metrics only (see ``_metrics_only``); HTTPS with ``tls``
+    (:func:`tls_context`), and only to scrapers sending ``Authorization: Bearer <token>`` when ``token`` is set.
     """
     registry = CollectorRegistry()
     if multiprocess():
@@ -307,14 +320,52 @@ def serve(host: str, port: int, collector: LiveCollector) -> Any:
     registry.register(collector)
     # As prometheus_client.start_http_server does, so that an IPv6 --host works.
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
-    server = make_server(address[0], port, _metrics_only(make_wsgi_app(registry)), server_class,
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family,
+                                                                  "handle_error": _connection_failed})
+    app = _metrics_only(make_wsgi_app(registry))
+    server = make_server(address[0], port, _bearer_only(app, token) if token else app, server_class,
                          handler_class=_QuietHandler)
+    if tls is not None:
+        # The handshake runs in the connection's own thread (_QuietHandler.setup), not in the accept loop,
+        # where one client that never finishes its handshake would keep every scrape waiting.
+        server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=server.serve_forever, name="driftline-metrics", daemon=True).start()
     return server
 
 
 METRICS_PATHS = frozenset({"/metrics", "/metrics/"})
+CONNECTION_TIMEOUT_S = 30.0  # a scrape is one short request; a connection idle this long is dropped
+
+
+def tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """The gRPC port's TLS settings for /metrics: its certificate, and its client CA (then a scraper must
+    present a certificate it signed, as a gRPC client must)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _bearer_only(app: Callable, token: str) -> Callable:
+    """``--metrics-token``: everything on this port (the 404s included) asks for the token first."""
+
+    def bearer_only(environ: dict, start_response: Callable) -> list[bytes]:
+        if bearer_matches(environ.get("HTTP_AUTHORIZATION", ""), token):
+            return app(environ, start_response)
+        body = b"unauthorized: this server's metrics need 'Authorization: Bearer <metrics token>'\n"
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                            ("WWW-Authenticate", 'Bearer realm="driftline metrics"'),
+                                            ("Content-Length", str(len(body)))])
+        return [body]
+
+    return bearer_only
+
+
+def _connection_failed(server: Any, request: Any, client_address: Any) -> None:
+    """A failed handshake or a dropped connection: the client's problem, not worth a traceback on stderr."""
+    log.debug("metrics connection from %s failed", client_address, exc_info=True)
 
 
 def _metrics_only(app: Callable) -> Callable:
@@ -333,5 +384,13 @@ def _metrics_only(app: Callable) -> Callable:
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = CONNECTION_TIMEOUT_S
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Scrapes are not logged: one line per scrape every few seconds says nothing."""

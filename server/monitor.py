@@ -28,8 +28,9 @@ from driftline.registry.columns import ATTRIBUTION_SHARE, attribution_shares, mo
 from driftline.registry.profile import Profile
 from driftline.registry.table import CATEGORICAL
 from driftline.registry.table_view import KIND_WORDS, TableEncoder, TableView, add_words
-from driftline.server import language, telemetry
+from driftline.server import language, telemetry, validate
 from driftline.server.batcher import Batch
+from driftline.server.validate import WITHHELD
 
 log = logging.getLogger("driftline.server")
 
@@ -97,6 +98,7 @@ class VersionMonitor:
                           else language.MIN_WORDS if k == KIND_WORDS else settings.thresholds.min_rows
                           for n, k in zip(profile.names, profile.kinds, strict=True)]
         self.new_categories = NewCategories()
+        self.skipped_rows = 0  # served while the monitor was behind: counted here, not in the states
         self._rng = np.random.default_rng(0)
         self.attribution = AttributionFlags()
         self.settings = settings
@@ -165,11 +167,17 @@ class VersionMonitor:
         self.attribution.sampled_rows += len(rows)
         for r in np.flatnonzero(driven.any(axis=1)):
             f = int(np.argmax(np.where(driven[r], shares[r], -1.0)))
+            name = self.features[f]
+            categorical = self.encoder is not None and self.encoder.spec.column(name).role == CATEGORICAL
+            if not self.attribution.show_values:
+                # The row and its answer are another caller's: say which feature and why, not what was sent.
+                why = "a category no training row had" if categorical else "outside the training range"
+                self.attribution.flag(f"{name}={WITHHELD} ({why}) drives {shares[r, f]:.0%} of the answer")
+                continue
             answer = "; ".join(f"{k} " + ", ".join(f"{x:,.4g}" for x in np.asarray(v[r]).reshape(-1).tolist())
                                for k, v in outputs.items())
-            name = self.features[f]
-            if self.encoder is not None and self.encoder.spec.column(name).role == CATEGORICAL:
-                value = f"{name}={str(sent[name][r])!r} (a category no training row had)"
+            if categorical:
+                value = f"{name}={str(sent[name][r])[:100]!r} (a category no training row had)"
             else:
                 low, high = self._training_range[f]
                 value = f"{name}={float(rows[r, f]):g} (training range {low:g}..{high:g})"
@@ -190,7 +198,8 @@ class VersionMonitor:
         for other_window, other_total in extra:
             window, total = merge(window, other_window), merge(total, other_total)
         return DriftReport(
-            window=self.settings.describe(),
+            window=self.settings.describe() + (f"; {self.skipped_rows:,} rows served while monitoring was behind "
+                                               "were not counted" if self.skipped_rows else ""),
             current_rows=window.rows,
             current=self._columns(window),
             since_live_rows=total.rows,
@@ -233,9 +242,15 @@ class VersionMonitor:
 
 @dataclass
 class NewCategories:
-    """Values of categorical columns that no training row had, most frequent first (bounded per column)."""
+    """Values of categorical columns that no training row had, most frequent first (bounded per column).
+
+    Anyone who may read drift reports sees these names, so a value is named only once ``named_from`` rows carried
+    it: a new district that hundreds of listings share is news; one person's name typed into the column is not
+    repeated to every reader (the count is still in the column's statistics).
+    """
 
     kept: int = 20
+    named_from: int = 5
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, column: str, values: np.ndarray) -> None:
@@ -248,8 +263,9 @@ class NewCategories:
             self.seen[column] = dict(sorted(table.items(), key=lambda kv: -kv[1])[: self.kept])
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {c: [v for v, _ in sorted(t.items(), key=lambda kv: (-kv[1], kv[0]))[: self.kept]]
-                for c, t in self.seen.items()}
+        named = {c: [v for v, n in sorted(t.items(), key=lambda kv: (-kv[1], kv[0]))[: self.kept]
+                     if n >= self.named_from] for c, t in self.seen.items()}
+        return {c: values for c, values in named.items() if values}
 
 
 @dataclass
@@ -259,6 +275,8 @@ class AttributionFlags:
     sampled_rows: int = 0
     flagged_rows: int = 0
     examples: deque[str] = field(default_factory=lambda: deque(maxlen=10))
+    # Examples name live values only when the operator asked (--show-rejected-values): see server/validate.py.
+    show_values: bool = field(default_factory=lambda: validate.show_rejected_values)
 
     def flag(self, example: str) -> None:
         self.flagged_rows += 1
@@ -275,20 +293,38 @@ class AttributionFlags:
 
 
 MAX_BATCHES_PER_UPDATE = 256
+MAX_ROWS_PER_UPDATE = 50_000  # one update's concatenated arrays stay a few megabytes
+MAX_QUEUED_ROWS = 200_000  # rows waiting for the monitor; beyond it batches are counted, not monitored
 DRAIN_PAUSE_S = 0.02
 
 
 class MonitorThread:
-    """Drains finished batches into their version's monitor, off the response path."""
+    """Drains finished batches into their version's monitor, off the response path.
 
-    def __init__(self) -> None:
+    Its queue is bounded in rows: when traffic outruns the monitor (a flood of 20,000-row requests), batches
+    beyond ``max_queued_rows`` are not monitored but counted per version and said in the drift report, so
+    monitoring never holds more than a bounded amount of memory and serving never waits for it.
+    """
+
+    def __init__(self, max_queued_rows: int = MAX_QUEUED_ROWS) -> None:
         self._queue: queue.SimpleQueue[tuple[VersionMonitor, Batch] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._drain, name="driftline-monitor", daemon=True)
+        self._max_rows = max_queued_rows
+        self._queued_rows = 0
+        self._rows_lock = threading.Lock()  # the event loop adds, the monitor thread takes away
         self._thread.start()
         self.failures = 0
 
     def observer(self, monitor: VersionMonitor) -> Callable[[Batch], None]:
         def observe(batch: Batch) -> None:
+            rows = batch.row_count
+            with self._rows_lock:
+                behind = self._queued_rows + rows > self._max_rows and self._queued_rows > 0
+                if not behind:
+                    self._queued_rows += rows
+            if behind:
+                monitor.skipped_rows += rows
+                return
             self._queue.put((monitor, batch))
 
         return observe
@@ -306,15 +342,19 @@ class MonitorThread:
     def _drain(self) -> None:
         while (item := self._queue.get()) is not None:
             pending = [item]
+            rows = _rows(item)
             # Take whatever else has queued meanwhile: one kernel call per version for many batches costs
             # far less Python (and GIL) per batch than one call each, and the state is the same.
-            while len(pending) < MAX_BATCHES_PER_UPDATE:
+            while len(pending) < MAX_BATCHES_PER_UPDATE and rows < MAX_ROWS_PER_UPDATE:
                 try:
                     pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+                rows += _rows(pending[-1])
             stop = any(p is None for p in pending)
             self._apply([p for p in pending if p is not None])
+            with self._rows_lock:
+                self._queued_rows -= rows
             if stop:
                 return
             # Let batches gather: every wake-up takes the GIL from the event loop, so fewer, larger
@@ -363,3 +403,10 @@ def _update_table(monitor: VersionMonitor, batches: list[Batch]) -> None:
     views = [v for b in batches for v in b.views] if all(b.views is not None for b in batches) else None
     view = TableView.concat(views) if views else monitor.encoder.view(inputs)
     monitor.update_table(view, outputs, inputs)
+
+
+def _rows(item: tuple[VersionMonitor | None, Batch] | None) -> int:
+    """Rows an item of the monitor's queue holds (a flush marker or the stop holds none)."""
+    if item is None or item[0] is None:
+        return 0
+    return item[1].row_count

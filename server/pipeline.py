@@ -15,8 +15,9 @@ import numpy as np
 from driftline.attribution import ATTRIBUTION, ATTRIBUTION_BASE, per_row
 from driftline.errors import InvalidInput, NotANumber
 from driftline.server import metrics, telemetry
+from driftline.server.batcher import QueuedBytes, input_bytes
 from driftline.server.classify import top_classes
-from driftline.server.decode import decode_inputs, requested_outputs
+from driftline.server.decode import decode_inputs, echoed, requested_outputs
 from driftline.server.model import ServedVersion
 from driftline.server.repository import ModelRepository
 from driftline.server.tensors import InferRequest, InferResult, OutputRequest, OutputTensor
@@ -39,6 +40,7 @@ HONOURED_ONLY_AS_DEFAULT = {
 class RequestPath:
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
+        self.queued = QueuedBytes(repository.settings.max_queued_bytes)  # every model's batcher draws on it
 
     async def infer(self, request: InferRequest) -> InferResult:
         started = time.perf_counter_ns()
@@ -64,7 +66,12 @@ class RequestPath:
                         flagged, view = endpoint.validator.check_table(inputs)
                     else:
                         flagged = endpoint.validator.check(inputs[served.input.name])
-            outputs = await endpoint.batcher.submit(inputs, deadline, rows, view)
+            size = input_bytes(inputs)
+            self.queued.admit(size)
+            try:
+                outputs = await endpoint.batcher.submit(inputs, deadline, rows, view)
+            finally:
+                self.queued.release(size)  # answered, failed or cancelled: a cancelled one leaves the queue unrun
             by_name = dict(zip(served.run_names, outputs, strict=True))
             if any(o.name in (ATTRIBUTION, ATTRIBUTION_BASE) for o in wanted):
                 # A mixed table is explained on the encoded matrix its model computed (a hidden output).
@@ -120,20 +127,21 @@ def _honour(request: InferRequest) -> tuple[float | None, bool]:
     for name, value in sorted(request.parameters.items(), key=lambda item: item[0] != "sequence_id"):
         if name == TIMEOUT:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidInput(f"parameter 'timeout' must be a non-negative int64 of microseconds, got {value!r}")
+                raise InvalidInput("parameter 'timeout' must be a non-negative int64 of microseconds, got "
+                                   f"{echoed(value)}")
             if value:
                 mine = time.monotonic() + value / 1e6
                 deadline = mine if deadline is None else min(deadline, mine)
         elif name == FINAL_ASKED:
             if not isinstance(value, bool):
-                raise InvalidInput(f"parameter {FINAL_ASKED!r} must be a bool, got {value!r}")
+                raise InvalidInput(f"parameter {FINAL_ASKED!r} must be a bool, got {echoed(value)}")
             final = value
         elif name in HONOURED_ONLY_AS_DEFAULT:
             if value not in HONOURED_ONLY_AS_DEFAULT[name]:
-                raise InvalidInput(f"parameter {name!r} = {value!r} is not supported by driftline (it has no priority "
-                                   "levels and no sequence batching); leave it unset")
+                raise InvalidInput(f"parameter {echoed(name)} = {echoed(value)} is not supported by driftline (it has "
+                                   "no priority levels and no sequence batching); leave it unset")
         else:
-            raise InvalidInput(f"parameter {name!r} is not supported by driftline; remove it (request parameters "
+            raise InvalidInput(f"parameter {echoed(name)} is not supported by driftline; remove it (request parameters "
                                f"honoured: timeout, {FINAL_ASKED}, and priority / sequence_id at their defaults)")
     return deadline, final
 

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from driftline.errors import DriftlineError, Incompatible, InvalidInput, NotFound, Unavailable
-from driftline.registry import Registry
-from driftline.server import providers
+from driftline.errors import CorruptArtifact, DriftlineError, Incompatible, InvalidInput, NotFound, Unavailable
+from driftline.registry import Registry, names
+from driftline.server import metrics, providers
 from driftline.kernels.drift import update_state
 from driftline.registry.columns import SUMMARY_COLUMNS, monitored_rows
 from driftline.registry.store import PRODUCTION
@@ -30,6 +30,7 @@ from driftline.server.model import ServedVersion, load_version
 from driftline.server.run import run_batch
 from driftline.server.monitor import MonitorThread, VersionMonitor
 from driftline.server.validate import RequestValidator
+from driftline.server.record import Recorded, ServingRecord
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
@@ -60,6 +61,7 @@ class ModelSlot:
     reason: str = ""  # why the model is not serving, when it is not
     history: list[int] = field(default_factory=list)  # versions served, oldest first (for rollback)
     retired: dict[int, Endpoint] = field(default_factory=dict)  # versions swapped out, for their final reports
+    note: str = ""  # what the start line says besides the version (a fallback from a damaged newest one)
 
 
 RETIRED_KEPT = 8  # final drift reports kept per model after their versions were swapped out
@@ -76,8 +78,10 @@ class ModelRepository:
         self.providers = providers.choose(settings.device)
         self._slots: dict[str, ModelSlot] = {}
         self._batching: dict[str, BatchSettings] = {}  # set by a load request's config; outlives swaps
+        self._fallbacks: dict[str, str] = {}  # model -> why its last "latest" load was not the newest version
         # Called with a model's name after whether (or what) it serves changed: the health service follows these.
         self.on_change: list[Callable[[str], None]] = []
+        self.record: ServingRecord | None = None  # what this server was last told to serve (record.py)
 
     # -- reading ------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -96,6 +100,7 @@ class ModelRepository:
 
     def get(self, name: str, version: str = "") -> Endpoint:
         """The endpoint that answers a request for ``name`` (and ``version``, when not empty)."""
+        names.check_model_name(name)  # '../x' is a malformed request (INVALID_ARGUMENT), not an unknown model
         slot = self.slot(name)
         if not version:
             if slot.default is None:
@@ -113,6 +118,7 @@ class ModelRepository:
 
     def endpoint_for_report(self, name: str, version: str = "") -> Endpoint:
         """A serving endpoint, or one swapped out (its session released) whose final reports stay readable."""
+        names.check_model_name(name)
         slot = self.slot(name)
         if version and parse_version(version) in slot.retired and parse_version(version) not in slot.loaded:
             return slot.retired[parse_version(version)]
@@ -126,12 +132,42 @@ class ModelRepository:
         """Load ``version`` (latest when None) and make it the default, at start-up (nothing is serving yet)."""
         self.activate(self.load_detached(name, version))
 
-    def load_detached(self, name: str, version: int | str | None = None) -> ServedVersion:
-        """Open, verify and warm up a version without serving it yet (slow: run it off the event loop)."""
-        stored = self.registry.open(name, self.registry.resolve(name, version))
-        served = load_version(stored, self.providers, self.settings.intra_op_threads)
+    def load_detached(self, name: str, version: int | str | None = None, count_fallback: bool = True
+                      ) -> ServedVersion:
+        """Open, verify and warm up a version without serving it yet (slow: run it off the event loop).
+
+        ``"latest"`` is the newest *intact* version: a newest version whose files fail their checksums is
+        skipped, loudly (see :meth:`_newest_intact`). None (a load or swap that names no version) is the
+        newest or an error, so that the operator who asked hears of the damage; so is a number or alias.
+        """
+        if version == "latest":
+            return self._newest_intact(name, count_fallback)
+        return self._load_number(name, self.registry.resolve(name, version))
+
+    def _load_number(self, name: str, number: int) -> ServedVersion:
+        served = load_version(self.registry.open(name, number), self.providers, self.settings.intra_op_threads)
         warm_up(served)
         return served
+
+    def _newest_intact(self, name: str, count: bool) -> ServedVersion:
+        newest = self.registry.latest(name)
+        damaged: list[CorruptArtifact] = []
+        for number in reversed(self.registry.versions(name)):
+            try:
+                served = self._load_number(name, number)
+            except CorruptArtifact as exc:
+                # A damaged file must not take the model down while an older, intact version exists.
+                log.error("%s version %d is damaged and will not be served: %s", name, number, exc)
+                damaged.append(exc)
+                if count:
+                    metrics.version_fallback(name, number)
+                continue
+            if damaged:
+                log.error("%s: FALLBACK: serving version %d, the newest intact one, instead of version %d (damaged)",
+                          name, number, newest)
+            self._fallbacks[name] = f"newest intact; version {newest} is damaged" if damaged else ""
+            return served
+        raise damaged[0]
 
     def check_compatible(self, served: ServedVersion) -> None:
         """Refuse a version whose input differs from the serving one's: callers' requests would break."""
@@ -175,6 +211,7 @@ class ModelRepository:
         slot.loaded = {served.version: endpoint}
         slot.default = endpoint
         slot.reason = ""
+        slot.note = self._fallbacks.pop(served.name, "")
         slot.history.append(served.version)
         self._retire(slot, replaced)
         self._changed(slot.name)
@@ -233,33 +270,85 @@ class ModelRepository:
             slot.retired.pop(next(iter(slot.retired)))
 
     def load_startup(self) -> None:
-        """Load what the settings ask for. A model that fails is kept as unavailable, with the reason."""
-        wanted = [parse_model_ref(ref) for ref in self.settings.models] or [
-            (name, None) for name in self.registry.models()
-        ]
-        for name, version in wanted:
+        """Load what the settings ask for, or what the served-version record says this server serves since.
+
+        A model that fails is kept as unavailable, with the reason; one named by ``--model`` stops the start.
+        """
+        recorded = self.record.read() if self.record is not None else {}
+        asked = dict(parse_model_ref(ref) for ref in self.settings.models) or dict.fromkeys(self.registry.models())
+        count = self.settings.worker_index == 0  # every worker loads the same; count fallbacks once per server
+        for name in [*asked, *(n for n in recorded if n not in asked)]:
+            if name in recorded and self._resume(name, recorded[name]):
+                continue
+            version = asked.get(name)
             try:
                 if version is None and PRODUCTION in self.registry.aliases(name):
                     version = self.registry.aliases(name)[PRODUCTION]
-                self.load(name, version)
+                # Nobody is there to hear of a damaged newest version at start: serve the newest intact one.
+                self.activate(self.load_detached(name, "latest" if version is None else version, count_fallback=count))
             except DriftlineError as exc:
-                if self.settings.models:
+                if self.settings.models and name in asked:
                     raise  # explicitly asked for: refuse to start rather than serve without it
                 log.error("cannot serve %s: %s", name, exc)
                 self._slots[name] = ModelSlot(name, reason=f"failed to load: {exc}")
                 self._changed(name)
 
+    def _resume(self, name: str, recorded: Recorded) -> bool:
+        """Serve ``name`` as the record says; False when that version cannot be loaded (the flags decide then)."""
+        if recorded.version is None:
+            self._slots[name] = ModelSlot(name, reason="unloaded", history=list(recorded.history))
+            self._changed(name)
+            return True
+        try:
+            self.activate(self._load_number(name, recorded.version))
+        except DriftlineError as exc:
+            log.error("%s: cannot serve version %d, which this server last served (%s); starting it as the flags say",
+                      name, recorded.version, exc)
+            return False
+        if recorded.history and recorded.history[-1] == recorded.version:
+            self.slot(name).history = list(recorded.history)  # so that rollback still knows where to go
+        return True
+
+    def remember(self, name: str) -> None:
+        """Record what ``name`` serves now as what this server serves: restarted workers and servers resume it."""
+        if self.record is None:
+            return
+        slot = self.find(name)
+        self.record.set(name, slot.default.served.version if slot and slot.default else None,
+                        slot.history if slot else [])
+
+    async def catch_up(self) -> None:
+        """Serve what the record says where this worker differs: a swap landed while it was starting.
+
+        Runs after the worker's peer socket listens and before its public port does: a swap recorded
+        earlier is applied here, one recorded later reaches it through its peer socket.
+        """
+        if self.record is None:
+            return
+        for name, recorded in self.record.read().items():
+            slot = self.find(name)
+            serving = slot.default.served.version if slot is not None and slot.default is not None else None
+            if recorded.version == serving:
+                continue
+            log.info("%s: serving version %s as this server was told while this worker started (had %s)",
+                     name, recorded.version, serving)
+            try:
+                if recorded.version is None:
+                    await drain(self.unload(name))
+                else:
+                    await self.swap(name, recorded.version, force=True)
+            except DriftlineError as exc:
+                log.error("%s: cannot serve version %s as recorded: %s", name, recorded.version, exc)
+
 
 def parse_version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidInput(f"model version must be a positive integer such as '3' (or empty for the default), got {text!r}")
-    return int(text)
+    return names.parse_version(text)  # the registry's rule: a request can only name what a folder can be
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
     """``NAME`` or ``NAME:VERSION``."""
     name, _, version = ref.partition(":")
-    return name, parse_version(version) if version else None
+    return names.check_model_name(name), parse_version(version) if version else None
 
 
 def warm_up(served: ServedVersion) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,8 +22,9 @@ from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.proto import model_config_pb2 as cpb
-from driftline.registry import TensorSpec
+from driftline.registry import TensorSpec, VersionMetadata
 from driftline.server import metrics, status, telemetry
+from driftline.server.auth import AdminGuard
 from driftline.server.grpc_wire import infer_request, infer_response, parameters_of
 from driftline.server.load_config import load_config_batching
 from driftline.server.pipeline import RequestPath
@@ -32,9 +35,9 @@ from driftline.server.repository import Endpoint, ModelRepository, drain, parse_
 from driftline.server.stats import Duration
 from driftline.server.validate import ValidationCounts
 
+log = logging.getLogger("driftline.server")
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "driftline")
 PLATFORM = "onnxruntime_onnx"
-STREAM_WINDOW = 256  # messages of one stream in flight at once; the reader pauses beyond it
 
 
 class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -93,30 +96,46 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         deadline = None if remaining is None else time.monotonic() + remaining
         return infer_response(await self.path.infer(infer_request(request, deadline)))
 
+    @status.stream
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        # Messages are decoded and queued as they arrive (so one stream's requests share batches) and
-        # answered in the order they came; errors travel in-band, so one bad message ends nothing.
-        in_flight: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue(STREAM_WINDOW)
+        # Messages are decoded and queued as they arrive (so one stream's requests share batches) and answered in
+        # the order they came; errors travel in-band, so one bad message ends nothing. At most stream_window
+        # messages are between read and answered: the next one is read only when an answer has been taken by the
+        # transport, so a client that writes faster than it reads, or never reads, is held back by gRPC's flow
+        # control, not queued in the server's memory. A stream that ends early (cancelled, broken) cancels what it
+        # still has in flight, which leaves the batcher's queue without costing compute.
+        room = asyncio.Semaphore(self.repository.settings.stream_window)
+        in_flight: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue()
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
-                    await in_flight.put(asyncio.ensure_future(self._message(request)))
+                while True:
+                    await room.acquire()
+                    try:
+                        request = await anext(request_iterator)
+                    except StopAsyncIteration:
+                        return
+                    in_flight.put_nowait(asyncio.ensure_future(self._message(request)))
             finally:
-                await in_flight.put(None)
+                in_flight.put_nowait(None)
 
         reader = asyncio.ensure_future(read())
         try:
             while (task := await in_flight.get()) is not None:
                 try:
-                    yield pb.ModelStreamInferResponse(infer_response=await task)
+                    answer = pb.ModelStreamInferResponse(infer_response=await task)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped like the unary boundary, but in-band
-                    yield pb.ModelStreamInferResponse(error_message=status.message_of(exc)[1])
+                    answer = pb.ModelStreamInferResponse(error_message=status.message_of(exc)[1])
+                yield answer
+                room.release()
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
+            while not in_flight.empty():
+                if (task := in_flight.get_nowait()) is not None:
+                    task.cancel()
 
     async def _message(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         decoded = infer_request(request, None)
@@ -137,8 +156,10 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             for endpoint in loaded.values():
                 response.model_stats.append(_statistics(endpoint))
         if self._fan_out(context):
-            for other in await self.peers.call("ModelStatistics", request):
+            others = await self.peers.gather("ModelStatistics", request)
+            for other in others.answers:
                 _merge_statistics(response, other)
+            _say_missing(context, "statistics", others.missing)
         return response
 
     @status.unary
@@ -169,10 +190,13 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             current = await self._load(request, context)
         except DriftlineError as exc:  # Triton's wording first: its clients look for it
             raise type(exc)(f"failed to load {request.model_name!r}: {exc}") from exc
+        if not is_peer_call(context):
+            self.repository.remember(request.model_name)  # before the others: one restarting meanwhile reads it
         if self._fan_out(context):
             # Every worker must load the same version, even if a newer one lands meanwhile.
             request.parameters["version"].int64_param = current
-            await self.peers.call("RepositoryModelLoad", request)
+            # A worker left out is dead or starting: it reads the record before it serves.
+            await self.peers.gather("RepositoryModelLoad", request)
         return pb.RepositoryModelLoadResponse()
 
     async def _load(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> int:
@@ -193,27 +217,50 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request, context):
         with _counted(request.model_name, "unload", not is_peer_call(context)):
             await drain(self.repository.unload(request.model_name))
+        if not is_peer_call(context):
+            self.repository.remember(request.model_name)
         if self._fan_out(context):
-            await self.peers.call("RepositoryModelUnload", request)
+            await self.peers.gather("RepositoryModelUnload", request)
         return pb.RepositoryModelUnloadResponse()
 
 
 class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
+        settings = repository.settings
+        # Who may read the training profile: whoever may make an admin call (the same token, the same loopback rule).
+        self._guard = AdminGuard(settings.admin_token, settings.host)
 
     @status.unary
     async def VersionInfo(self, request, context):
+        """Lineage for anyone; the training profile (its quantiles and histograms describe the training rows)
+        and the training data's own bad values only for admin callers. No filesystem locations at all."""
         served = self.repository.get(request.name, request.version).served
+        admin = self._guard.admits(dict(context.invocation_metadata() or ()).get("authorization", ""))
         return dpb.VersionInfoResponse(
             name=served.name,
             version=str(served.version),
             feature_names=served.metadata.feature_names,
             execution_providers=served.providers,
-            metadata_json=served.metadata.to_json(),
-            registry=served.source,
-            profile_json=served.profile.to_json() if served.profile is not None else "",
+            metadata_json=_readable_metadata(served.metadata, admin),
+            registry="",
+            profile_json=served.profile.to_json() if admin and served.profile is not None else "",
         )
+
+
+def _readable_metadata(metadata: VersionMetadata, admin: bool) -> str:
+    """``metadata.json`` as a client may read it: data files by name only (a path tells a stranger where to look
+    on the machine), and the training data quality report without its example values unless ``admin``."""
+    body = json.loads(metadata.to_json())
+    extra = body.get("extra", {})
+    for key in ("data", "reference"):
+        if isinstance(extra.get(key), str):
+            extra[key] = re.split(r"[\\/]", extra[key].rstrip("/\\"))[-1]
+    if not admin:
+        for kinds in extra.get("data_quality", {}).get("violations", {}).values():
+            for kind in kinds.values():
+                kind.pop("examples", None)
+    return json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 @contextlib.contextmanager
@@ -369,7 +416,9 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
         extra, validation, flags = [], [_validation(endpoint)], [monitor.attribution.to_dict()]
         if self.peers and not is_peer_call(context):
             pinned = dpb.DriftRequest(name=request.name, version=str(version))
-            for other in await self.peers.call("DriftStates", pinned, service="monitoring"):
+            others = await self.peers.gather("DriftStates", pinned, service="monitoring")
+            _say_missing(context, "drift", others.missing)
+            for other in others.answers:
                 extra.append((DriftState.from_dict(json.loads(other.window_state_json)),
                               DriftState.from_dict(json.loads(other.total_state_json))))
                 validation.append(json.loads(other.validation_json or "{}"))
@@ -395,6 +444,19 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
                                        total_state_json=json.dumps(total.to_dict()),
                                        validation_json=json.dumps(_validation(endpoint)),
                                        attribution_flags_json=json.dumps(monitor.attribution.to_dict()))
+
+
+MISSING_WORKERS = "x-driftline-missing-workers"  # trailing metadata: workers left out of a combined answer
+
+
+def _say_missing(context: grpc.aio.ServicerContext, what: str, missing: list[int]) -> None:
+    """A combined answer without some workers (dead or restarting) is still an answer; it says so."""
+    if not missing:
+        return
+    workers = ",".join(map(str, missing))
+    log.warning("%s: worker(s) %s not running; answering with the live workers' figures", what, workers)
+    if hasattr(context, "set_trailing_metadata"):  # the HTTP front end's stand-in context has none
+        context.set_trailing_metadata(((MISSING_WORKERS, workers),))
 
 
 def _validation(endpoint: Endpoint) -> dict:
@@ -434,7 +496,8 @@ class AdminService(driftline_pb2_grpc.AdminServicer):
 
     @status.unary
     async def Swap(self, request, context):
-        return await self.swap(request.name, request.version or None, request.force, everywhere=not is_peer_call(context))
+        return await self.swap(request.name, request.version or None, request.force,
+                               everywhere=not is_peer_call(context))
 
     @status.unary
     async def Rollback(self, request, context):
@@ -446,10 +509,18 @@ class AdminService(driftline_pb2_grpc.AdminServicer):
         started = time.perf_counter()
         with _counted(name, "swap", everywhere):
             previous, current = await self.repository.swap(name, version, force=force)
+        serving = 1
+        if everywhere:
+            # Recorded before the others swap: a worker that restarts meanwhile reads it before it serves.
+            self.repository.remember(name)
         if self.peers and everywhere:
             # The others load exactly the version this worker chose, so all agree.
-            await self.peers.call("Swap", dpb.SwapRequest(name=name, version=str(current), force=True),
-                                  service="admin")
+            others = await self.peers.gather("Swap", dpb.SwapRequest(name=name, version=str(current), force=True),
+                                             service="admin")
+            serving += len(others.answers)
+            if others.missing:
+                log.warning("swap of %s: worker(s) %s not running; each serves version %d once it has started",
+                            name, ", ".join(map(str, others.missing)), current)
         return dpb.SwapResponse(name=name, previous_version="" if previous is None else str(previous),
-                                version=str(current), workers=self.workers,
+                                version=str(current), workers=serving,
                                 seconds=time.perf_counter() - started)

@@ -23,18 +23,31 @@ class ServerSettings:
     device: str = "auto"  # "auto" (CUDA when a GPU is visible), "cpu" or "cuda"
     intra_op_threads: int = 1  # per onnxruntime call: small tabular batches gain nothing from more
     inference_threads: int = field(default_factory=lambda: os.cpu_count() or 1)  # concurrent onnxruntime calls
-    max_message_bytes: int = 64 * 1024 * 1024
+    # Hostile-world bounds (issue 13): one message, one stream, every queue (README "Serving").
+    max_message_bytes: int = 64 * 1024 * 1024  # one gRPC message or HTTP body; larger ones are refused by size
+    stream_window: int = 16  # messages of one ModelStreamInfer between read and answered; then the reader waits
+    max_queued_bytes: int = 256 * 1024 * 1024  # input bytes held by queued/executing requests, per process
     shutdown_grace_s: float = 5.0
     workers: int = 1  # server processes sharing the port (see workers.py)
     worker_index: int = 0  # set by the parent for each worker
     reuse_port: bool = False  # several processes listen on one port
     peer_dir: str | None = None  # where workers' private sockets live
+    # The served-version record's folder (record.py); None: <registry>/.serving for a local registry.
+    state_dir: str | None = None
+    # A worker that keeps dying is restarted after 0.2 s, doubling to 10 s; this many deaths within the
+    # window and the server stops (exit 1) rather than limp on with fewer workers.
+    worker_restart_limit: int = 5
+    worker_restart_window_s: float = 60.0
     batching: BatchSettings = field(default_factory=BatchSettings)  # every model's, unless overridden
     model_batching: dict[str, BatchSettings] = field(default_factory=dict)  # per model name
     admin_token: str | None = None  # required for admin calls; without it they are loopback-only
     tls_cert: str | None = None  # PEM files: serve TLS when both cert and key are given
     tls_key: str | None = None
     tls_client_ca: str | None = None  # ask clients for certificates signed by this CA (mutual TLS)
+    # Values a client sent, in what other clients may read (drift report examples): withheld unless the operator
+    # asks, since any caller of DriftReport would see them.
+    show_rejected_values: bool = False
+    metrics_token: str | None = None  # /metrics asks for "Authorization: Bearer <token>" when set
     poll_s: float | None = None  # follow the registry's production alias, checking every N seconds
     monitor: bool = True  # drift monitoring on executed batches (off only to measure what it costs)
     drift: DriftSettings = field(default_factory=DriftSettings)
@@ -60,20 +73,23 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0-65535, got {self.port}")
+        for label, port in (("port", self.port), ("metrics port", self.metrics_port), ("HTTP port", self.http_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{label} must be 0-65535, got {port}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("mutual TLS (a client CA) needs the server's own certificate and key")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics port must be 0-65535, got {self.metrics_port}")
-        if self.http_port is not None and not 0 <= self.http_port <= 65535:
-            raise ValueError(f"HTTP port must be 0-65535, got {self.http_port}")
+        if self.shutdown_grace_s < 0:
+            raise ValueError(f"shutdown grace must be >= 0 seconds, got {self.shutdown_grace_s}")
+        if self.worker_restart_limit < 1 or self.worker_restart_window_s <= 0:
+            raise ValueError("worker restart limit must be >= 1 and its window > 0 seconds")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, not {self.log_format!r}")
+        if self.max_message_bytes < 1 or self.stream_window < 1 or self.max_queued_bytes < 1:
+            raise ValueError("max_message_bytes, stream_window and max_queued_bytes must be >= 1")
         if self.intra_op_threads < 0 or self.inference_threads < 1:
             raise ValueError("intra_op_threads must be >= 0 and inference_threads >= 1")
 

@@ -1,13 +1,20 @@
-"""The one boundary where errors become gRPC status codes."""
+"""The one boundary where errors become gRPC status codes.
+
+A status message travels in a trailer (``grpc-message``, percent-encoded), and a client refuses trailers over
+its metadata limit (8 KiB soft, 16 KiB hard by default) with a transport error of its own that hides ours. So
+every message is cut here to :data:`MAX_MESSAGE_WIRE_BYTES` as encoded, whatever raised it.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from driftline.errors import (
     CorruptArtifact,
@@ -22,6 +29,10 @@ from driftline.errors import (
 )
 
 log = logging.getLogger("driftline.server")
+# Who a call is for, as the batcher shares itself between callers: set here, at the boundary, to the gRPC peer (one
+# per connection). Requests without one (HTTP, direct callers) share one turn among themselves, first come first
+# served, as before.
+caller: contextvars.ContextVar[object] = contextvars.ContextVar("driftline_caller", default=None)
 
 _CODES: dict[type[DriftlineError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -35,6 +46,9 @@ _CODES: dict[type[DriftlineError], grpc.StatusCode] = {
 }
 
 INTERNAL_MESSAGE = "internal error in driftline; the server log has the details"
+# Half the default soft metadata limit, so that the message fits beside the other trailers.
+MAX_MESSAGE_WIRE_BYTES = 4096
+_CUT = " ... (message cut: {:,} characters in all)"
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
@@ -47,11 +61,27 @@ def code_of(error: DriftlineError) -> grpc.StatusCode:
 
 
 def message_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Status and client-facing message; unexpected errors are logged, not leaked."""
+    """Status and client-facing message (bounded); unexpected errors are logged, not leaked."""
     if isinstance(error, DriftlineError):
-        return code_of(error), str(error)
-    log.exception("unexpected error", exc_info=error)
+        return code_of(error), bounded(str(error))
+    if isinstance(error, DecodeError):  # bytes from a client that are not the method's message: the client's error
+        return grpc.StatusCode.INVALID_ARGUMENT, bounded(f"the request is not a valid protobuf message: {error}")
+    # The message names the error, so that the log's repeat filter (logs.py) tells different ones apart.
+    log.error("unexpected error: %s: %s", type(error).__name__, bounded(str(error)), exc_info=error)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_WIRE_BYTES) -> str:
+    """``message``, cut so that its percent-encoded UTF-8 (how gRPC sends it) takes at most ``limit`` bytes."""
+    if len(message) * 12 <= limit:  # the worst case: a 4-byte character, each byte sent as %XX
+        return message
+    room = limit - len(_CUT) - 16
+    size = 0
+    for end, char in enumerate(message):
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "surrogatepass"))
+        if size > room:
+            return message[:end] + _CUT.format(len(message))
+    return message
 
 
 def unary(handler: Handler) -> Handler:
@@ -59,6 +89,7 @@ def unary(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        caller.set(context.peer())  # the connection takes its turns in the batcher (this call's context only)
         try:
             return await handler(self, request, context)
         except Exception as exc:  # noqa: BLE001 - this is the boundary
@@ -66,3 +97,21 @@ def unary(handler: Handler) -> Handler:
         await context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]
+
+
+def stream(handler: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """Wrap a streaming aio handler so that an error ending the stream ends it with its status (errors about one
+    message are the handler's to answer in-band)."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        caller.set(context.peer())
+        try:
+            async for response in handler(self, request_iterator, context):
+                yield response
+            return
+        except Exception as exc:  # noqa: BLE001 - this is the boundary
+            code, message = message_of(exc)
+        await context.abort(code, message)
+
+    return wrapper

@@ -5,10 +5,16 @@ the whole request (INVALID_ARGUMENT naming the row, feature, value and limit) be
 queue, so the other requests of the batch it would have joined are served. Rows that are only flagged
 (outside the training range, or breaking a limit inferred from the training data, by default) are served,
 named in the response parameter ``driftline_flagged_rows`` and counted per feature and constraint kind.
+
+The refused caller's own error names its value (it is theirs). The examples kept for ``DriftReport``,
+which any caller may read, say the row, the column and the reason, not the value: a personal datum typed
+into the wrong cell must not reach everyone who reads the drift report. ``--show-rejected-values``
+(``show_rejected_values``) keeps the values, for an operator who trusts every reader.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +24,14 @@ import numpy as np
 from driftline.errors import InvalidInput, NotANumber
 from driftline.kernels.validate import (
     ABOVE_MAX,
+    ABOVE_TRAINING_RANGE,
     BELOW_MIN,
+    BELOW_TRAINING_RANGE,
+    INFINITE,
     KINDS,
+    MISSING,
     NOT_A_NUMBER,
+    NOT_INTEGER,
     UNKNOWN_CATEGORY,
     ValidationResult,
     Violation,
@@ -31,6 +42,23 @@ from driftline.registry.table_view import CHARS, LANGUAGE, OOV, TableEncoder, Ta
 
 FLAGGED_PARAMETER = "driftline_flagged_rows"
 EXAMPLES_KEPT = 20
+EXAMPLE_CHARS = 300  # a shown value is the sender's: a megabyte of it must not sit in every report
+# Process-wide, set once from ServerSettings.show_rejected_values before any version loads (as
+# metrics.recording is); a validator reads it when it is made.
+show_rejected_values = False
+WITHHELD = "(value withheld)"
+REASONS = {
+    MISSING: "a missing value, which it does not allow",
+    BELOW_MIN: "a value below the minimum",
+    ABOVE_MAX: "a value above the maximum",
+    NOT_INTEGER: "a value that is not a whole number",
+    UNKNOWN_CATEGORY: "a value that is not a known category",
+    BELOW_TRAINING_RANGE: "a value below the training range",
+    ABOVE_TRAINING_RANGE: "a value above the training range",
+    NOT_A_NUMBER: "text where a number belongs",
+    INFINITE: "a value that is not finite, which it does not allow",
+}
+_ROW = re.compile(r"row (\d+), ")
 
 
 @dataclass
@@ -66,10 +94,12 @@ class ValidationCounts:
 
 
 class RequestValidator:
-    def __init__(self, schema: Schema, policy: Policy | None = None, encoder: TableEncoder | None = None) -> None:
+    def __init__(self, schema: Schema, policy: Policy | None = None, encoder: TableEncoder | None = None,
+                 show_values: bool | None = None) -> None:
         self.schema = schema if policy is None else schema.with_policy(policy)
         self.counts = ValidationCounts()
         self.encoder = encoder  # a mixed table's: its columns are checked through their view
+        self.show_values = show_rejected_values if show_values is None else show_values
 
     def check(self, rows: np.ndarray) -> np.ndarray | None:
         """None when every row is clean, else the indices of flagged rows; raises when a row is refused."""
@@ -101,7 +131,7 @@ class RequestValidator:
         self.counts.requests_rejected += 1
         self.counts.rows_rejected += 1
         self.counts.counts[(error.feature, NOT_A_NUMBER)] += 1
-        self.counts.examples.append(str(error))
+        self.counts.examples.append(_bounded(str(error)) if self.show_values else withheld_text(error))
 
     def _count(self, result: ValidationResult, message=Violation.message) -> None:  # noqa: ANN001
         counts = result.counts
@@ -109,7 +139,33 @@ class RequestValidator:
             self.counts.counts[(self.schema.names[f], KINDS[k])] += int(counts[f, k])
         first = result.first_violation()
         if first is not None:
-            self.counts.examples.append(message(first))
+            self.counts.examples.append(_bounded(message(first)) if self.show_values
+                                        else withheld(first, self.encoder))
+
+
+def withheld(v: Violation, encoder: TableEncoder | None = None) -> str:
+    """A violation as anyone may read it: the row, the column and the reason, not the value sent."""
+    noun, name = "feature", v.feature
+    if encoder is not None:
+        noun = "column"
+        base = next((v.feature[: -len(d)] for d in (CHARS, OOV, LANGUAGE) if v.feature.endswith(d)), v.feature)
+        if base not in encoder.spec.names:
+            noun = "feature"
+    reason = REASONS.get(v.constraint, f"a value failing {v.constraint}")
+    inferred = " (a limit inferred from the training data)" if v.inferred else ""
+    hidden = "" if v.constraint == MISSING else f" {WITHHELD}"  # nothing was sent: nothing to withhold
+    return f"row {v.row}, {noun} {name!r}: {reason}{inferred}{hidden}"
+
+
+def withheld_text(error: NotANumber) -> str:
+    """:func:`withheld` for text refused while decoding (the error knows its feature; its row is in its words)."""
+    row = _ROW.match(str(error))
+    where = f"row {row.group(1)}, " if row else ""
+    return f"{where}feature {error.feature!r}: {REASONS[NOT_A_NUMBER]} {WITHHELD}"
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 3] + "..."
 
 
 def describe_table_violation(v: Violation, columns: dict[str, np.ndarray], encoder: TableEncoder) -> str:

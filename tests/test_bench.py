@@ -113,11 +113,18 @@ def test_perf_analyzer_drives_driftline(server, tmp_path):
     # Real rows: perf_analyzer's random data fails driftline's input checks (e.g. fractional bedrooms).
     data = tmp_path / "rows.json"
     data.write_text(json.dumps({"data": [{"input": row} for row in sample_rows(16, 11, "housing", 0).tolist()]}))
-    result = subprocess.run(
-        [str(binary), "-i", "grpc", "-u", server.address, "-m", "housing", "--concurrency-range", "4",
-         "--measurement-interval", "1000", "--max-trials", "4", "--stability-percentage", "100",
-         "--input-data", str(data)],
-        capture_output=True, text=True, timeout=180, env=env)
+    def measure(interval_ms: int, trials: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(binary), "-i", "grpc", "-u", server.address, "-m", "housing", "--concurrency-range", "4",
+             "--measurement-interval", str(interval_ms), "--max-trials", str(trials), "--stability-percentage",
+             "100", "--input-data", str(data)],
+            capture_output=True, text=True, timeout=300, env=env)
+
+    result = measure(1000, 4)
+    if "Failed to obtain stable measurement" in result.stdout + result.stderr:
+        # A shared machine can make latency swing by more than 100% between windows: what this test checks is
+        # that perf_analyzer can drive driftline at all, so give it longer windows once.
+        result = measure(3000, 10)
     output = result.stdout + result.stderr
     client = output.split("Client:", 1)
     assert len(client) == 2, output[-3000:]

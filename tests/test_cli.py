@@ -131,5 +131,5 @@ def test_serve_on_a_busy_port_says_so_without_a_traceback(tmp_path: Path):
         result = driftline("serve", "--registry", str(tmp_path), "--port", str(port), "--workers", "1",
                            "--no-http", "--no-metrics", check=False)
     assert result.returncode == 2, result.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"cannot serve gRPC on 127.0.0.1:{port}: the port is in use" in result.stderr
     assert "Traceback" not in result.stderr

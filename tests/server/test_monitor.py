@@ -81,3 +81,29 @@ def test_thread_applies_every_batch(profile):
     assert monitor.states()[1].rows == 1000
     assert thread.failures == 0
     thread.close()
+
+
+def test_a_monitor_that_falls_behind_counts_rows_instead_of_queueing_them(profile, monkeypatch):
+    """A flood of rows the monitor cannot keep up with is bounded in memory: beyond the bound, batches are
+    counted (and the report says so), not queued."""
+    thread = MonitorThread(max_queued_rows=500)
+    monitor = VersionMonitor(profile, 1, ["prediction"], DriftSettings(window_rows=100_000))
+    busy = __import__("threading").Event()
+    update = monitor.update
+
+    def slow(rows, outputs):  # the monitor thread stuck on a long update, as under a flood
+        busy.wait(30)
+        update(rows, outputs)
+
+    monkeypatch.setattr(monitor, "update", slow)
+    observe = thread.observer(monitor)
+    for seed in range(40):
+        rows, outputs = batch(100, seed)
+        observe(Batch(version=None, rows=rows, outputs=outputs, requests=1))
+    busy.set()
+    thread.flush()
+    counted = monitor.states()[1].rows
+    assert monitor.skipped_rows > 0 and counted + monitor.skipped_rows == 4000
+    assert counted <= 600  # the bound (500 queued rows) and the batch in hand when it filled
+    assert "were not counted" in monitor.report().window
+    thread.close()

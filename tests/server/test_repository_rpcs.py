@@ -57,10 +57,11 @@ def test_load_a_version_then_unload(two_versions: Path, tmp_path: Path):
         client.close()
 
 
-def test_corrupt_version_at_start_leaves_the_others_serving(two_versions: Path, tmp_path: Path):
+def test_corrupt_versions_at_start_leave_the_others_serving(two_versions: Path, tmp_path: Path):
     registry = tmp_path / "registry"
     shutil.copytree(two_versions, registry)
-    corrupt(registry, "housing", 2)
+    corrupt(registry, "housing", 2)  # with v1 intact the server would fall back to it (test_intact_fallback.py)
+    corrupt(registry, "housing", 1)
     with running_server(registry) as server:
         client = triton.InferenceServerClient(url=server.address)
         with pytest.raises(InferenceServerException) as caught:

@@ -1,0 +1,168 @@
+"""--workers N: one truth after a worker dies, after the whole server restarts, and while a worker is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import tritonclient.grpc as triton
+
+from driftline.proto import driftline_pb2 as dpb
+from driftline.proto import driftline_pb2_grpc
+from driftline.proto import grpc_service_pb2 as pb
+from driftline.proto import grpc_service_pb2_grpc
+from helpers import driftline, running_server
+
+RESTART_TIMEOUT_S = 120
+RESTARTED = "a restarted worker is serving again"
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("truth") / "registry"
+    for seed in ("1", "2"):
+        driftline("train", "housing", "--registry", str(root), "--rows", "600", "--seed", seed,
+                  "--param", "n_estimators=15")
+    return root
+
+
+def worker_pids(parent: int) -> set[int]:
+    """The server's worker processes (multiprocessing's resource tracker is a child too, but no worker)."""
+    pids = set()
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    pids.add(int(child))
+            except FileNotFoundError:
+                continue
+    return pids
+
+
+def kill_one_worker(server) -> int:
+    """SIGKILL a worker and wait until it is dead (its listening socket closed), not yet restarted."""
+    victim = min(worker_pids(server.process.pid))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _alive(victim):
+        assert time.monotonic() < deadline, f"worker {victim} survived SIGKILL"
+        time.sleep(0.01)
+    return victim
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except FileNotFoundError:
+        return False
+    return "Z" not in state.split()[1]  # a zombie has closed its sockets; its parent has yet to reap it
+
+
+def wait_for_restart(server, restarts: int = 1) -> None:
+    deadline = time.monotonic() + RESTART_TIMEOUT_S
+    while sum(RESTARTED in line for line in list(server.log)) < restarts:
+        assert time.monotonic() < deadline, "the worker was not restarted:\n" + "".join(server.log)
+        assert server.process.poll() is None, "".join(server.log)
+        time.sleep(0.1)
+
+
+def versions_on_fresh_connections(address: str, count: int = 24) -> set[str]:
+    answered = set()
+    for _ in range(count):  # each client its own channel, so its own connection, spread by the kernel
+        client = triton.InferenceServerClient(url=address)
+        answered.update(client.get_model_metadata("housing").versions)
+        client.close()
+    return answered
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_restarted_worker_and_a_restarted_server_serve_what_was_swapped_in(versions: Path, tmp_path: Path):
+    registry = tmp_path / "registry"
+    shutil.copytree(versions, registry)
+    port = str(free_port())  # a fixed port: the record belongs to host:port, and the restart must find it
+    with running_server(registry, "--workers", "2", "--port", port) as server:
+        assert versions_on_fresh_connections(server.address, 4) == {"2"}
+        out = driftline("swap", "housing", "1", "--server", server.address).stdout
+        assert "serving version 1 (was version 2) on 2 worker(s)" in out
+        victim = kill_one_worker(server)
+        wait_for_restart(server)
+        assert victim not in worker_pids(server.process.pid) and len(worker_pids(server.process.pid)) == 2
+        assert versions_on_fresh_connections(server.address) == {"1"}
+    assert server.process.returncode == 0
+    with running_server(registry, "--workers", "2", "--port", port) as again:
+        assert "housing:1" in "".join(again.log)
+        assert versions_on_fresh_connections(again.address) == {"1"}
+        # Rollback still knows where to go: the record keeps the history, not only the version.
+        out = driftline("rollback", "housing", "--server", again.address).stdout
+        assert "serving version 2 (was version 1)" in out
+
+
+def test_statistics_and_drift_answer_with_the_live_workers_while_one_is_dead(versions: Path, tmp_path: Path):
+    registry = tmp_path / "registry"
+    shutil.copytree(versions, registry)
+    with running_server(registry, "--workers", "2") as server:
+        client = triton.InferenceServerClient(url=server.address)
+        client.get_model_metadata("housing")
+        client.close()
+        kill_one_worker(server)
+        channel = grpc.insecure_channel(server.address)  # a new connection: it reaches the live worker
+        grpc.channel_ready_future(channel).result(timeout=30)  # a connect that raced the kill is simply redone
+        call = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStatistics.with_call
+        statistics, answered = call(pb.ModelStatisticsRequest(name="housing"), timeout=30)
+        assert [s.version for s in statistics.model_stats] == ["2"]
+        report, reported = driftline_pb2_grpc.MonitoringStub(channel).DriftReport.with_call(
+            dpb.DriftRequest(name="housing"), timeout=30)
+        assert report.version == "2"
+        if not any(RESTARTED in line for line in list(server.log)):  # the dead worker is not back yet
+            assert dict(answered.trailing_metadata()).get("x-driftline-missing-workers") in ("0", "1")
+            assert dict(reported.trailing_metadata()).get("x-driftline-missing-workers") in ("0", "1")
+        channel.close()
+        wait_for_restart(server)
+        out = driftline("swap", "housing", "1", "--server", server.address).stdout
+        assert "on 2 worker(s)" in out  # the restarted worker is reached again
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_back_off_then_given_up(caplog: pytest.LogCaptureFixture):
+    from driftline.server import workers
+    from driftline.server.settings import ServerSettings
+
+    class Dead:
+        pid, exitcode = 4242, -9
+
+        def is_alive(self) -> bool:
+            return False
+
+    class Spawner:
+        started = 0
+
+        def Process(self, **_):  # noqa: N802 - multiprocessing's name
+            Spawner.started += 1
+            return type("Starting", (Dead,), {"start": lambda self: None})()
+
+    settings = ServerSettings(registry="unused", worker_restart_limit=3, worker_restart_window_s=60)
+    with caplog.at_level("INFO", logger="driftline.server"):
+        code = workers._watch(Spawner(), settings, {0: Dead()}, _NoQueue(), lambda: False)
+    assert code == workers.GAVE_UP
+    delays = [line.split("starting it again in ")[1].split(" s")[0] for line in caplog.messages
+              if "starting it again in" in line]
+    assert delays == ["0.2", "0.4", "0.8"]  # then the fourth death within the window gives up
+    assert Spawner.started == 3
+    assert any("giving up" in line for line in caplog.messages)
+
+
+class _NoQueue:
+    def get_nowait(self):
+        import queue
+
+        raise queue.Empty
