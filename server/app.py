@@ -24,6 +24,7 @@ from driftline.server.pipeline import RequestPath
 from driftline.server.poll import follow_production
 from driftline.server.repository import ModelRepository
 from driftline.server import http_server, logs, metrics, ports, record, reflection, run, telemetry, validate
+from driftline.server.malformed import TolerantServer
 from driftline.server.monitor import MonitorThread
 from driftline.server.service import AdminService, DriftlineService, InferenceService, MonitoringService
 from driftline.server.settings import ServerSettings
@@ -85,10 +86,12 @@ def build(settings: ServerSettings) -> Built:
     peers = Peers(settings.peer_dir, settings.worker_index, settings.workers, settings.admin_token)
     path = RequestPath(repository)  # the one request path; each front end parses into it
     inference = InferenceService(repository, peers, path)
+    # Our services parse their messages tolerantly: malformed bytes are INVALID_ARGUMENT (server/malformed.py).
+    shared = [TolerantServer(target) for target in shared]
     for target in shared:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, target)
     driftline_service, monitoring = DriftlineService(repository), MonitoringService(repository, peers)
-    driftline_pb2_grpc.add_DriftlineServicer_to_server(driftline_service, server)
+    driftline_pb2_grpc.add_DriftlineServicer_to_server(driftline_service, shared[0])
     for target in shared:
         driftline_pb2_grpc.add_MonitoringServicer_to_server(monitoring, target)
     admin = AdminService(repository, peers, settings.workers)

@@ -27,6 +27,7 @@ from driftline.server import metrics, status, telemetry
 from driftline.server.auth import AdminGuard
 from driftline.server.grpc_wire import infer_request, infer_response, parameters_of
 from driftline.server.load_config import load_config_batching
+from driftline.server.malformed import Malformed
 from driftline.server.pipeline import RequestPath
 from driftline.server.peers import Peers, is_peer_call
 from driftline.registry.columns import ATTRIBUTION_SHARE
@@ -137,7 +138,9 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 if (task := in_flight.get_nowait()) is not None:
                     task.cancel()
 
-    async def _message(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _message(self, request: pb.ModelInferRequest | Malformed) -> pb.ModelInferResponse:
+        if isinstance(request, Malformed):  # one unreadable message of a stream is answered in-band, like any error
+            raise InvalidInput(f"stream message is not a valid ModelInferRequest ({request.reason})")
         decoded = infer_request(request, None)
         if telemetry.tracer is not None:
             with telemetry.stream_message():  # a unary call's request span is the RPC's own

@@ -11,7 +11,6 @@ import time
 import grpc
 import pytest
 from driftline.proto import grpc_service_pb2 as pb
-from driftline.server.logs import REPEAT_INTERVAL_S
 from driftline.server.status import MAX_MESSAGE_WIRE_BYTES
 from helpers import driftline, running_server
 
@@ -68,23 +67,49 @@ def test_any_status_message_fits_grpc_metadata(stub):
     assert caught.value.details().endswith("characters in all)")
 
 
-def test_a_burst_of_malformed_requests_logs_one_line_with_a_count(server):
+def test_malformed_messages_are_invalid_argument_without_a_traceback(server):
+    valid = pb.ModelInferRequest(model_name="housing")
+    tensor = valid.inputs.add(name="input", datatype="FP32", shape=[1, 11])
+    tensor.contents.fp32_contents.extend([100.0, 500.0, 3, 1, 1, 10.0, 0, 1990, 3, 5.0, 1.0])
     with grpc.insecure_channel(server.address) as channel:
         raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
         for _ in range(BURST):
-            with pytest.raises(grpc.RpcError):
+            with pytest.raises(grpc.RpcError) as caught:
                 raw(b"\xff\xff\xff\xff not a protobuf message", timeout=10)
-        # On a stream, the same bytes end the stream as the client's error.
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert "not a valid protobuf message" in caught.value.details()
+        # On a stream, an unreadable message is answered in-band, and the next one is served.
         stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
-                                       request_serializer=lambda b: b, response_deserializer=lambda b: b)
-        with pytest.raises(grpc.RpcError) as caught:
-            list(stream(iter([b"\xff\xff\xff\xff not a protobuf message"]), timeout=10))
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
-    deadline = time.monotonic() + REPEAT_INTERVAL_S + 20
-    while time.monotonic() < deadline and not any("repeated" in line for line in server.log):
-        time.sleep(0.2)
-    lines = [line for line in server.log if "DecodeError" in line]
+                                       request_serializer=lambda b: b,
+                                       response_deserializer=pb.ModelStreamInferResponse.FromString)
+        answers = list(stream(iter([b"\xff\xff\xff\xff not a protobuf message", valid.SerializeToString()]),
+                              timeout=30))
+    assert "not a valid ModelInferRequest" in answers[0].error_message
+    assert answers[1].infer_response.model_name == "housing" and not answers[1].error_message
     assert "Traceback" not in "".join(server.log)
-    assert len(lines) == 2, lines  # the first, then the count of the others
-    assert f"repeated {BURST - 1} more times" in lines[1]
+
+
+def test_identical_warnings_are_logged_once_per_interval_with_a_count():
+    import logging
+
+    from driftline.server.logs import Repeats
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("driftline.test.repeats")
+    logger.propagate = False
+    logger.addHandler(Collect())
+    logger.addFilter(Repeats(interval_s=0.2))
+    for _ in range(BURST):
+        logger.warning("bad request from a client")
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen[0] == "bad request from a client"
+    assert seen[1].startswith(f"bad request from a client (repeated {BURST - 1} more times")
+    assert len(seen) == 2
