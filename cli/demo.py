@@ -283,7 +283,10 @@ def post_json(url: str, body: dict) -> dict:
 @contextmanager
 def server(root: Path) -> Iterator[tuple[str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "driftline", "serve", "--registry", str(root), "--port", "0", "--http-port", "0"],
+        # The demo's operator is its reader: it asks to see the values behind flags, which by default are withheld
+        # from drift reports (anyone who can reach the port may read those).
+        [sys.executable, "-m", "driftline", "serve", "--registry", str(root), "--port", "0", "--http-port", "0",
+         "--show-rejected-values"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
