@@ -8,21 +8,16 @@ on a loopback server started with ``--admin-token``, and a refused call changes 
 
 from __future__ import annotations
 
-import datetime as dt
 import http.client
-import ipaddress
 from pathlib import Path
 
 import grpc
 import onnx_models
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
+from pki import make_pki
 from helpers import driftline, running_server
 
 TOKEN = "loopback-s3cret"
@@ -123,39 +118,10 @@ def test_on_loopback_a_token_guards_every_admin_call(registry: Path):
 
 
 # -- mutual TLS: the CLI's client certificate -----------------------------------------------------------------------
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all made here."""
-    folder = tmp_path_factory.mktemp("guard-pki")
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "driftline guard test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    _write_cert(folder / "ca.pem", ca)
-    for stem in ("server", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)]))
-                   .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1)))
-        if stem == "server":
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        _write_cert(folder / f"{stem}.pem", builder.sign(ca_key, hashes.SHA256()))
-        _write_key(folder / f"{stem}.key", key)
-    return folder
+    return make_pki(tmp_path_factory.mktemp("guard-pki"))
 
 
 def test_the_cli_presents_its_client_certificate_to_a_mutual_tls_server(registry: Path, pki: Path):
