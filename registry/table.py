@@ -12,7 +12,7 @@ This module is numpy-only: the server reads it without scikit-learn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,9 +105,3 @@ def table_of(extra: Mapping[str, Any]) -> TableSpec | None:
     raw = extra.get(TABLE_KEY)
     return None if raw is None else TableSpec.from_dict(raw)
 
-
-def roles_in(columns: Sequence[TableColumn]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for c in columns:
-        counts[c.role] = counts.get(c.role, 0) + 1
-    return counts

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,3 +93,18 @@ def sample_metadata(**changes):
         created_at="2026-01-01T00:00:00+00:00", source="test",
     )
     return VersionMetadata(**{**base, **changes})
+
+
+def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 120.0,
+               each: Callable[[], None] = lambda: None, pause_s: float = 0.005) -> None:
+    """Poll until ``condition()`` holds, running ``each()`` every turn (to fail early, or to nudge).
+
+    The limit is a liveness bound, far above what any machine needs: it turns "never" into a failure naming
+    ``what`` instead of a hung test. It says nothing about speed.
+    """
+    give_up = time.monotonic() + limit_s
+    while not condition():
+        each()
+        if time.monotonic() > give_up:
+            raise AssertionError(f"{what} (waited {limit_s:g} s)")
+        time.sleep(pause_s)

@@ -14,10 +14,9 @@ from typing import Any
 import polars as pl
 
 from driftline.errors import InvalidInput
-from driftline.registry.table import BOOLEAN, CATEGORICAL, NUMERIC, TEXT, TableColumn
+from driftline.registry.table import BOOLEAN, CATEGORICAL, NUMERIC, STRING_ROLES, TEXT, TableColumn
 from driftline.registry.words import top_words
 
-STRING_TYPES = (CATEGORICAL, TEXT)
 MAX_CATEGORIES = 1000  # a string column with more distinct values than this is text, or an identifier
 TEXT_WORDS = 3.0  # a string column averaging more words per value than this is text
 NUMBERS_SHARE = 0.9  # a string column with at least this share of numbers is a numeric column
@@ -34,7 +33,7 @@ def roles(frame: pl.DataFrame, features: Sequence[str], overrides: Mapping[str, 
         column = frame[name]
         wanted = _setting(overrides, name, "type")
         if is_string(column.dtype):
-            if wanted is not None and wanted not in STRING_TYPES:
+            if wanted is not None and wanted not in STRING_ROLES:
                 raise InvalidInput(f"schema overrides: column {name!r} holds strings; its type can be categorical or "
                                    f"text, not {wanted!r}")
             out[name] = wanted or _string_role(column)
@@ -65,7 +64,7 @@ def _string_role(column: pl.Series) -> str:
 
 def is_mixed(found: Mapping[str, str]) -> bool:
     """Whether the table needs per-column inputs (a categorical or text column)."""
-    return any(r in STRING_TYPES for r in found.values())
+    return any(r in STRING_ROLES for r in found.values())
 
 
 def table_columns(frame: pl.DataFrame, found: Mapping[str, str],

@@ -24,6 +24,7 @@ from driftline.trainer.evaluate import holdout_metrics, onnx_agreement
 from driftline.trainer.export import export_onnx
 from driftline.trainer.roles import is_mixed, roles
 from driftline.trainer.signature import onnx_signature
+from driftline.trainer.targets import encode_target, jsonable, task_of
 from driftline.trainer.train_table import train_table
 from driftline.trainer.validation import DataQualityReport, prepare_training_data
 
@@ -90,7 +91,7 @@ def train(config: TrainConfig) -> TrainedModel:
         split_columns(frame, target, features)  # names what is missing
     found = roles(frame, features, config.schema_overrides)
     if is_mixed(found):  # categorical or text columns: one pipeline, one input per column
-        return train_table(config, frame, target, features, found, _task, _encode_target, _jsonable, now_utc)
+        return train_table(config, frame, target, features, found)
     # The same validator as the server's: rows breaking hard limits stop training (or are dropped).
     prepared = prepare_training_data(frame, features, overrides=config.schema_overrides,
                                      drop_invalid=config.drop_invalid)
@@ -98,8 +99,8 @@ def train(config: TrainConfig) -> TrainedModel:
         frame = frame.filter(pl.Series(prepared.kept)).with_columns(
             [pl.col(f).cast(pl.Float64, strict=False) for f in features])
     dataset = split_columns(frame, target, features)
-    task = _task(config, dataset.y)
-    y, classes = _encode_target(dataset.y, task)
+    task = task_of(config, dataset.y)
+    y, classes = encode_target(dataset.y, task)
 
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(dataset.X))
@@ -132,7 +133,7 @@ def train(config: TrainConfig) -> TrainedModel:
         outputs=outputs,
         task=task,
         estimator=config.estimator,
-        parameters=_jsonable(params),
+        parameters=jsonable(params),
         metrics=metrics,
         data_version=dataset.version,
         data_rows=len(dataset.X),
@@ -170,49 +171,3 @@ def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: Ver
 
 def now_utc() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _task(config: TrainConfig, y: np.ndarray | None) -> str:
-    offered = estimators.tasks_of(config.estimator)
-    if config.task != "auto":
-        if config.task not in ("regression", "classification"):
-            raise InvalidInput(f"--task must be regression, classification or auto, not {config.task!r}")
-        task = config.task
-    elif len(offered) == 1:
-        task = offered[0]
-    else:
-        task = "classification" if _looks_categorical(y) else "regression"
-    if task not in offered:
-        raise InvalidInput(f"estimator {config.estimator!r} does not do {task}; it does: {', '.join(offered)}")
-    return task
-
-
-def _looks_categorical(y: np.ndarray | None) -> bool:
-    if y is None:
-        return False
-    if y.dtype.kind in "OUSb":
-        return True
-    return y.dtype.kind in "iu" and len(np.unique(y)) <= 20
-
-
-def _encode_target(y: np.ndarray | None, task: str) -> tuple[np.ndarray, tuple[Any, ...] | None]:
-    if y is None:
-        raise InvalidInput("training needs a target column")
-    if task == "regression":
-        if y.dtype.kind not in "iuf":
-            raise InvalidInput(f"a regression target must be numeric, got {y.dtype}")
-        return y.astype(np.float64), None
-    classes, codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise InvalidInput("a classification target needs at least two classes")
-    return codes.astype(np.int64), tuple(_jsonable(c) for c in classes.tolist())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -29,6 +29,7 @@ from driftline.trainer.data import Dataset, data_version
 from driftline.trainer.evaluate import holdout_metrics
 from driftline.registry.table import NUMERIC
 from driftline.trainer.roles import is_string, table_columns
+from driftline.trainer.targets import encode_target, jsonable, task_of
 from driftline.trainer.signature import onnx_signature
 from driftline.trainer.table_baseline import table_profile, table_schema
 from driftline.trainer.validation import DataQualityReport
@@ -49,9 +50,8 @@ class TableRows:
         return len(self.frame)
 
 
-def train_table(config: Any, frame: pl.DataFrame, target: str, features: list[str], found: Mapping[str, str],
-                task_of, encode_target, jsonable, now) -> Any:  # noqa: ANN001 - train.py's helpers, passed in
-    from driftline.trainer.train import TrainedModel  # the numeric path's result type; imported late (cycle)
+def train_table(config: Any, frame: pl.DataFrame, target: str, features: list[str], found: Mapping[str, str]) -> Any:
+    from driftline.trainer.train import TrainedModel, now_utc  # the numeric path's result type; imported late (cycle)
 
     # Numbers read as strings (a typo in a numeric column) become numbers; what is not one becomes missing.
     frame = frame.with_columns([pl.col(n).cast(pl.Float64, strict=False) for n, r in found.items()
@@ -109,7 +109,7 @@ def train_table(config: Any, frame: pl.DataFrame, target: str, features: list[st
         features=tuple(Feature(n, dtypes[n]) for n in features),
         inputs=inputs, outputs=outputs, task=task, estimator=config.estimator, parameters=jsonable(params),
         metrics=metrics, data_version=data_version(used), data_rows=len(table), code_version=code_version(),
-        created_at=now(), source="driftline train", target=target, classes=classes,
+        created_at=now_utc(), source="driftline train", target=target, classes=classes,
         extra={
             "data": config.data or f"synthetic:{config.synthetic}?rows={config.rows}&seed={config.seed}"
             + (f"&shift={config.shift}" if config.shift else ""),

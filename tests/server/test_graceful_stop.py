@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 
-from helpers import driftline, running_server
+from helpers import driftline, running_server, wait_until
 
 ROWS = 300_000  # one request: a fraction of a second of onnxruntime, so that others wait behind it
 CALLS = 6
@@ -56,10 +55,7 @@ def test_sigterm_lets_accepted_calls_finish_and_exits_0(registry: Path, workers:
         for thread in threads:
             thread.start()
         # Accepted, not merely sent: the server holds them in its queues behind the batch it runs.
-        deadline = time.monotonic() + WAIT_S
-        while queued(metrics_url) < 1:
-            assert time.monotonic() < deadline, "the calls never queued up"
-            time.sleep(0.005)
+        wait_until(lambda: queued(metrics_url) >= 1, "the calls never queued up", WAIT_S)
         server.process.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(WAIT_S)
@@ -93,10 +89,8 @@ def test_sigterm_to_every_process_while_starting_stops_cleanly(registry: Path):
                                 "--workers", "2", "--no-http", "--no-metrics"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + WAIT_S
-        while worker_count(process.pid) < 2:  # started, still importing and loading: not serving yet
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # started, still importing and loading: not serving yet
+        wait_until(lambda: worker_count(process.pid) >= 2, "the workers never started", WAIT_S)
         workers = [int(c) for task in Path(f"/proc/{process.pid}/task").iterdir()
                    for c in (task / "children").read_text().split()
                    if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import socket
-import time
 from pathlib import Path
 
 import grpc
@@ -17,7 +16,7 @@ from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
-from helpers import driftline, running_server
+from helpers import driftline, running_server, wait_until
 
 RESTART_TIMEOUT_S = 120
 RESTARTED = "a restarted worker is serving again"
@@ -49,10 +48,7 @@ def kill_one_worker(server) -> int:
     """SIGKILL a worker and wait until it is dead (its listening socket closed), not yet restarted."""
     victim = min(worker_pids(server.process.pid))
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while _alive(victim):
-        assert time.monotonic() < deadline, f"worker {victim} survived SIGKILL"
-        time.sleep(0.01)
+    wait_until(lambda: not _alive(victim), f"worker {victim} survived SIGKILL", 30, pause_s=0.01)
     return victim
 
 
@@ -65,11 +61,11 @@ def _alive(pid: int) -> bool:
 
 
 def wait_for_restart(server, restarts: int = 1) -> None:
-    deadline = time.monotonic() + RESTART_TIMEOUT_S
-    while sum(RESTARTED in line for line in list(server.log)) < restarts:
-        assert time.monotonic() < deadline, "the worker was not restarted:\n" + "".join(server.log)
+    def server_alive() -> None:
         assert server.process.poll() is None, "".join(server.log)
-        time.sleep(0.1)
+
+    wait_until(lambda: sum(RESTARTED in line for line in list(server.log)) >= restarts, "the worker was not restarted",
+               RESTART_TIMEOUT_S, server_alive, pause_s=0.1)
 
 
 def versions_on_fresh_connections(address: str, count: int = 24) -> set[str]:
