@@ -3,12 +3,13 @@
 - drift: the numba state update vs a vectorised numpy update of the same state, per call at 1 row and
   in values/s at 64 and 4,096 rows; a full drift report for a 100k-row window; Evidently's
   DataDriftPreset on the same rows when benchmarks/.envs/evidently exists (run in that venv).
-- treeshap: driftline's exact TreeSHAP vs shap.TreeExplainer (and fasttreeshap when
-  benchmarks/.envs/fasttreeshap exists) on a GBM (100 trees, depth 6) and a random forest (100 trees,
-  depth 10), at 1, 64 and 10,000 rows per call.
+- treeshap: driftline's exact TreeSHAP (1 thread and os.cpu_count() threads) vs fasttreeshap (1 and 2
+  threads, when benchmarks/.envs/fasttreeshap exists) and shap.TreeExplainer, from one run, on a GBM (100
+  trees, depth 6; 1, 64, 1,000 and 10,000 rows per call) and a random forest (100 trees, depth 10; 1, 64
+  and 1,000 rows); prints rows/s, the ratio to the fastest fasttreeshap setting and the table memory.
 - validate: the schema check per batch at 1 and 64 rows.
 
-Run: .venv/bin/python benchmarks/kernels.py [--quick]   (single-threaded kernels; results as ratios)
+Run: .venv/bin/python benchmarks/kernels.py [--quick] [--only treeshap]
 """
 
 from __future__ import annotations
@@ -131,6 +132,11 @@ print(json.dumps({{"seconds": time.perf_counter() - start}}))
 
 
 def bench_treeshap(quick: bool) -> dict:
+    """driftline (1 thread and all cores) vs fasttreeshap (1 and 2 threads) and shap, from one run.
+
+    driftline is timed before and after the fasttreeshap subprocess (best of both: the machine is shared,
+    so its load changes during a run); every figure is the best of a few calls.
+    """
     import shap
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 
@@ -147,32 +153,76 @@ def bench_treeshap(quick: bool) -> dict:
         "gbm_100x6": GradientBoostingRegressor(n_estimators=100, max_depth=6, random_state=0),
         "rf_100x10": RandomForestRegressor(n_estimators=100, max_depth=10, bootstrap=False, random_state=0, n_jobs=-1),
     }
-    out = {}
+    cores = os.cpu_count() or 1
+    out = {"cores": cores}
     for name, estimator in models.items():
         estimator.fit(X[:8000], y[:8000])
         onnx_model = attach_cover(export_onnx(estimator, X.shape[1]), X[:8000])
-        model = prepare(read_tree_ensemble(onnx_model))
+        ensemble = read_tree_ensemble(onnx_model)
+        prepare(ensemble)  # compiles (or loads numba's cache) first
+        start = time.perf_counter()
+        model = prepare(ensemble)  # once per version, as the server does
+        prepare_s = time.perf_counter() - start
         explainer = shap.TreeExplainer(estimator)
-        # A depth-10 forest explains ~150 rows/s: 10,000 rows would take a minute per library.
-        big = 1000 if quick or name.startswith("rf") else 10_000
-        rows_list = (1, 64, big)
-        out[name] = {}
+        # A depth-10 forest explains a few hundred rows/s in fasttreeshap: 10,000 rows would take minutes.
+        rows_list = (1, 64, 1000) if quick or name.startswith("rf") else (1, 64, 1000, 10_000)
+        batches = {rows: np.ascontiguousarray(X[8000:8000 + rows]) for rows in rows_list}
+
+        def ours(rows: int, threads: int, model=model, batches=batches) -> float:  # noqa: ANN001
+            batch = batches[rows]
+            shap_values(model, batch, n_threads=threads)
+            number = 20 if rows == 1 else (5 if rows == 64 else 1)
+            return rows / best_of(lambda: shap_values(model, batch, n_threads=threads), repeat=3, number=number)
+
+        first = {(rows, t): ours(rows, t) for rows in rows_list for t in (1, cores)}
+        theirs = fasttreeshap(estimator, X[8000:8000 + max(rows_list)], rows_list)
+        second = {(rows, t): ours(rows, t) for rows in rows_list for t in (1, cores)}
+        table = {"table_bytes": model.table_bytes, "prepare_s": prepare_s, **model.stats}
+        out[name] = {"prepared": table, "rows": {}}
         for rows in rows_list:
-            batch = X[8000:8000 + rows]
-            shap_values(model, batch)
-            ours = best_of(lambda: shap_values(model, batch), repeat=3, number=20 if rows == 1 else 1)
-            theirs = best_of(lambda: explainer.shap_values(batch, check_additivity=False), repeat=3,
-                             number=5 if rows == 1 else 1)
-            out[name][rows] = {"driftline_rows_per_s": rows / ours, "shap_rows_per_s": rows / theirs,
-                               "ratio_vs_shap": theirs / ours, "driftline_ms_per_call": ours * 1e3}
-        out[name]["fasttreeshap"] = fasttreeshap(estimator, X[8000:8000 + max(rows_list)], rows_list)
+            batch = batches[rows]
+            shap_s = best_of(lambda b=batch, e=explainer: e.shap_values(b, check_additivity=False),
+                             repeat=1 if rows >= 1000 else 3, number=5 if rows == 1 else 1)
+            row = {"driftline_1t": max(first[rows, 1], second[rows, 1]),
+                   f"driftline_{cores}t": max(first[rows, cores], second[rows, cores]),
+                   "shap": rows / shap_s}
+            if isinstance(theirs, dict):
+                row["fasttreeshap_1t"] = theirs[f"1t_{rows}"]
+                row["fasttreeshap_2t"] = theirs[f"2t_{rows}"]
+                fastest = max(row["fasttreeshap_1t"], row["fasttreeshap_2t"])
+                row["ratio_1t_vs_fastest_fasttreeshap"] = row["driftline_1t"] / fastest
+                row["ratio_vs_fastest_fasttreeshap"] = row[f"driftline_{cores}t"] / fastest
+            else:
+                row["fasttreeshap"] = theirs
+            out[name]["rows"][rows] = row
+        print_treeshap_table(name, out[name], cores)
     return out
+
+
+def print_treeshap_table(name: str, result: dict, cores: int) -> None:
+    rows = result["rows"]
+    prepared = result["prepared"]
+    print(f"\n{name}: tables {prepared['table_bytes']:,} bytes ({prepared['table_leaves']:,} of "
+          f"{prepared['n_leaves']:,} leaves, {prepared['folded_leaves']:,} folded), "
+          f"prepare {prepared['prepare_s']:.2f} s")
+    print(f"| rows per call | driftline 1 thread | driftline {cores} threads | fasttreeshap 1 thread "
+          f"| fasttreeshap 2 threads | shap | driftline ({cores} / 1 threads) / fastest fasttreeshap |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n, r in rows.items():
+        fts = (f"{r['fasttreeshap_1t']:,.0f} | {r['fasttreeshap_2t']:,.0f}" if "fasttreeshap_1t" in r
+               else "n/a | n/a")
+        ratio = (f"{r['ratio_vs_fastest_fasttreeshap']:.2f}x / {r['ratio_1t_vs_fastest_fasttreeshap']:.2f}x"
+                 if "ratio_vs_fastest_fasttreeshap" in r else "n/a")
+        print(f"| {n:,} | {r['driftline_1t']:,.0f} | {r[f'driftline_{cores}t']:,.0f} | {fts} | {r['shap']:,.0f} "
+              f"| {ratio} |", flush=True)
 
 
 def fasttreeshap(estimator, X: np.ndarray, rows_list) -> dict | str:
     python = HERE / ".envs" / "fasttreeshap" / "bin" / "python"
     if not python.exists():
-        return "skipped: benchmarks/.envs/fasttreeshap not installed"
+        return ("skipped: benchmarks/.envs/fasttreeshap not installed (python -m venv it; pip install numpy "
+                "scikit-learn setuptools wheel cython slicer cloudpickle tqdm numba; "
+                "pip install --no-build-isolation fasttreeshap-fixed)")
     import pickle
 
     with tempfile.TemporaryDirectory() as folder:
@@ -188,12 +238,17 @@ except ImportError:  # the fixed fork installs under another module name
 m = pickle.loads(open({str(Path(folder) / 'model.pkl')!r}, 'rb').read()); X = np.load({str(Path(folder) / 'X.npy')!r})
 out = {{}}
 for threads in (1, 2):
+    # algorithm="auto": its own choice per batch (v1 for small batches, v2 once the tables pay)
     e = fasttreeshap.TreeExplainer(m, algorithm="auto", n_jobs=threads)
     for rows in {list(rows_list)!r}:
-        b = X[:rows]; e.shap_values(b, check_additivity=False)
+        b = np.ascontiguousarray(X[:rows]); e.shap_values(b, check_additivity=False)
+        number = 20 if rows == 1 else (5 if rows == 64 else 1)
         ts = []
         for _ in range(3):
-            s = time.perf_counter(); e.shap_values(b, check_additivity=False); ts.append(time.perf_counter() - s)
+            s = time.perf_counter()
+            for _ in range(number):
+                e.shap_values(b, check_additivity=False)
+            ts.append((time.perf_counter() - s) / number)
         out[f"{{threads}}t_{{rows}}"] = rows / min(ts)
 print(json.dumps(out))
 """

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream", action="store_true", help="ModelStreamInfer instead of unary ModelInfer")
     p.add_argument("--streams", type=int, default=1, help="with --stream: bidirectional streams (default 1)")
     p.add_argument("--rows-per-request", type=int, default=1, help="rows in each request (default 1)")
+    p.add_argument("--outputs", default="", metavar="NAME,...",
+                   help="outputs each request asks for by name, e.g. prediction,attribution (default: none named, "
+                        "so the model's own outputs)")
     p.add_argument("--channels", type=int, default=1, help="gRPC channels (TCP connections) to spread over")
     p.add_argument("--requests", type=int, default=20_000,
                    help="measured requests, at most (default 20000; open loop: arrivals, dropped ones included)")
@@ -106,6 +109,7 @@ class BenchConfig:
     width: int | None = None
     data: str = "auto"
     seed: int = 0
+    outputs: tuple[str, ...] = ()  # outputs each request names (empty: the server's default)
 
     def check(self) -> None:
         from driftline.errors import InvalidInput
@@ -143,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         requests=args.requests, duration_s=args.duration, warmup_requests=args.warmup_requests,
         warmup_s=args.warmup, timeout_s=args.timeout, server_pid=args.server_pid, input_name=args.input_name,
         width=args.width, data=args.data, seed=args.seed,
+        outputs=tuple(name.strip() for name in args.outputs.split(",") if name.strip()),
     )
 
 
@@ -271,6 +276,8 @@ def build_payloads(config: BenchConfig, tensor: ModelInput, distinct: int = 64) 
                                        id=f"b{i}" if config.stream else "")
         request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(chunk.shape))
         request.raw_input_contents.append(chunk.tobytes())
+        for name in config.outputs:
+            request.outputs.add(name=name)
         payloads.append((request.id, request.SerializeToString()))
     return payloads
 

@@ -15,6 +15,7 @@ output, sampled monitoring) use the same :class:`Explainer`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,17 +32,33 @@ ATTRIBUTION_BASE = "attribution_base"  # FP32 [rows, 1]: the expected value the 
 class Explainer(Protocol):
     method: str
 
-    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(phi float64 [rows, features, outputs], base float64 [outputs]) of the raw model output."""
+    def explain(self, X: np.ndarray, n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(phi float64 [rows, features, outputs], base float64 [outputs]) of the raw model output.
+
+        ``n_threads``: how many cores a large batch may use; None: all of the machine's (``os.cpu_count()``),
+        for requested attributions. Sampled monitoring, which runs beside serving, passes 1.
+        """
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
 class TreeExplainer:
+    """Exact TreeSHAP; ``model`` (with its per-leaf tables) is prepared once per served version."""
+
     model: TreeShapModel
     method: str = "treeshap (exact, raw output)"
 
-    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return shap_values(self.model, X)
+    @property
+    def table_bytes(self) -> int:
+        """Memory held by the per-leaf tables (bounded by prepare's ``table_budget_bytes``)."""
+        return self.model.table_bytes
+
+    def explain(self, X: np.ndarray, n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        # Small batches stay on the calling thread whatever n_threads says (see shap_values' min_rows_per_thread).
+        return shap_values(self.model, X, n_threads=default_threads() if n_threads is None else n_threads)
 
 
 @dataclass(frozen=True)
@@ -51,7 +68,7 @@ class LinearExplainer:
     means: np.ndarray  # [features], from the training profile
     method: str = "linear (exact)"
 
-    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def explain(self, X: np.ndarray, n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ARG002
         centred = np.asarray(X, dtype=np.float64) - self.means
         phi = centred[:, :, None] * self.weights[None, :, :]
         return phi, self.means @ self.weights + self.intercepts
@@ -72,8 +89,8 @@ class GroupedExplainer:
     def method(self) -> str:  # type: ignore[override]
         return f"{self.inner.method}, summed per column"
 
-    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        phi, base = self.inner.explain(X)
+    def explain(self, X: np.ndarray, n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        phi, base = self.inner.explain(X, n_threads)
         return np.einsum("rfo,fc->rco", phi, self.membership), base
 
 

@@ -163,6 +163,8 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     # Tests and scripts read this line to learn the port (which may have been chosen by the OS).
     announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})"
              f"{http_note}{metrics_note}")
+    # Request figures are counted in plain integers and handed to prometheus_client in bulk (metrics.py).
+    flusher = asyncio.ensure_future(metrics.flush_every())
     poller = None
     if settings.poll_s and settings.worker_index == 0:
         poller = asyncio.ensure_future(follow_production(repository, built.admin, settings.poll_s))
@@ -174,6 +176,8 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     await asyncio.gather(server.stop(settings.shutdown_grace_s), *([http.stop()] if http is not None else []),
                          *([built.peer_server.stop(settings.shutdown_grace_s)] if built.peer_server else []))
     pool.shutdown(wait=True, cancel_futures=True)
+    flusher.cancel()
+    metrics.flush_all()  # the last requests' figures, before the files or the endpoint go
     if repository.monitors is not None:
         repository.monitors.close()
     if metrics_server is not None:

@@ -6,7 +6,7 @@ request at low load never waits for company). The rows of every request in the b
 concatenated, run in one onnxruntime call off the event loop, and the outputs are split back by
 row offsets. Batching counts rows, not requests.
 
-Each caller (a gRPC connection: its unary calls and streams alike; see ``status.caller``) has a queue of
+Each caller (a gRPC connection: its unary calls and streams alike; see ``status.caller_key``) has a queue of
 its own, and callers share the batcher by rows, as fair queuing shares a link by bytes: a request's
 tag is where its caller's rows would end if every caller with requests waiting were served at the
 same rate (``max(now, the caller's last tag) + rows``), and the smallest tag goes next. A client that
@@ -38,12 +38,14 @@ from driftline.registry.columns import tensor_view
 from driftline.registry.table_view import TableView
 from driftline.server.model import ServedVersion
 from driftline.server.run import run_batch
-from driftline.server.status import caller
+from driftline.server.status import caller_key
 
 log = logging.getLogger("driftline.server")
 # A batch predicted to take less than this runs on the event loop: handing it to a thread and back costs
-# ~130 us here, far more than a small tree model's call (measured in benchmarks/RESULTS.md).
-INLINE_BELOW_NS = 100_000
+# ~130 us of CPU here, more than a small tree model's call on 64 rows; on a busy machine no core is free to
+# run the call beside the loop anyway, so the hop buys only that cost. A 300 us stall of the loop is within the
+# batching delay a request may wait anyway (measured in benchmarks/RESULTS.md, "The hot path").
+INLINE_BELOW_NS = 300_000
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         pending = Pending(inputs, rows, loop.create_future(), time.perf_counter_ns(), deadline,
                           telemetry.current_span() if telemetry.tracer is not None else None, view)
-        key = caller.get()
+        key = caller_key()
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -196,6 +198,40 @@ class Batcher:
             self._dispatch_scheduled = True
             loop.call_soon(self._dispatch_soon)
         return pending.future
+
+    def run_now(self, inputs: dict[str, np.ndarray], deadline: float | None, rows: int,
+                view: TableView | None = None) -> list[np.ndarray] | None:
+        """A lone request's outputs, computed at once on the event loop, or None when it must queue.
+
+        When nothing waits or runs and the model answers these rows in well under the cost of a hop, queueing
+        buys nothing (no company comes within the call) and costs the most of all per-request work here: a
+        future, a task for the batch and two more turns of the event loop (measured in benchmarks/RESULTS.md,
+        "The hot path"). Everything else a batch does (statistics, metrics, monitoring) happens as for a batch
+        of one. A traced request takes the queue, which gives its batch a span.
+        """
+        if self._waiting or self._running or telemetry.tracer is not None:
+            return None
+        predicted_ns = self._ns_per_row * rows
+        if not 0 < predicted_ns < INLINE_BELOW_NS:
+            return None
+        if deadline is not None and time.monotonic() >= deadline:
+            self.served.stats.expired += 1
+            raise DeadlineExpired("deadline expired before the request could run; nothing was run")
+        served = self.served
+        started = time.perf_counter_ns()
+        cpu = time.thread_time_ns()
+        outputs = run_batch(served, inputs, rows)
+        self._learn(time.thread_time_ns() - cpu, rows)
+        compute_ns = time.perf_counter_ns() - started
+        served.stats.queue.add(0)
+        self.metrics.waited(0)
+        served.stats.executed(rows, compute_ns)
+        self.metrics.executed(rows, 1, compute_ns)
+        if self.observers:
+            batch = self._batch(1, [view], inputs, outputs, None)
+            for observe in self.observers:
+                observe(batch)
+        return outputs
 
     def _dispatch_soon(self) -> None:
         self._dispatch_scheduled = False
@@ -308,22 +344,23 @@ class Batcher:
                 member.future.set_result(outputs if len(members) == 1 else [out[offset:end] for out in outputs])
             offset = end
         if self.observers:
-            batch = self._batch(members, inputs, outputs, trace.context if trace is not None else None)
+            batch = self._batch(len(members), [m.view for m in members], inputs, outputs,
+                                trace.context if trace is not None else None)
             for observe in self.observers:
                 observe(batch)
 
-    def _batch(self, members: list[Pending], inputs: dict[str, np.ndarray], outputs: list[np.ndarray],
-               trace: Any) -> Batch:
-        """What monitoring reads of an executed batch."""
+    def _batch(self, requests: int, views: list[TableView | None], inputs: dict[str, np.ndarray],
+               outputs: list[np.ndarray], trace: Any) -> Batch:
+        """What monitoring reads of an executed batch (``views``: each request's, for a mixed table)."""
         served = self.served
         by_name = dict(zip(served.run_names, outputs, strict=True))
         if served.tabular:
-            return Batch(served, inputs[served.input.name], by_name, len(members), trace)
+            return Batch(served, inputs[served.input.name], by_name, requests, trace)
         if served.table is not None:
-            views = [m.view for m in members] if all(m.view is not None for m in members) else None
-            return Batch(served, None, by_name, len(members), trace, inputs, views)
+            return Batch(served, None, by_name, requests, trace, inputs,
+                         None if any(v is None for v in views) else views)
         features, by_name = tensor_view(inputs, by_name, served.batching)
-        return Batch(served, features, by_name, len(members), trace)
+        return Batch(served, features, by_name, requests, trace)
 
     def _trace(self, members: list[Pending], rows: int, started_ns: int) -> telemetry.BatchTrace | None:
         """The batch's spans, when a request it serves is sampled (tracing on only)."""
@@ -345,9 +382,9 @@ class Batcher:
         """One onnxruntime call: on the event loop when it is cheaper than the hop to a thread and back."""
         predicted_ns = self._ns_per_row * rows
         if 0 < predicted_ns < INLINE_BELOW_NS:
-            started = time.perf_counter_ns()
+            started = time.thread_time_ns()
             outputs = run_batch(self.served, inputs, rows)
-            self._learn(time.perf_counter_ns() - started, rows)
+            self._learn(time.thread_time_ns() - started, rows)
             return outputs
         outputs, took_ns = await asyncio.get_running_loop().run_in_executor(
             self.executor, _timed_run, self.served, inputs, rows)
@@ -360,9 +397,11 @@ class Batcher:
 
 
 def _timed_run(served: ServedVersion, inputs: dict[str, np.ndarray], rows: int) -> tuple[list[np.ndarray], int]:
-    started = time.perf_counter_ns()
+    # The thread's CPU time, not the wall clock: on a busy machine a pool thread waits for the GIL and for a core,
+    # and counting that waiting as the model's cost kept every later small batch off the loop, paying the hop.
+    started = time.thread_time_ns()
     outputs = run_batch(served, inputs, rows)
-    return outputs, time.perf_counter_ns() - started
+    return outputs, time.thread_time_ns() - started
 
 
 def _waited_ms(pending: Pending) -> float:

@@ -6,6 +6,7 @@ as Triton answers.
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
@@ -52,8 +53,12 @@ def infer_request(request: pb.ModelInferRequest, deadline: float | None) -> Infe
                         [_output(o) for o in request.outputs] if request.outputs else [], deadline, parameters)
 
 
-def infer_response(result: InferResult) -> pb.ModelInferResponse:
-    response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=result.id)
+def infer_response(result: InferResult, response: pb.ModelInferResponse | None = None) -> pb.ModelInferResponse:
+    """``result`` as a ModelInferResponse: a new one, or ``response`` (empty) filled in place (a stream's)."""
+    if response is None:
+        response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=result.id)
+    else:
+        response.model_name, response.model_version, response.id = result.model, result.version, result.id
     for output in result.outputs:
         tensor = response.outputs.add()
         tensor.name = output.name
@@ -86,6 +91,9 @@ def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> 
     if raw is not None:
         if tensor.HasField("contents"):
             raise InvalidInput(f"input {tensor.name!r} sets both contents and raw_input_contents; send only one")
+        dtype = NUMPY_OF.get(datatype)
+        if dtype is not None and len(raw) == math.prod(shape) * dtype.itemsize:  # the common case, no messages built
+            return InputTensor(tensor.name, datatype, shape, np.frombuffer(raw, dtype=dtype), parameters)
         where = f"raw_input_contents for input {tensor.name!r}"
         data = from_raw(raw, datatype, shape, where, f"{where} holds {len(raw)} bytes")
         return InputTensor(tensor.name, datatype, shape, data, parameters)

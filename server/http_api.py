@@ -195,18 +195,24 @@ class HttpApi:
         declared = request.headers.get(b"content-length")
         if declared is not None and _header_int(declared) > self._max_body:
             raise Refused(413, f"the body has {int(declared)} bytes; this server takes at most {self._max_body}")
-        chunks, more, size = [], True, 0
-        while more:
+        chunks, size = [], 0
+        while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-            size += len(chunks[-1])
+            chunk = message.get("body", b"")
+            size += len(chunk)
             if size > self._max_body:  # a chunked body says no length up front
                 raise Refused(413, f"the body is larger than {self._max_body} bytes, the most this server takes")
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = request.headers.get(b"content-encoding", b"identity").lower()
+            if not message.get("more_body", False):
+                break
+            chunks.append(chunk)
+        body = b"".join([*chunks, chunk]) if chunks else chunk  # most bodies arrive in one message: no copy
+        encoding = request.headers.get(b"content-encoding")
+        return body if encoding is None else self._decoded(body, encoding)
+
+    def _decoded(self, body: bytes, encoding: bytes) -> bytes:
+        encoding = encoding.lower()
         return body if encoding == b"identity" else _decompress(body, encoding, self._max_body)
 
     # -- health and metadata, through the servicer's own handlers ---------------------------------

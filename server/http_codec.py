@@ -35,11 +35,14 @@ BINARY = "binary_data"
 BINARY_OUTPUT = "binary_data_output"
 CLASSIFICATION = "classification"
 DATATYPES = (*NUMPY_OF, "BYTES")
+_DATATYPE_SET = frozenset(DATATYPES)
+_NO_BYTES = memoryview(b"")
 
 # Which numpy kinds JSON numbers may arrive as, per datatype: a float is not an integer, a number is not a bool.
 _KINDS = {"BOOL": "b", "FP16": "iuf", "FP32": "iuf", "FP64": "iuf"}
 _INTEGER_KINDS = "iu"
 _REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
+_ABSENT: Any = object()  # a field the document does not have (None would be JSON null, which is refused)
 _INPUT_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _OUTPUT_FIELDS = frozenset({"name", "parameters"})
 
@@ -56,21 +59,33 @@ class Parsed:
 
 
 def parse_infer(body: bytes, header_length: int | None, model: str, version: str) -> Parsed:
-    """``header_length``: the Inference-Header-Content-Length header (None when absent: all JSON)."""
-    view = memoryview(body)
+    """``header_length``: the Inference-Header-Content-Length header (None when absent: all JSON).
+
+    This runs for every HTTP inference, so what it checks costs as little as the check allows: an error's
+    words are composed only when it is raised, and field names are checked as one set comparison."""
     if header_length is None:
-        header_length = len(view)
-    elif not 0 < header_length <= len(view):
-        raise InvalidInput(f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes")
-    document = json_object(view[:header_length])
+        document, binary = json_object(body), _NO_BYTES
+    else:
+        view = memoryview(body)
+        if not 0 < header_length <= len(view):
+            raise InvalidInput(f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes")
+        document, binary = json_object(view[:header_length]), view[header_length:]
     refuse_unknown(document, _REQUEST_FIELDS, "the inference request")
-    _check_target(document, model, version)
-    parameters = dict(_object(document.get("parameters", {}), "request 'parameters'"))
-    binary_default = _flag(parameters.pop(BINARY_OUTPUT, False), f"request parameter {BINARY_OUTPUT!r}")
-    inputs = _inputs(document.get("inputs"), view[header_length:])
-    outputs, binary_of = _outputs(document.get("outputs", []), binary_default)
+    if "model_name" in document or "model_version" in document:
+        _check_target(document, model, version)
+    parameters = document.get("parameters", _ABSENT)
+    binary_default = False
+    if parameters is _ABSENT:
+        parameters = {}
+    else:
+        parameters = dict(_object(parameters, "request 'parameters'"))
+        if BINARY_OUTPUT in parameters:
+            binary_default = _flag(parameters.pop(BINARY_OUTPUT), "request parameter {!r}", BINARY_OUTPUT)
+    inputs = _inputs(document.get("inputs"), binary)
+    outputs = document.get("outputs", _ABSENT)
+    outputs, binary_of = ([], {}) if outputs is _ABSENT else _outputs(outputs, binary_default)
     request_id = document.get("id", "")
-    if not isinstance(request_id, str):
+    if type(request_id) is not str:
         raise InvalidInput(f"request 'id' must be a string, got {request_id!r}")
     request = InferRequest(model, version, request_id, inputs, outputs, None, parameters)
     return Parsed(request, binary_default, binary_of)
@@ -109,16 +124,19 @@ def json_object(raw: bytes | memoryview) -> dict[str, Any]:
     return _object(document, "the request body")
 
 
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{what} must be a JSON object, got {type(value).__name__}")
+def _object(value: Any, what: str, *args: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object; ``what`` (formatted with ``args`` only on error) names it."""
+    if type(value) is not dict:
+        raise InvalidInput(f"{what.format(*args)} must be a JSON object, got {type(value).__name__}")
     return value
 
 
-def refuse_unknown(document: dict[str, Any], known: frozenset[str], where: str) -> None:
-    for key in document:
-        if key not in known:
-            raise InvalidInput(f"field {key!r} is not part of {where}; known fields: {', '.join(sorted(known))}")
+def refuse_unknown(document: dict[str, Any], known: frozenset[str], where: str, *args: Any) -> None:
+    """Refuse the first field not in ``known``; ``where`` (formatted with ``args`` only on error) names the place."""
+    if document.keys() <= known:
+        return
+    key = next(k for k in document if k not in known)
+    raise InvalidInput(f"field {key!r} is not part of {where.format(*args)}; known fields: {', '.join(sorted(known))}")
 
 
 def _check_target(document: dict[str, Any], model: str, version: str) -> None:
@@ -128,9 +146,9 @@ def _check_target(document: dict[str, Any], model: str, version: str) -> None:
             raise InvalidInput(f"the body's {key} {document[key]!r} differs from the URL's {expected!r}")
 
 
-def _flag(value: Any, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{what} must be true or false, got {value!r}")
+def _flag(value: Any, what: str, *args: Any) -> bool:
+    if type(value) is not bool:
+        raise InvalidInput(f"{what.format(*args)} must be true or false, got {value!r}")
     return value
 
 
@@ -151,15 +169,16 @@ def _inputs(entries: Any, binary: memoryview) -> list[InputTensor]:
 def _input(entry: dict[str, Any], binary: memoryview, at: int) -> tuple[InputTensor, int]:
     """The input, and how many bytes of the binary part it took."""
     name = entry.get("name")
-    if not isinstance(name, str) or not name:
+    if type(name) is not str or not name:
         raise InvalidInput(f"each input needs a 'name' (a string), got {name!r}")
-    refuse_unknown(entry, _INPUT_FIELDS, f"input {name!r}")
+    refuse_unknown(entry, _INPUT_FIELDS, "input {!r}", name)
     datatype = entry.get("datatype")
-    if datatype not in DATATYPES:
+    if type(datatype) is not str or datatype not in _DATATYPE_SET:  # (a JSON list or object cannot be hashed)
         raise InvalidInput(f"input {name!r} has datatype {datatype!r}, which is not a protocol datatype; send one "
                            f"of {', '.join(DATATYPES)}")
     shape = _shape(name, entry.get("shape"))
-    parameters = dict(_object(entry.get("parameters", {}), f"'parameters' of input {name!r}"))
+    parameters = entry.get("parameters", _ABSENT)
+    parameters = {} if parameters is _ABSENT else dict(_object(parameters, "'parameters' of input {!r}", name))
     size = parameters.pop(BINARY_SIZE, None)
     if size is None:
         if "data" not in entry:
@@ -176,10 +195,13 @@ def _input(entry: dict[str, Any], binary: memoryview, at: int) -> tuple[InputTen
 
 
 def _shape(name: str, shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise InvalidInput(f"input {name!r} has shape {shape!r}; send a list of non-negative integers")
-    return tuple(shape)
+    if type(shape) is list:
+        for d in shape:
+            if type(d) is not int or d < 0:  # JSON numbers arrive as int or float; true/false as bool
+                break
+        else:
+            return tuple(shape)
+    raise InvalidInput(f"input {name!r} has shape {shape!r}; send a list of non-negative integers")
 
 
 def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
@@ -232,11 +254,11 @@ def _outputs(entries: Any, binary_default: bool) -> tuple[list[OutputRequest], d
     for entry in entries:
         entry = _object(entry, "each of 'outputs'")
         name = entry.get("name")
-        if not isinstance(name, str) or not name:
+        if type(name) is not str or not name:
             raise InvalidInput(f"each requested output needs a 'name' (a string), got {name!r}")
-        refuse_unknown(entry, _OUTPUT_FIELDS, f"requested output {name!r}")
-        parameters = dict(_object(entry.get("parameters", {}), f"'parameters' of output {name!r}"))
-        binary = _flag(parameters.pop(BINARY, binary_default), f"parameter {BINARY!r} of output {name!r}")
+        refuse_unknown(entry, _OUTPUT_FIELDS, "requested output {!r}", name)
+        parameters = dict(_object(entry.get("parameters", {}), "'parameters' of output {!r}", name))
+        binary = _flag(parameters.pop(BINARY, binary_default), "parameter {!r} of output {!r}", BINARY, name)
         count = class_count(parameters.pop(CLASSIFICATION, 0), name)
         outputs.append(OutputRequest(name, class_count=count, binary=binary, parameters=parameters))
         binary_of[name] = binary

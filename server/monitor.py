@@ -12,12 +12,12 @@ rows: its memory is a few arrays of columns x bins, whatever the traffic.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -45,12 +45,18 @@ class DriftSettings:
     # above Thresholds.min_rows_sampled (200) once the window is a fifth full; 5% with a 500-row minimum
     # could hardly ever judge the attribution shares.
     attribution_sample: float = 0.10
+    # ...and at most this many rows a second (per version and worker; 0: no bound), so that what sampling costs
+    # stops growing with traffic: 500 exact explanations a second take 1-5% of one core for the housing GBM, where
+    # 10% of 64-row requests at full speed took a fifth of the server's CPU (benchmarks/RESULTS.md, "The hot path").
+    attribution_max_rows_per_s: float = 500.0
     driver_share: float = 0.05  # an out-of-range feature with at least this attribution share flags the row
     beyond_range: float = 0.10  # "out of range": beyond the training min/max by this fraction of the span
 
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError("slots must be >= 1")
+        if not 0 <= self.attribution_sample <= 1 or self.attribution_max_rows_per_s < 0:
+            raise ValueError("attribution_sample must be within 0..1 and attribution_max_rows_per_s >= 0")
         if self.window_seconds is None and (self.window_rows is None or self.window_rows < self.slots):
             raise ValueError("set window_seconds, or window_rows of at least one row per slot")
 
@@ -100,6 +106,8 @@ class VersionMonitor:
         self.new_categories = NewCategories()
         self.skipped_rows = 0  # served while the monitor was behind: counted here, not in the states
         self._rng = np.random.default_rng(0)
+        self._budget = settings.attribution_max_rows_per_s  # rows the sampler may still explain (_within_budget)
+        self._budget_at = clock()
         self.attribution = AttributionFlags()
         self.settings = settings
         self._clock = clock
@@ -149,15 +157,31 @@ class VersionMonitor:
         if self._explainer is None or self.settings.attribution_sample <= 0:
             return shares
         picked = np.flatnonzero(self._rng.random(len(values)) < self.settings.attribution_sample)
+        picked = self._within_budget(picked)
         if not len(picked):
             return shares
-        phi, base = self._explainer.explain(explained[picked])
+        phi, base = self._explainer.explain(explained[picked], n_threads=1)  # beside serving: one core
         labels = outputs["label"][picked] if "label" in outputs else None
         per_feature, _ = per_row(phi, base, labels)
         shares[picked] = attribution_shares(per_feature)
         sent = {k: np.asarray(v).reshape(-1)[picked] for k, v in inputs.items()} if inputs is not None else None
         self._flag(values[picked], shares[picked], {k: v[picked] for k, v in outputs.items()}, sent)
         return shares
+
+    def _within_budget(self, picked: np.ndarray) -> np.ndarray:
+        """``picked``, thinned at random to the rows the per-second bound still allows (a token bucket holding at
+        most one second's worth, so a quiet spell does not save up a burst)."""
+        limit = self.settings.attribution_max_rows_per_s
+        if not limit or not len(picked):
+            return picked
+        now = self._clock()
+        self._budget = min(limit, self._budget + (now - self._budget_at) * limit)
+        self._budget_at = now
+        allowed = int(self._budget)
+        if len(picked) > allowed:
+            picked = np.sort(self._rng.choice(picked, size=allowed, replace=False))
+        self._budget -= len(picked)
+        return picked
 
     def _flag(self, rows: np.ndarray, shares: np.ndarray, outputs: dict[str, np.ndarray],
               sent: dict[str, np.ndarray] | None = None) -> None:
@@ -292,10 +316,10 @@ class AttributionFlags:
                 "examples": [e for p in parts for e in p.get("examples", [])][-10:]}
 
 
-MAX_BATCHES_PER_UPDATE = 256
+MAX_BATCHES_PER_UPDATE = 1024
 MAX_ROWS_PER_UPDATE = 50_000  # one update's concatenated arrays stay a few megabytes
 MAX_QUEUED_ROWS = 200_000  # rows waiting for the monitor; beyond it batches are counted, not monitored
-DRAIN_PAUSE_S = 0.02
+DRAIN_PAUSE_S = 0.1
 
 
 class MonitorThread:
@@ -304,64 +328,79 @@ class MonitorThread:
     Its queue is bounded in rows: when traffic outruns the monitor (a flood of 20,000-row requests), batches
     beyond ``max_queued_rows`` are not monitored but counted per version and said in the drift report, so
     monitoring never holds more than a bounded amount of memory and serving never waits for it.
+
+    Handing a batch over is the event loop's per-batch cost of monitoring, so it takes no lock: the loop appends
+    to a deque (atomic in CPython) and counts the rows it added, the monitor thread counts those it took (each
+    counter has one writer), and the thread is woken only when it sleeps for want of work.
     """
 
     def __init__(self, max_queued_rows: int = MAX_QUEUED_ROWS) -> None:
-        self._queue: queue.SimpleQueue[tuple[VersionMonitor, Batch] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._drain, name="driftline-monitor", daemon=True)
+        self._items: deque[tuple[VersionMonitor | None, Any] | None] = deque()
+        self._wake = threading.Event()
+        self._waiting = False  # the thread sleeps on _wake: the next producer sets it
+        self._added = 0  # rows handed over (written by the producing thread only)
+        self._taken = 0  # rows applied or dropped (written by the monitor thread only)
         self._max_rows = max_queued_rows
-        self._queued_rows = 0
-        self._rows_lock = threading.Lock()  # the event loop adds, the monitor thread takes away
+        self._thread = threading.Thread(target=self._drain, name="driftline-monitor", daemon=True)
         self._thread.start()
         self.failures = 0
 
     def observer(self, monitor: VersionMonitor) -> Callable[[Batch], None]:
         def observe(batch: Batch) -> None:
             rows = batch.row_count
-            with self._rows_lock:
-                behind = self._queued_rows + rows > self._max_rows and self._queued_rows > 0
-                if not behind:
-                    self._queued_rows += rows
-            if behind:
+            queued = self._added - self._taken
+            if queued and queued + rows > self._max_rows:
                 monitor.skipped_rows += rows
                 return
-            self._queue.put((monitor, batch))
+            self._added += rows
+            self._put((monitor, batch))
 
         return observe
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far has been applied (tests and shutdown)."""
         done = threading.Event()
-        self._queue.put((None, done))  # type: ignore[arg-type]
+        self._put((None, done))
         done.wait(timeout)
 
     def close(self) -> None:
-        self._queue.put(None)
+        self._put(None)
         self._thread.join(timeout=10)
 
+    def _put(self, item: tuple[VersionMonitor | None, Any] | None) -> None:
+        self._items.append(item)
+        if self._waiting:  # read after the append: a thread about to sleep re-checks the deque after saying so
+            self._wake.set()
+
+    def _next(self) -> tuple[VersionMonitor | None, Any] | None:
+        """The oldest item, sleeping until there is one."""
+        while not self._items:
+            self._waiting = True
+            if not self._items:
+                self._wake.wait()
+            self._waiting = False
+            self._wake.clear()
+        return self._items.popleft()
+
     def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (item := self._next()) is not None:
             pending = [item]
             rows = _rows(item)
             # Take whatever else has queued meanwhile: one kernel call per version for many batches costs
             # far less Python (and GIL) per batch than one call each, and the state is the same.
-            while len(pending) < MAX_BATCHES_PER_UPDATE and rows < MAX_ROWS_PER_UPDATE:
-                try:
-                    pending.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            while self._items and len(pending) < MAX_BATCHES_PER_UPDATE and rows < MAX_ROWS_PER_UPDATE:
+                pending.append(self._items.popleft())
                 rows += _rows(pending[-1])
             stop = any(p is None for p in pending)
             self._apply([p for p in pending if p is not None])
-            with self._rows_lock:
-                self._queued_rows -= rows
+            self._taken += rows
             if stop:
                 return
             # Let batches gather: every wake-up takes the GIL from the event loop, so fewer, larger
             # updates cost serving less (a drift window does not need to be current to the millisecond).
             time.sleep(DRAIN_PAUSE_S)
 
-    def _apply(self, items: list[tuple[VersionMonitor | None, Batch]]) -> None:
+    def _apply(self, items: list[tuple[VersionMonitor | None, Any]]) -> None:
         plain: dict[int, tuple[VersionMonitor, list[Batch]]] = {}
         for monitor, batch in items:
             if monitor is None:

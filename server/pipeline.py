@@ -20,6 +20,7 @@ from driftline.server.classify import top_classes
 from driftline.server.decode import decode_inputs, echoed, requested_outputs
 from driftline.server.model import ServedVersion
 from driftline.server.repository import ModelRepository
+from driftline.server.telemetry import NOSPAN
 from driftline.server.tensors import InferRequest, InferResult, OutputRequest, OutputTensor
 from driftline.server.validate import FLAGGED_PARAMETER
 
@@ -61,19 +62,22 @@ class RequestPath:
             wanted = requested_outputs(request.outputs, served)
             flagged = view = None
             if endpoint.validator is not None:
-                with telemetry.span("driftline.validate"):
+                with telemetry.span("driftline.validate") if telemetry.tracer is not None else NOSPAN:
                     if served.table is not None:
                         flagged, view = endpoint.validator.check_table(inputs)
                     else:
                         flagged = endpoint.validator.check(inputs[served.input.name])
-            size = input_bytes(inputs)
-            self.queued.admit(size)
-            try:
-                outputs = await endpoint.batcher.submit(inputs, deadline, rows, view)
-            finally:
-                self.queued.release(size)  # answered, failed or cancelled: a cancelled one leaves the queue unrun
+            outputs = endpoint.batcher.run_now(inputs, deadline, rows, view)
+            if outputs is None:
+                size = input_bytes(inputs)
+                self.queued.admit(size)
+                try:
+                    outputs = await endpoint.batcher.submit(inputs, deadline, rows, view)
+                finally:
+                    self.queued.release(size)  # answered, failed or cancelled: a cancelled one leaves the queue unrun
             by_name = dict(zip(served.run_names, outputs, strict=True))
-            if any(o.name in (ATTRIBUTION, ATTRIBUTION_BASE) for o in wanted):
+            # The default outputs never hold the attributions: only a request that names its outputs may ask.
+            if wanted is not served.every_output and any(o.name in (ATTRIBUTION, ATTRIBUTION_BASE) for o in wanted):
                 # A mixed table is explained on the encoded matrix its model computed (a hidden output).
                 explained = by_name[served.hidden_outputs[0]] if served.table is not None else inputs[served.input.name]
                 with telemetry.span("driftline.attribution", {"driftline.rows": rows}):
@@ -123,6 +127,8 @@ def _honour(request: InferRequest) -> tuple[float | None, bool]:
     """The request's deadline and whether its answer is marked final, after checking its parameters: each is
     honoured or refused by name."""
     deadline, final = request.deadline, False
+    if not request.parameters:
+        return deadline, final
     # sequence_id first: Triton's clients send it with sequence_start/_end, and it is the one to name.
     for name, value in sorted(request.parameters.items(), key=lambda item: item[0] != "sequence_id"):
         if name == TIMEOUT:

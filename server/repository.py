@@ -100,8 +100,10 @@ class ModelRepository:
 
     def get(self, name: str, version: str = "") -> Endpoint:
         """The endpoint that answers a request for ``name`` (and ``version``, when not empty)."""
-        names.check_model_name(name)  # '../x' is a malformed request (INVALID_ARGUMENT), not an unknown model
-        slot = self.slot(name)
+        slot = self._slots.get(name)
+        if slot is None:  # a served name is valid by construction: only others need the rules
+            names.check_model_name(name)  # '../x' is a malformed request (INVALID_ARGUMENT), not an unknown model
+            slot = self.slot(name)
         if not version:
             if slot.default is None:
                 raise Unavailable(f"model {name!r} is not available: {slot.reason or 'no version is loaded'}")
@@ -378,7 +380,8 @@ def warm_up(served: ServedVersion) -> None:
         rows = np.nan_to_num(rows)
     outputs = run_batch(served, {served.input.name: rows}, len(rows))
     if served.explainer is not None:
-        served.explainer.explain(rows[:1])
+        served.explainer.explain(rows[:1])  # one row and a block of rows take different kernels: load both
+        served.explainer.explain(rows[:2], n_threads=1)
     if profile is not None:
         columns = monitored_rows(rows, dict(zip(served.output_names, outputs, strict=True)), served.output_names)
         padded = np.full((len(rows), len(profile.names)), np.nan)  # attribution shares: missing here

@@ -23,7 +23,7 @@ from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.proto import model_config_pb2 as cpb
 from driftline.registry import TensorSpec, VersionMetadata
-from driftline.server import metrics, status, telemetry
+from driftline.server import eager, metrics, status, telemetry
 from driftline.server.auth import AdminGuard
 from driftline.server.grpc_wire import infer_request, infer_response, parameters_of
 from driftline.server.load_config import load_config_batching
@@ -104,9 +104,11 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         # messages are between read and answered: the next one is read only when an answer has been taken by the
         # transport, so a client that writes faster than it reads, or never reads, is held back by gRPC's flow
         # control, not queued in the server's memory. A stream that ends early (cancelled, broken) cancels what it
-        # still has in flight, which leaves the batcher's queue without costing compute.
+        # still has in flight, which leaves the batcher's queue without costing compute. Reading and writing stay
+        # two tasks even when every answer is ready at once: one task alternating them was measured slower, the
+        # transport then waiting on each write before the next read.
         room = asyncio.Semaphore(self.repository.settings.stream_window)
-        in_flight: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue()
+        in_flight: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
 
         async def read() -> None:
             try:
@@ -116,36 +118,40 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                         request = await anext(request_iterator)
                     except StopAsyncIteration:
                         return
-                    in_flight.put_nowait(asyncio.ensure_future(self._message(request)))
+                    # Started at once: a message that need not wait is answered without a task of its own.
+                    in_flight.put_nowait(eager.start(self._message(request)))
             finally:
                 in_flight.put_nowait(None)
 
         reader = asyncio.ensure_future(read())
         try:
-            while (task := await in_flight.get()) is not None:
+            while (answer := await in_flight.get()) is not None:
                 try:
-                    answer = pb.ModelStreamInferResponse(infer_response=await task)
+                    await answer
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - mapped like the unary boundary, but in-band
-                    answer = pb.ModelStreamInferResponse(error_message=status.message_of(exc)[1])
-                yield answer
+                except Exception:  # noqa: BLE001 - _streamed answers it in-band
+                    pass
+                yield _streamed(answer)
                 room.release()
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
             while not in_flight.empty():
-                if (task := in_flight.get_nowait()) is not None:
-                    task.cancel()
+                if (answer := in_flight.get_nowait()) is not None:
+                    answer.cancel()
 
-    async def _message(self, request: pb.ModelInferRequest | Malformed) -> pb.ModelInferResponse:
+    async def _message(self, request: pb.ModelInferRequest | Malformed) -> pb.ModelStreamInferResponse:
         if isinstance(request, Malformed):  # one unreadable message of a stream is answered in-band, like any error
             raise InvalidInput(f"stream message is not a valid ModelInferRequest ({request.reason})")
         decoded = infer_request(request, None)
+        streamed = pb.ModelStreamInferResponse()  # filled in place: no copy of the response into it
         if telemetry.tracer is not None:
             with telemetry.stream_message():  # a unary call's request span is the RPC's own
-                return infer_response(await self.path.infer(decoded))
-        return infer_response(await self.path.infer(decoded))
+                infer_response(await self.path.infer(decoded), streamed.infer_response)
+                return streamed
+        infer_response(await self.path.infer(decoded), streamed.infer_response)
+        return streamed
 
     # -- statistics and repository extensions -------------------------------------------------
     @status.unary
@@ -292,6 +298,14 @@ def _answered(spec: TensorSpec, batching: bool) -> TensorSpec:
     if batching and spec.shape == (-1,):
         return TensorSpec(spec.name, spec.datatype, (-1, 1))
     return spec
+
+
+def _streamed(answer: asyncio.Future[pb.ModelStreamInferResponse]) -> pb.ModelStreamInferResponse:
+    """A finished message's answer: its response, or its error in-band (mapped like the unary boundary's)."""
+    exc = answer.exception()
+    if exc is None:
+        return answer.result()
+    return pb.ModelStreamInferResponse(error_message=status.message_of(exc)[1])
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:

@@ -59,6 +59,7 @@ class ServerSettings:
     http_optional: bool = False  # the CLI's default port: when it is busy, warn and serve gRPC only
     log_format: str = "text"  # "json": one object per line, with the request's trace id
     reflection: bool = True  # gRPC server reflection (grpcurl, grpcui, Postman)
+    event_loop: str = "auto"  # "auto" (uvloop when installed), "uvloop" or "asyncio": event_loop.resolve checks it
 
     def batching_for(self, model: str) -> BatchSettings:
         return self.model_batching.get(model, self.batching)

@@ -29,10 +29,17 @@ from driftline.errors import (
 )
 
 log = logging.getLogger("driftline.server")
-# Who a call is for, as the batcher shares itself between callers: set here, at the boundary, to the gRPC peer (one
-# per connection). Requests without one (HTTP, direct callers) share one turn among themselves, first come first
-# served, as before.
+# Who a call is for, as the batcher shares itself between callers: set here, at the boundary, to the gRPC call's
+# context, whose peer (one per connection) the batcher reads only for a request that queues (caller_key): most
+# run at once and never need it. Requests without one (HTTP, direct callers) share one turn among themselves,
+# first come first served, as before.
 caller: contextvars.ContextVar[object] = contextvars.ContextVar("driftline_caller", default=None)
+
+
+def caller_key() -> object:
+    """The connection the current request came on (its gRPC peer), or None."""
+    context = caller.get()
+    return context.peer() if context is not None else None
 
 _CODES: dict[type[DriftlineError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -89,7 +96,7 @@ def unary(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        caller.set(context.peer())  # the connection takes its turns in the batcher (this call's context only)
+        caller.set(context)  # the connection takes its turns in the batcher (this call's context only)
         try:
             return await handler(self, request, context)
         except Exception as exc:  # noqa: BLE001 - this is the boundary
@@ -105,7 +112,7 @@ def stream(handler: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIte
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        caller.set(context.peer())
+        caller.set(context)
         try:
             async for response in handler(self, request_iterator, context):
                 yield response

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import math
+import sys
 
 import numpy as np
 
 from driftline.datatypes import NUMPY_OF
 from driftline.errors import InvalidInput
+
+_NATIVE_LITTLE = sys.byteorder == "little"
 
 
 @dataclass(slots=True)
@@ -126,6 +129,8 @@ def to_raw(array: np.ndarray, datatype: str) -> bytes:
     """The raw little-endian form of an output (the inverse of :func:`from_raw`)."""
     if datatype == "BYTES":
         return join_bytes(array)
+    if _NATIVE_LITTLE and array.dtype.byteorder in "=|":
+        return array.tobytes()  # C order, whatever the strides: the common case, without building a dtype
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 

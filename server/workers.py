@@ -152,8 +152,7 @@ def _start(context: mp.context.SpawnContext, settings: ServerSettings, index: in
 
 
 def _worker_main(settings: ServerSettings, ready: mp.Queue) -> None:
-    import asyncio
-
+    from driftline.server import event_loop
     from driftline.server.app import serve
 
     from driftline.errors import DriftlineError
@@ -161,7 +160,7 @@ def _worker_main(settings: ServerSettings, ready: mp.Queue) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker-{settings.worker_index} "
                         "%(name)s: %(message)s")
     try:
-        asyncio.run(serve(settings, announce=ready.put))
+        event_loop.run(serve(settings, announce=ready.put), settings.event_loop)
     except (DriftlineError, OSError) as exc:  # the reason fits one line; a traceback would not help
         print(f"driftline serve: error: worker {settings.worker_index}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

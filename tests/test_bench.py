@@ -57,6 +57,18 @@ def test_closed_loop_unary_counts(server):
     assert report["client_cpu_us_per_request"] > 0
 
 
+def test_named_outputs_are_asked_for_and_unknown_ones_fail(server):
+    # --outputs drives the exact-attribution load of benchmarks/hot_path.py: every row's attributions asked for.
+    report = bench(server, "--concurrency", "2", "--requests", "40", "--rows-per-request", "4",
+                   "--outputs", "prediction,attribution")
+    assert report["completed"] == 40 and report["errors_total"] == 0
+    result = driftline("bench", "--server", server.address, "--model", "housing", "--json", "--warmup-requests", "0",
+                       "--concurrency", "1", "--requests", "5", "--outputs", "no_such_output", check=False)
+    refused = json.loads(result.stdout)
+    assert result.returncode == 1 and refused["completed"] == 0 and refused["errors_total"] == 5
+    assert "INVALID_ARGUMENT" in refused["errors"]
+
+
 def test_streaming_rows_and_channels_counts(server):
     report = bench(server, "--stream", "--streams", "2", "--channels", "2", "--concurrency", "16",
                    "--rows-per-request", "4", "--requests", "200")

@@ -45,7 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def server(trained):
     root, _ = trained
-    with running_server(root, "--attribution-sample", "1.0", "--drift-window-rows", "100000", "--http-port", "0",
+    with running_server(root, "--attribution-sample", "1.0", "--attribution-max-rows-per-s", "0", "--drift-window-rows", "100000", "--http-port", "0",
                         "--metrics-port", "0") as running:
         yield running
 

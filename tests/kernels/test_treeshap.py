@@ -275,3 +275,59 @@ def test_wrapper_batches_threads_and_errors(fitted) -> None:  # noqa: ANN001
         shap_values(prepared, rows[:, :5])
     with pytest.raises(ValueError, match="no node cover"):
         prepare(read_tree_ensemble(fitted["gb-3class"][1]))
+
+
+@pytest.mark.parametrize("budget", [TABLES, QUADRATURE, 20_000], ids=["tables", "quadrature", "mixed"])
+@pytest.mark.parametrize("name", ["gb-regressor", "hgb-binary", "gb-3class", "rf-3class"])
+def test_row_block_and_threaded_paths_give_identical_values(fitted, name: str, budget: int) -> None:  # noqa: ANN001
+    """One row (row kernel), blocks of rows (block kernel, a partial last block) and row ranges on threads add
+    the same terms in the same order: bit-for-bit equal, whichever path a batch takes."""
+    _, _, e, rows = fitted[name]
+    prepared = prepare(e, table_budget_bytes=budget, max_table_depth=3 if budget == 20_000 else 8)
+    batch, _ = shap_values(prepared, rows)  # 300 rows: blocks of 64 and a partial one
+    singles = np.concatenate([shap_values(prepared, rows[r : r + 1])[0] for r in range(0, len(rows), 7)])
+    np.testing.assert_array_equal(singles, batch[::7])
+    for threads, min_rows in ((2, 1), (3, 50), (8, 16)):
+        threaded, _ = shap_values(prepared, rows, n_threads=threads, min_rows_per_thread=min_rows)
+        np.testing.assert_array_equal(threaded, batch)
+    np.testing.assert_array_equal(shap_values(prepared, rows[5:7])[0], batch[5:7])  # two rows: the block kernel
+
+
+def test_folded_tables_only_for_single_output_leaves_with_cover(fitted) -> None:  # noqa: ANN001
+    p = prepare(fitted["gb-regressor"][2])
+    assert p.stats["folded_leaves"] == p.stats["table_leaves"] == p.stats["n_leaves"]
+    assert np.all(p.leaf_folded == (p.table_off >= 0))
+    multi = prepare(fitted["rf-3class"][2])  # every tree feeds three outputs: plain K tables
+    assert multi.stats["folded_leaves"] == 0 and multi.stats["table_leaves"] > 0
+    assert prepare(fitted["gb-regressor"][2], table_budget_bytes=0).stats["folded_leaves"] == 0
+
+
+def test_tree_explainer_uses_the_cores_and_reports_its_tables(fitted) -> None:  # noqa: ANN001
+    from driftline.attribution import TreeExplainer, explainer_for
+
+    _, model, e, rows = fitted["gb-regressor"]
+    explainer = explainer_for(attach_cover_of(model, rows), None)
+    assert isinstance(explainer, TreeExplainer)
+    assert explainer.table_bytes == explainer.model.table_bytes > 0
+    everywhere, base = explainer.explain(rows)  # all cores (os.cpu_count()) for a batch this size
+    single, single_base = explainer.explain(rows, n_threads=1)  # what sampled monitoring may ask for
+    np.testing.assert_array_equal(everywhere, single)
+    np.testing.assert_array_equal(base, single_base)
+    np.testing.assert_array_equal(single, shap_values(prepare(e), rows)[0])
+
+
+def attach_cover_of(model: onnx.ModelProto, rows: np.ndarray) -> onnx.ModelProto:
+    from driftline.attribution import attach_cover
+
+    return attach_cover(model, rows)
+
+
+def test_block_kernel_with_scratch_for_few_rows_gives_identical_values(fitted, monkeypatch) -> None:  # noqa: ANN001
+    """Very large trees shrink the block (bounded scratch): same values, whatever the block."""
+    import driftline.kernels.treeshap as ts
+
+    _, _, e, rows = fitted["rf-regressor"]
+    prepared = prepare(e)
+    want, _ = shap_values(prepared, rows)
+    monkeypatch.setattr(ts, "BLOCK_SCRATCH_BYTES", 8 * prepared.max_tree_nodes * 3)  # blocks of 3 rows
+    np.testing.assert_array_equal(shap_values(prepared, rows)[0], want)

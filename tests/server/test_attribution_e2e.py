@@ -30,7 +30,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(registry: Path):
-    with running_server(registry, "--attribution-sample", "1.0", "--drift-window-rows", "100000") as running:
+    with running_server(registry, "--attribution-sample", "1.0", "--attribution-max-rows-per-s", "0", "--drift-window-rows", "100000") as running:
         yield running
 
 

@@ -23,6 +23,16 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     return load_version(registry.open("housing", version), ["CPUExecutionProvider"], 1)
 
 
+class Connection:
+    """What the gRPC boundary sets as the caller: a call's context, whose peer names its connection."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    def peer(self) -> str:
+        return self._peer
+
+
 def rows(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 200, size=(n, 11)).astype(np.float32)
 
@@ -33,9 +43,9 @@ def test_a_one_row_caller_goes_before_another_callers_queue(served):
     async def scenario():
         batcher = Batcher(served, BatchSettings(max_batch_size=32, max_concurrent_batches=1),
                           ThreadPoolExecutor(1), [batches.append])
-        status.caller.set("heavy")
+        status.caller.set(Connection("heavy"))
         heavy = [batcher.submit({"input": rows(30, s)}, None) for s in range(6)]
-        status.caller.set("light")
+        status.caller.set(Connection("light"))
         light = batcher.submit({"input": rows(1, 99)}, None)
         await asyncio.gather(*heavy, light)
 

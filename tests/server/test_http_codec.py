@@ -93,6 +93,46 @@ def test_json_tensors_are_refused_naming_the_input_and_the_problem(entry, messag
         parse_infer(json.dumps({"inputs": [entry]}).encode(), None, "m", "")
 
 
+@pytest.mark.parametrize(("document", "message"), [
+    # The words of these errors are composed only when one is raised (parse_infer runs for every request): each
+    # must still name the place exactly.
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "parameters": []}]},
+     "'parameters' of input 'x' must be a JSON object, got list"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "extra": 1, "more": 2}]},
+     "field 'extra' is not part of input 'x'; known fields: data, datatype, name, parameters, shape"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": ["FP32"], "data": [1]}]},
+     "input 'x' has datatype ['FP32'], which is not a protocol datatype"),
+    ({"inputs": [{"name": "x", "shape": [1, True], "datatype": "FP32", "data": [1]}]},
+     "input 'x' has shape [1, True]; send a list of non-negative integers"),
+    ({"inputs": [{"name": "x", "shape": [1.0], "datatype": "FP32", "data": [1]}]},
+     "input 'x' has shape [1.0]; send a list of non-negative integers"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": None},
+     "request 'parameters' must be a JSON object, got NoneType"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": None},
+     "'outputs' must be a list of {name, parameters} objects"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+      "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]},
+     "parameter 'binary_data' of output 'y' must be true or false, got 'yes'"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [{"name": "y", "p": 1}]},
+     "field 'p' is not part of requested output 'y'; known fields: name, parameters"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+      "outputs": [{"name": "y", "parameters": 1}]},
+     "'parameters' of output 'y' must be a JSON object, got int"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "id": 7},
+     "request 'id' must be a string, got 7"),
+    ({"inputs": [], "stray": 1},
+     "field 'stray' is not part of the inference request; known fields: id, inputs, model_name, model_version, "
+     "outputs, parameters"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+      "parameters": {"binary_data_output": 0}},
+     "request parameter 'binary_data_output' must be true or false, got 0"),
+])
+def test_errors_name_the_field_exactly(document, message):
+    with pytest.raises(InvalidInput) as caught:
+        parse_infer(json.dumps(document).encode(), None, "m", "")
+    assert str(caught.value) == message or str(caught.value).startswith(message + ";")
+
+
 def test_binary_byte_counts_are_checked():
     header = {"inputs": [{"name": "x", "shape": [1, 11], "datatype": "FP32", "parameters": {"binary_data_size": 40}}]}
     head = json.dumps(header).encode()

@@ -37,7 +37,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(registry: Path):
     with running_server(registry, "--metrics-port", "0", "--model", "housing", "--model", "swapme:1",
-                        "--attribution-sample", "1.0", "--drift-window-rows", "100000", "--log-format", "json"
+                        "--attribution-sample", "1.0", "--attribution-max-rows-per-s", "0", "--drift-window-rows", "100000",
+                        "--log-format", "json"
                         ) as running:
         yield running
 
@@ -167,8 +168,11 @@ def test_workers_add_up(registry: Path):
         # Several connections, so the kernel may hand requests to both workers; the sums hold either way.
         send(server.address, "housing", shifted_rows(REQUESTS * ROWS_EACH, seed=6), REQUESTS, clients=8)
         total = REQUESTS * ROWS_EACH
+        # The other worker's request figures reach the shared files within a quarter of a second (metrics.FLUSH_S).
         samples = scrape_until(server, lambda s: value(s, "driftline_drift_window_rows", model="housing",
-                                                       version="1") == total)
+                                                       version="1") == total
+                               and value(s, "driftline_requests_total", model="housing", version="1",
+                                         status="OK") == REQUESTS)
         v1 = {"model": "housing", "version": "1"}
         assert value(samples, "driftline_requests_total", **v1, status="OK") == REQUESTS
         assert value(samples, "driftline_inference_rows_total", **v1) == total
@@ -177,3 +181,35 @@ def test_workers_add_up(registry: Path):
         assert value(samples, "driftline_drift_alarm", **v1, feature="garage_area", source="feature") == 1
         assert value(samples, "driftline_model_events_total", model="housing", event="load", result="ok") == 1
         assert value(samples, "driftline_model_served_version", model="housing") == 1
+
+
+def test_tallied_figures_reach_prometheus_as_if_each_value_were_observed():
+    """Requests are tallied in plain integers and handed over in bulk; the histogram must read the same as one
+    that observed every value (this also guards the prometheus_client internals the bulk hand-over writes)."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from driftline.server.metrics import LATENCY_BUCKETS, _Tally
+
+    registry = CollectorRegistry()
+    bulk = Histogram("bulk", "tallied", buckets=LATENCY_BUCKETS, registry=registry)
+    each = Histogram("each", "observed", buckets=LATENCY_BUCKETS, registry=registry)
+    values = [0.0, 0.0001, 0.00011, 0.003, 0.0025, 7.5, 10.0, 11.0, 1e-7, 0.25] * 3
+    tally = _Tally(LATENCY_BUCKETS)
+    for v in values[:17]:
+        tally.add(v)
+    tally.flush_into(bulk)
+    for v in values[17:]:  # a second flush adds to the first
+        tally.add(v)
+    tally.flush_into(bulk)
+    tally.flush_into(bulk)  # nothing tallied since: no change
+    for v in values:
+        each.observe(v)
+
+    def samples(name: str) -> list[tuple[str, dict, float]]:
+        [family] = [f for f in registry.collect() if f.name == name]
+        return [(s.name.removeprefix(name), s.labels, s.value) for s in family.samples if not s.name.endswith("_created")]
+
+    bulk_samples, each_samples = samples("bulk"), samples("each")
+    assert [s for s in bulk_samples if s[0] != "_sum"] == [s for s in each_samples if s[0] != "_sum"]
+    assert [s[2] for s in bulk_samples if s[0] == "_sum"] == pytest.approx([s[2] for s in each_samples
+                                                                           if s[0] == "_sum"])

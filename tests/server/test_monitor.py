@@ -107,3 +107,20 @@ def test_a_monitor_that_falls_behind_counts_rows_instead_of_queueing_them(profil
     assert counted <= 600  # the bound (500 queued rows) and the batch in hand when it filled
     assert "were not counted" in monitor.report().window
     thread.close()
+
+
+def test_attribution_sampling_is_bounded_in_rows_per_second(profile):
+    # 10% of a flood of rows would cost the server a fifth of its CPU; the bound keeps the explained rows to the
+    # per-second budget however many rows arrive, and refills it as time passes.
+    clock = Clock()
+    settings = DriftSettings(window_rows=100_000, attribution_sample=1.0, attribution_max_rows_per_s=100)
+    monitor = VersionMonitor(profile, 1, ["prediction"], settings, clock=clock)
+    first = monitor._within_budget(np.arange(1000))
+    assert len(first) == 100 and len(set(first.tolist())) == 100 and np.all(np.diff(first) > 0)
+    assert len(monitor._within_budget(np.arange(1000))) == 0  # spent until the clock moves
+    clock.now += 0.5
+    assert len(monitor._within_budget(np.arange(1000))) == 50
+    clock.now += 60  # a quiet minute saves up one second's worth, not sixty
+    assert len(monitor._within_budget(np.arange(1000))) == 100
+    unbounded = VersionMonitor(profile, 1, ["prediction"], DriftSettings(attribution_max_rows_per_s=0), clock=clock)
+    assert len(unbounded._within_budget(np.arange(1000))) == 1000

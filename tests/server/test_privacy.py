@@ -70,7 +70,7 @@ def drift_report(address: str) -> dpb.DriftReportResponse:
 
 
 def test_the_drift_report_withholds_what_callers_sent(registry: Path):
-    with running_server(registry, "--attribution-sample", "1.0") as server:
+    with running_server(registry, "--attribution-sample", "1.0", "--attribution-max-rows-per-s", "0") as server:
         send_private_rows(server.address)
         report = drift_report(server.address)
         table = driftline("drift", "lin", "--server", server.address).stdout
@@ -87,7 +87,7 @@ def test_the_drift_report_withholds_what_callers_sent(registry: Path):
 
 
 def test_the_operator_may_ask_for_the_values(registry: Path):
-    with running_server(registry, "--attribution-sample", "1.0", "--show-rejected-values") as server:
+    with running_server(registry, "--attribution-sample", "1.0", "--attribution-max-rows-per-s", "0", "--show-rejected-values") as server:
         send_private_rows(server.address)
         report = drift_report(server.address)
     assert NAME in report.validation_json and "43210" in report.validation_json
