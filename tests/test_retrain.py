@@ -65,3 +65,30 @@ def test_models_show_and_diff(registry: Path, tmp_path: Path):
     assert "version 2" in shown and "version 1  [production]" in shown and "driftline retrain" in shown
     diff = driftline("models", "diff", "housing", "production", "2", "--registry", str(registry)).stdout
     assert "version 1 -> version 2" in diff and "data_version" in diff and "training profiles" in diff
+
+
+def test_retrain_carries_the_declared_schema_forward_and_refuses_data_that_breaks_it(tmp_path: Path):
+    # The bug of issue 16: v1 declared bedrooms >= 0; retrain on data with five bedrooms=-8 published v2 with a
+    # freshly inferred schema that had lost the declared minimum. Retrain validates like train and keeps it.
+    root = tmp_path / "registry"
+    overrides = tmp_path / "schema.yaml"
+    overrides.write_text("bedrooms: {min: 0}\npolicy: {above_training_range: 'off'}\n")
+    driftline("train", "housing", "--registry", str(root), "--rows", "2000", "--seed", "1", "--param",
+              "n_estimators=40", "--schema", str(overrides))
+    fresh = new_data(tmp_path, shuffle=False)
+    broken = tmp_path / "broken.csv"
+    frame = pl.read_csv(fresh)
+    frame.with_columns(pl.when(pl.int_range(pl.len()) < 5).then(-8).otherwise(pl.col("bedrooms"))
+                       .alias("bedrooms")).write_csv(broken)
+    refused = driftline("retrain", "housing", "--data", str(broken), "--registry", str(root), check=False)
+    assert refused.returncode != 0 and "bedrooms" in refused.stdout + refused.stderr
+    assert Registry(root).versions("housing") == [1]
+
+    result = driftline("retrain", "housing", "--data", str(fresh), "--registry", str(root))
+    assert "published version 2" in result.stdout
+    from driftline.registry.schema import SCHEMA_FILE, Schema
+
+    schema = Schema.from_json(Registry(root).open("housing", 2).read(SCHEMA_FILE))
+    bedrooms = schema.feature("bedrooms")
+    assert bedrooms.min == 0 and "min" in bedrooms.declared
+    assert schema.policy.above_training_range == "off"

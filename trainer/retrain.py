@@ -19,6 +19,7 @@ import onnxruntime as ort
 from driftline.errors import InvalidInput
 from driftline.registry import Registry
 from driftline.registry.store import MODEL_FILE, PRODUCTION
+from driftline.registry.schema import SCHEMA_FILE, Policy, Schema
 from driftline.registry.table import ENCODED_OUTPUT, STRING_ROLES, TableSpec, table_of
 from driftline.trainer.evaluate import holdout_metrics
 from driftline.trainer.train import TrainConfig, TrainedModel, publish, train
@@ -72,8 +73,9 @@ def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, b
         model=name, estimator=meta.estimator, data=data, target=meta.target, features=meta.feature_names,
         task=meta.task, seed=int(meta.extra.get("seed", 0)), holdout=float(meta.extra.get("holdout_fraction", 0.2)),
         params={k: v for k, v in meta.parameters.items() if k != "random_state"},
-        # a mixed table keeps what each column is (declared limits are not carried forward yet)
-        schema_overrides=_roles(table_of(meta.extra)),
+        # What a person declared about the data holds for the new data too: the new rows are validated against it
+        # (and refused as train refuses them) and the new version keeps it; a mixed table keeps its columns' roles.
+        schema_overrides=carried_forward(_stored_schema(stored), table_of(meta.extra)),
     )
     candidate = train(config)
     if meta.classes is not None and tuple(candidate.classes or ()) != tuple(meta.classes):
@@ -107,10 +109,31 @@ def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, b
     )), candidate
 
 
-def _roles(table: TableSpec | None) -> dict[str, Any] | None:
-    if table is None:
-        return None
-    return {c.name: {"type": c.role} for c in table.columns if c.role in STRING_ROLES}
+def carried_forward(schema: Schema | None, table: TableSpec | None) -> dict[str, Any] | None:
+    """The overrides (``driftline train --schema``'s form) that repeat what a version's schema declared: every
+    declared limit of a feature the new training reads by name, the validation policy, and a mixed table's
+    column roles. Limits inferred from the old data are not carried: the new data infers its own."""
+    overrides: dict[str, Any] = {}
+    if table is not None:
+        overrides.update({c.name: {"type": c.role} for c in table.columns if c.role in STRING_ROLES})
+    if schema is not None:
+        # A mixed table's schema describes its encoded view (codes, word counts), not the columns a person
+        # writes overrides for: only its number columns' limits carry by name.
+        named = None if table is None else {c.name for c in table.columns if c.role not in STRING_ROLES}
+        for feature in schema.features:
+            if feature.declared and (named is None or feature.name in named):
+                limits = {limit: getattr(feature, limit) for limit in feature.declared}
+                if "categories" in limits:
+                    limits["categories"] = list(limits["categories"])
+                overrides.setdefault(feature.name, {}).update(limits)
+        policy = schema.policy.to_dict()
+        if policy != Policy().to_dict():
+            overrides["policy"] = policy
+    return overrides or None
+
+
+def _stored_schema(stored: Any) -> Schema | None:
+    return Schema.from_json(stored.read(SCHEMA_FILE)) if SCHEMA_FILE in stored.checksums else None
 
 
 def _encoded_target(trained: TrainedModel) -> np.ndarray:
