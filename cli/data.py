@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     every = {k: v for shifts in synthetic.DATASETS.values() for k, v in shifts.items()}
     p.add_argument("--shift", choices=sorted(every), help=", ".join(
         f"{k}: {v}" for k, v in sorted(every.items())).replace("%", "%%"))
+    p.add_argument("--with-segment", action="store_true",
+                   help=f"also write {synthetic.CLASS_TARGET} (0/1/2, cut from {synthetic.TARGET}), a classification "
+                        f"target; it is a function of {synthetic.TARGET}, so training --target {synthetic.TARGET} "
+                        "on such a file refuses it as leakage")
     p.add_argument("--out", required=True, metavar="FILE", help=".csv or .parquet")
     p.set_defaults(run=run)
 
@@ -27,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         frame = synthetic.synthetic_frame(args.dataset, args.rows, seed=args.seed, shift=args.shift)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
+    if not args.with_segment:  # a column cut from the price would leak it into any model of the price
+        frame = frame.drop(synthetic.CLASS_TARGET)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in (".parquet", ".pq"):

@@ -1,12 +1,14 @@
-"""driftline models list: what the registry holds."""
+"""driftline models list/show/diff: what the registry holds; du and gc: what it costs, and trimming it."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from driftline.cli.common import add_registry
 from driftline.errors import DriftlineError
 from driftline.registry import open_registry
+from driftline.registry.usage import DEFAULT_PRICE_PER_GB_MONTH, DEFAULT_PRICE_SOURCE
 
 PRIMARY_METRIC = {"regression": "r2", "classification": "accuracy"}
 
@@ -27,6 +29,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     diff.add_argument("b", help="version or alias")
     add_registry(diff)
     diff.set_defaults(run=run_diff)
+    du = actions.add_parser(
+        "du", help="bytes per version, per model and in all, and what they cost a month",
+        description="Bytes stored per version, per model and in all, read from the registry's storage (a local "
+                    "folder or an object store), and the monthly cost at --price-per-gb-month USD per GB-month "
+                    f"(1 GB = 2^30 bytes; default {DEFAULT_PRICE_PER_GB_MONTH}, the {DEFAULT_PRICE_SOURCE}). "
+                    "Folders without a manifest (a crashed publish, a version gc has not finished removing) are "
+                    "invisible to readers but still stored: they are counted and marked 'hidden'.")
+    du.add_argument("name", nargs="?", help="one model (default: every model)")
+    du.add_argument("--price-per-gb-month", type=float, default=DEFAULT_PRICE_PER_GB_MONTH, metavar="USD",
+                    help=f"storage price in USD per GB-month (default: {DEFAULT_PRICE_PER_GB_MONTH}, "
+                         f"the {DEFAULT_PRICE_SOURCE})")
+    du.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_registry(du)
+    du.set_defaults(run=run_du)
+    gc = actions.add_parser(
+        "gc", help="remove a model's oldest versions beyond the newest N (never aliased or served ones)",
+        description="Remove the oldest versions of NAME beyond the newest --keep, except a version an alias points "
+                    "to (production, previous...) and a version a server serves according to its served-version "
+                    "record in the registry's .serving folder (and, for an object-store registry, this machine's "
+                    "default state dir). A server started with --state-dir elsewhere cannot be seen: name that "
+                    "folder with --state-dir here, or promote the version it serves. Versions in a server's "
+                    "rollback history are not kept unless aliased or served. Each version's manifest goes first "
+                    "(readers stop seeing it), then its files; a folder left by an interrupted gc is finished by "
+                    "the next one.")
+    gc.add_argument("name")
+    gc.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest versions stay (>= 1)")
+    gc.add_argument("--dry-run", action="store_true", help="remove nothing; list what would go and why the rest stays")
+    gc.add_argument("--state-dir", action="append", default=[], metavar="DIR",
+                    help="also read served-version records here (a server's --state-dir); may be repeated")
+    add_registry(gc)
+    gc.set_defaults(run=run_gc)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -40,7 +73,7 @@ def run_list(args: argparse.Namespace) -> int:
             rows.append((name, _span(versions), str(versions[-1]), f"unreadable: {exc}", "", "", ""))
             continue
         key = PRIMARY_METRIC.get(meta.task)
-        metric = f"{key}={meta.metrics[key]:.4f}" if key and key in meta.metrics else "-"
+        metric = f"{key}={meta.metrics[key]:.6f}" if key and key in meta.metrics else "-"
         rows.append((name, _span(versions), str(versions[-1]), meta.estimator, metric,
                      meta.data_version.removeprefix("sha256:")[:12], meta.created_at))
     if len(rows) == 1:
@@ -108,6 +141,66 @@ def run_diff(args: argparse.Namespace) -> int:
             flag = "  <-" if abs(shift) > 0.5 else ""
             print(f"    {name:<22} {ca.mean:>14,.2f} ±{ca.variance ** 0.5:<12,.2f} -> {cb.mean:>14,.2f} "
                   f"±{cb.variance ** 0.5:<12,.2f} ({shift:+.2f} sd){flag}")
+    return 0
+
+
+def run_du(args: argparse.Namespace) -> int:
+    from driftline.errors import InvalidInput
+    from driftline.registry.usage import human, monthly_cost, usage
+
+    price = args.price_per_gb_month
+    if not price >= 0:  # also refuses nan
+        raise InvalidInput(f"--price-per-gb-month must be a price in USD, 0 or more; got {price}")
+    registry = open_registry(args.registry)
+    models = usage(registry, args.name)
+    total = sum(m.bytes for m in models)
+    if args.json:
+        print(json.dumps({
+            "registry": registry.location, "price_per_gb_month": price, "bytes_per_gb": 2**30,
+            "models": [{"model": m.model, "bytes": m.bytes, "monthly_usd": monthly_cost(m.bytes, price),
+                        "versions": [{"version": v.version, "bytes": v.bytes, "files": v.files,
+                                      "published": v.published, "monthly_usd": monthly_cost(v.bytes, price)}
+                                     for v in m.versions]} for m in models],
+            "total_bytes": total, "total_monthly_usd": monthly_cost(total, price),
+        }, indent=2))
+        return 0
+    note = f"the {DEFAULT_PRICE_SOURCE}" if price == DEFAULT_PRICE_PER_GB_MONTH else "--price-per-gb-month"
+    print(f"{registry.location}: at {price:g} USD per GB-month ({note}; 1 GB = 2^30 bytes)")
+    rows = [("MODEL", "VERSION", "FILES", "BYTES", "SIZE", "USD/MONTH")]
+    for m in models:
+        for v in m.versions:
+            rows.append((m.model, str(v.version) + ("" if v.published else " (hidden)"), str(v.files), str(v.bytes),
+                         human(v.bytes), f"{monthly_cost(v.bytes, price):.6f}"))
+        rows.append((m.model, "all", str(sum(v.files for v in m.versions)), str(m.bytes), human(m.bytes),
+                     f"{monthly_cost(m.bytes, price):.6f}"))
+    rows.append(("TOTAL", "", str(sum(v.files for m in models for v in m.versions)), str(total), human(total),
+                 f"{monthly_cost(total, price):.6f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.rjust(w) if i >= 2 else cell.ljust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    return 0
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    from driftline.registry.gc import collect
+
+    registry = open_registry(args.registry)
+    result = collect(registry, args.name, args.keep, args.state_dir, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for decision in result.decisions:
+        what = verb if decision.remove else "keep"
+        print(f"{what:<12} {args.name} version {decision.version}: {'; '.join(decision.reasons)}")
+    for version in result.leftovers:
+        print(f"{verb:<12} {args.name} version {version}: left hidden by an interrupted gc (no manifest)")
+    for version in result.unfinished:
+        print(f"{'leave':<12} {args.name} folder {version}: no manifest and not gc's (a publish that crashed or is "
+              "still writing); remove it by hand once sure")
+    records = ", ".join(result.records) or "none found"
+    print(f"served-version records read: {records}")
+    gone = len(result.removed) + len(result.leftovers)
+    print(f"{args.name}: {verb} {gone} version folder(s), kept {len(result.kept)}"
+          + (" (dry run: nothing was removed)" if args.dry_run else ""))
     return 0
 
 

@@ -46,8 +46,14 @@ def once(args: argparse.Namespace) -> int:
     if args.on_drift and not drift_alarm(args.server, args.name):
         print(f"{args.name}: no drift alarm on {args.server}; not retraining")
         return 0
+    from driftline.trainer.fuses import FuseBlown
+
     registry = open_registry(args.registry)
-    outcome, _ = retrain(registry, args.name, args.data, args.tolerance, args.base)
+    try:
+        outcome, _ = retrain(registry, args.name, args.data, args.tolerance, args.base)
+    except FuseBlown as exc:  # the candidate failed its own fit fuses: a refusal like a worse metric
+        print(f"{args.name}: refused: {exc}")
+        return 3
     print(f"{args.name}: {outcome.reason}")
     if outcome.published is None:
         return 3

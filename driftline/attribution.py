@@ -98,15 +98,38 @@ def _ops(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node]
 
 
+COVER_KEY = "driftline.cover"  # ONNX metadata_props: where the cover in nodes_hitrates came from
+FITTED_COVER = "fitted trees (tree_.weighted_n_node_samples)"  # set by trainer/export.py for random forests
+REFERENCE_COVER = "reference rows"
+
+
+def cover_source(model: onnx.ModelProto) -> str | None:
+    """Which cover a version's attributions use: :data:`FITTED_COVER` (driftline-trained random forests: the
+    bootstrap-weighted counts scikit-learn and shap use), :data:`REFERENCE_COVER` (rows routed through the
+    trees by :func:`attach_cover`), or None (no cover recorded)."""
+    return next((p.value for p in model.metadata_props if p.key == COVER_KEY), None)
+
+
 def attach_cover(model: onnx.ModelProto, X: np.ndarray) -> onnx.ModelProto:
-    """The model with node cover from rows ``X`` written in, when it is a tree ensemble; else unchanged."""
+    """The model with node cover from rows ``X`` written in, when it is a tree ensemble; else unchanged.
+
+    A model whose export already wrote the fitted trees' cover (``cover_source(model) == FITTED_COVER``) keeps
+    it: a random forest's trees were grown on bootstrap samples, and TreeSHAP only agrees with the fitted trees
+    (and shap) with those weights. Otherwise (boosting, imported ONNX) the cover is that of ``X``, recorded as
+    :data:`REFERENCE_COVER`.
+    """
     if not any(op in TREE_OPS for op in _ops(model)):
         return model
     try:
         ensemble = read_tree_ensemble(model)
     except ValueError:
         return model  # a tree layout TreeSHAP cannot read: no attributions, but still servable
-    return with_cover(model, compute_cover(ensemble, np.ascontiguousarray(X, dtype=np.float32)))
+    if cover_source(model) == FITTED_COVER and ensemble.has_cover:
+        return model
+    out = with_cover(model, compute_cover(ensemble, np.ascontiguousarray(X, dtype=np.float32)))
+    props = {p.key: p.value for p in out.metadata_props}
+    onnx.helper.set_model_props(out, {**props, COVER_KEY: REFERENCE_COVER})
+    return out
 
 
 def explainer_for(model: onnx.ModelProto, feature_means: np.ndarray | None,

@@ -60,6 +60,25 @@ class LocalStorage:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def sizes(self, key: str) -> dict[str, int]:
+        folder = self.root / key if key else self.root
+        found = {}
+        for parent, _, names in os.walk(folder):
+            for name in names:
+                path = Path(parent) / name
+                with contextlib.suppress(FileNotFoundError):  # removed while we walked: it costs nothing now
+                    found[path.relative_to(folder).as_posix()] = path.lstat().st_size
+        return found
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def remove_folder(self, key: str) -> None:
+        folder = self.root / key
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            _fsync_dir(folder.parent)
+
     def publish(self, model: str, files: Mapping[str, bytes], manifest: bytes) -> int:
         """Files go to a hidden folder, the manifest last, and the folder is renamed into place.
 

@@ -57,6 +57,31 @@ class ObjectStorage:
     def alias_lock(self, model: str) -> Iterator[None]:
         yield
 
+    def sizes(self, key: str) -> dict[str, int]:
+        base = self._path(key).rstrip("/")
+        self.fs.invalidate_cache(base)
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {name.rstrip("/").removeprefix(f"{base}/"): int(info.get("size") or 0)
+                for name, info in found.items() if info.get("type") != "directory"}
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def remove_folder(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache(path)
+
     def publish(self, model: str, files: Mapping[str, bytes], manifest: bytes) -> int:
         version = self._claim(model)
         prefix = f"{model}/{version}"

@@ -72,6 +72,13 @@ class Storage(Protocol):
 
     def alias_lock(self, model: str): ...  # a context manager serialising alias changes where it can
 
+    # Used by `driftline models du` and `gc` (registry/usage.py, registry/gc.py), never by readers or publishers:
+    def sizes(self, key: str) -> dict[str, int]: ...  # every file under key, at any depth: relative path -> bytes
+
+    def delete(self, key: str) -> None: ...  # one file; a file already gone is no error
+
+    def remove_folder(self, key: str) -> None: ...  # a folder and whatever is still in it; gone already: no error
+
 
 @dataclass(frozen=True)
 class StoredVersion:
@@ -212,6 +219,9 @@ class Registry:
             raise NotFound(f"model {model!r} has no version {version} in registry {self.location}")
         try:
             with self.storage.alias_lock(model):
+                # Again under the lock: `models gc` hides versions under it, so a version seen above may be gone.
+                if version not in self.versions(model):
+                    raise NotFound(f"model {model!r} has no version {version} in registry {self.location}")
                 aliases = self.aliases(model)
                 if alias == PRODUCTION and aliases.get(PRODUCTION) not in (None, version):
                     aliases[PREVIOUS] = aliases[PRODUCTION]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -11,17 +11,18 @@ import onnx
 import polars as pl
 
 from driftline.errors import InvalidInput
-from driftline.attribution import attach_cover
+from driftline.attribution import attach_cover, cover_source
 from driftline.lineage import code_version
 from driftline.registry import Feature, Registry, VersionMetadata
 from driftline.registry.profile import Profile
 from driftline.registry.schema import SCHEMA_FILE, Schema
 from driftline.registry.store import METADATA_FILE, MODEL_FILE, PROFILE_FILE
-from driftline.trainer import estimators, synthetic
+from driftline.trainer import estimators, fuses, synthetic
 from driftline.trainer.baseline import training_profile
 from driftline.trainer.data import Dataset, read_table, split_columns
 from driftline.trainer.evaluate import holdout_metrics, onnx_agreement
-from driftline.trainer.export import export_onnx
+from driftline.trainer.export import check_export, export_onnx
+from driftline.trainer.leakage import find_leaks, refusal
 from driftline.trainer.roles import is_mixed, roles
 from driftline.trainer.signature import onnx_signature
 from driftline.trainer.targets import encode_target, jsonable, task_of
@@ -49,6 +50,8 @@ class TrainConfig:
     params: dict[str, Any] = field(default_factory=dict)
     schema_overrides: dict[str, Any] | None = None  # from --schema FILE (registry/schema.py load_overrides)
     drop_invalid: bool = False  # train without rows that break hard limits, instead of stopping
+    fuses: dict[str, Any] = field(default_factory=dict)  # --fuse underfit_margin=X / overfit_gap=X (trainer/fuses.py)
+    allow: tuple[str, ...] = ()  # --allow underfit / overfit / leakage: publish despite that check
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,41 @@ def train(config: TrainConfig) -> TrainedModel:
     missing = [f for f in features if f not in frame.columns]
     if target not in frame.columns or missing:
         split_columns(frame, target, features)  # names what is missing
+    fuses.check_settings(config.fuses, config.allow)
+    leakage = check_leakage(config, frame, target, features)
     found = roles(frame, features, config.schema_overrides)
     if is_mixed(found):  # categorical or text columns: one pipeline, one input per column
-        return train_table(config, frame, target, features, found)
+        trained = train_table(config, frame, target, features, found)
+    else:
+        trained = _train_numeric(config, frame, target, features)
+    return with_fuses(config, trained, leakage)
+
+
+def check_leakage(config: TrainConfig, frame: pl.DataFrame, target: str, features: list[str]) -> dict[str, Any]:
+    """Refuse (unless --allow leakage) a feature that is a near-deterministic function of the target."""
+    classification = task_of(config, frame[target].to_numpy()) == "classification"
+    leaks = find_leaks(frame, target, features, classification, seed=config.seed, holdout=config.holdout)
+    allowed = "leakage" in config.allow
+    if leaks and not allowed:
+        raise InvalidInput(refusal(leaks, target))
+    return {"flagged": [{"feature": leak.feature, "direction": leak.direction, "metric": leak.metric,
+                         "score": leak.score} for leak in leaks],
+            "overridden": allowed}
+
+
+def with_fuses(config: TrainConfig, trained: TrainedModel, leakage: dict[str, Any]) -> TrainedModel:
+    """Check the fitted model against the fit fuses; record them in its lineage, or refuse when one blew."""
+    y, _ = encode_target(trained.dataset.y, trained.task)
+    fit_rows = np.setdiff1d(np.arange(len(y)), trained.holdout_rows)
+    metric = fuses.PRIMARY[trained.task]
+    check = fuses.evaluate(trained.estimator, trained.dataset.X, y, fit_rows, trained.holdout_rows, trained.task,
+                           trained.metadata.metrics[metric], config.fuses, config.allow)
+    fuses.refuse_if_blown(check)
+    extra = {**trained.metadata.extra, "fuses": check.results, "leakage": leakage}
+    return replace(trained, metadata=replace(trained.metadata, extra=extra))
+
+
+def _train_numeric(config: TrainConfig, frame: pl.DataFrame, target: str, features: list[str]) -> TrainedModel:
     # The same validator as the server's: rows breaking hard limits stop training (or are dropped).
     prepared = prepare_training_data(frame, features, overrides=config.schema_overrides,
                                      drop_invalid=config.drop_invalid)
@@ -119,13 +154,17 @@ def train(config: TrainConfig) -> TrainedModel:
     # Node cover from the training rows travels inside the artifact: TreeSHAP needs it at serving time.
     model = attach_cover(export_onnx(estimator, len(dataset.features), model_name=config.model), dataset.X[fit_rows])
     metrics = holdout_metrics(estimator, dataset.X[holdout], y[holdout], task)
-    deviation = onnx_agreement(model, estimator, dataset.X[holdout], task)
+    deviation = onnx_agreement(model, estimator, dataset.X[holdout], task)  # labels and probabilities
     if deviation > MAX_ONNX_DEVIATION:
         raise InvalidInput(
             f"the exported ONNX model disagrees with the trained estimator (max relative deviation {deviation:.2e}); "
             "nothing was published"
         )
-    metrics["onnx_max_rel_deviation"] = deviation
+    check = check_export(model, estimator, dataset.X)  # raw margins on every fit and holdout row, and each split
+    if not check.ok:
+        raise InvalidInput(f"the exported ONNX model disagrees with the trained estimator: {check.describe()}; "
+                           "nothing was published")
+    metrics["onnx_max_rel_deviation"] = max(deviation, check.max_rel_deviation)
     inputs, outputs = onnx_signature(model)
     metadata = VersionMetadata(
         features=tuple(Feature(n, d) for n, d in zip(dataset.features, dataset.dtypes, strict=True)),
@@ -149,6 +188,7 @@ def train(config: TrainConfig) -> TrainedModel:
             "holdout_rows": int(len(holdout)),
             "seed": config.seed,
             "data_quality": prepared.report.to_dict(),
+            "attribution_cover": cover_source(model),
         },
     )
     profile = training_profile(model, dataset.X[fit_rows], metadata)
