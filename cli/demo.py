@@ -32,7 +32,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from driftline.cli import drift, explain
 from driftline.client import Client, ServerError
 from driftline.cli.common import parse_command
-from driftline.cli.models import run_show
+from driftline.cli.models import run_du, run_show
+from driftline.registry.usage import DEFAULT_PRICE_PER_GB_MONTH
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     v1 = publish(registry, "housing", first.onnx_model, first.metadata, first.profile, first.schema)
     print(f"published housing version {v1}: holdout r2={first.metadata.metrics['r2']:.3f}, "
           f"mae={first.metadata.metrics['mae']:,.0f} PLN, data {first.metadata.data_version[:19]}...")
+    fuse = first.metadata.extra["fuses"]
+    print(f"  fit fuses held: holdout {fuse['metric']} {fuse['holdout']:.3f} vs {fuse['baseline']:.3f} for a trivial "
+          f"model, train {fuse['train']:.3f}; no feature leaks the price")
     roles = ", ".join(f"{c['name']} ({c['role']})" for c in first.metadata.extra["table"]["columns"][-3:])
     print(f"  one input per column, as skl2onnx pipelines and MLServer's pandas codec have it: ..., {roles}")
 
@@ -112,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
         step("8. Any ONNX model: two INT32 inputs, published without training data, loaded as Triton loads")
         any_onnx(registry, workdir, channel, http)
 
-        step("9. The registry: versions with their lineage")
+        step("9. The registry: versions with their lineage, and what they cost to keep")
         run_show(argparse.Namespace(registry=str(root), name="housing"))
+        run_du(argparse.Namespace(registry=str(root), name=None, price_per_gb_month=DEFAULT_PRICE_PER_GB_MONTH,
+                                  json=False))
     print("\ndone: the demo registry is in", root)
     return 0
 
