@@ -1,10 +1,11 @@
 """The dynamic batcher: one per served version, between decoding and onnxruntime.
 
-Requests wait in a bounded queue; a batch leaves when it holds ``max_batch_size`` rows, when the
-oldest request has waited ``max_queue_delay_us``, or at once when nothing is executing (a lone
-request at low load never waits for company). The rows of every request in the batch are
-concatenated, run in one onnxruntime call off the event loop, and the outputs are split back by
-row offsets. Batching counts rows, not requests.
+A request that arrives while nothing waits or runs, for a model predicted to answer it well under the cost of
+a hop to a thread, is run at once in its own handler (``run_now``). Others wait in a bounded queue; a batch
+leaves when it holds ``max_batch_size`` rows, when the oldest request has waited ``max_queue_delay_us``, or at
+once when nothing is executing. The rows of every request in the batch are concatenated, run in one
+onnxruntime call (on the loop when short, ``INLINE_BELOW_NS``, else on an executor thread), and the outputs
+are split back by row offsets. Batching counts rows, not requests.
 
 Each caller (a gRPC connection: its unary calls and streams alike; see ``status.caller_key``) has a queue of
 its own, and callers share the batcher by rows, as fair queuing shares a link by bytes: a request's
@@ -227,10 +228,7 @@ class Batcher:
         self.metrics.waited(0)
         served.stats.executed(rows, compute_ns)
         self.metrics.executed(rows, 1, compute_ns)
-        if self.observers:
-            batch = self._batch(1, [view], inputs, outputs, None)
-            for observe in self.observers:
-                observe(batch)
+        self._observe(1, [view], inputs, outputs, None)
         return outputs
 
     def _dispatch_soon(self) -> None:
@@ -343,9 +341,14 @@ class Batcher:
             if not member.future.done():
                 member.future.set_result(outputs if len(members) == 1 else [out[offset:end] for out in outputs])
             offset = end
+        self._observe(len(members), [m.view for m in members], inputs, outputs,
+                      trace.context if trace is not None else None)
+
+    def _observe(self, requests: int, views: list[TableView | None], inputs: dict[str, np.ndarray],
+                 outputs: list[np.ndarray], trace: Any) -> None:
+        """Hand an executed batch to the observers (monitoring), after its callers are answered."""
         if self.observers:
-            batch = self._batch(len(members), [m.view for m in members], inputs, outputs,
-                                trace.context if trace is not None else None)
+            batch = self._batch(requests, views, inputs, outputs, trace)
             for observe in self.observers:
                 observe(batch)
 
