@@ -1,10 +1,11 @@
 """driftline demo: the whole product on embedded defaults, in one command.
 
-Trains a price model on synthetic listings (numbers, a district, a Polish description), serves it over
-gRPC and HTTP one input per column, sends ordinary and drifted listings, shows the drift report, refuses
-invalid ones, explains predictions, watches listings arrive in English from a new district (the language
-check), retrains and hot-swaps to the new version while traffic flows, then serves an ONNX model brought
-from elsewhere.
+Trains a price model on synthetic listings (numbers, a district, a Polish description) behind fit fuses and
+model tests, serves it over gRPC and HTTP one input per column, sends ordinary and drifted listings, shows
+the drift report (the server's and the fleet's, merged from the registry), refuses invalid ones, explains
+predictions, watches listings arrive in English from a new district (the language check), retrains and
+hot-swaps to the new version while traffic flows, serves an ONNX model brought from elsewhere, then
+reproduces a version from its data snapshot and shows what the registry costs to keep.
 """
 
 from __future__ import annotations
@@ -29,17 +30,20 @@ import numpy as np
 import onnx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftline.cli import drift, explain
+from driftline.cli import drift, explain, reproduce
 from driftline.client import Client, ServerError
 from driftline.cli.common import parse_command
 from driftline.cli.models import run_du, run_show
+from driftline.cli.models_show import show_version
 from driftline.registry.usage import DEFAULT_PRICE_PER_GB_MONTH
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.registry import Registry
-from driftline.trainer import synthetic
+from driftline.trainer import snapshot, synthetic
+from driftline.trainer.model_tests import result_lines
+from driftline.trainer.model_tests_file import parse as parse_tests
 from driftline.trainer.publish import import_onnx
 from driftline.trainer.train import TrainConfig, publish, train
 
@@ -48,6 +52,36 @@ HTTP = re.compile(r"; http http://\S+:(\d+)")
 # What no house can be, whatever the training data showed (driftline train --schema FILE does the same). Declared
 # limits refuse what breaks them; the limits inferred from the data (e.g. whole years) only flag it.
 LIMITS = {"bedrooms": {"min": 0, "integer": True}, "garage_area": {"min": 0}, "living_area": {"min": 10}}
+# What the price model must do whatever its r2 says (driftline train --tests FILE does the same; README "Model tests").
+TESTS = """
+price rises with living area:
+  kind: monotone
+  column: living_area
+  tolerance: 1%
+  max_failing: 2%
+price falls with distance to the center:
+  kind: monotone
+  column: distance_to_center
+  direction: decreasing
+  tolerance: 1%
+  max_failing: 2%
+an old house in Wawer is not a villa:
+  kind: minimum
+  rows:
+    - {living_area: 70, year_built: 1965, condition: 2, district: Wawer}
+  expect: {min: 200000, max: 900000}
+the facts price a house, not the prose:
+  kind: invariance
+  column: description
+  values: [""]
+  tolerance: 15%
+every district:
+  kind: slice
+  column: district
+  metric: mape
+  margin: 0.05
+  min_rows: 30
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry(root)
 
     step("1. Train a gradient-boosting price model on synthetic listings (numbers, a district, a Polish "
-         "description) and publish it")
+         "description), test it and publish it")
+    tests = parse_tests(TESTS, "the demo's tests.yaml")
     first = train(TrainConfig(model="housing", estimator="gradient_boosting", synthetic="listings", rows=args.rows,
-                              seed=1, schema_overrides=LIMITS))
-    v1 = publish(registry, "housing", first.onnx_model, first.metadata, first.profile, first.schema)
+                              seed=1, schema_overrides=LIMITS, tests=tests))
+    v1, kept = publish_with_snapshot(registry, first)
     print(f"published housing version {v1}: holdout r2={first.metadata.metrics['r2']:.3f}, "
           f"mae={first.metadata.metrics['mae']:,.0f} PLN, data {first.metadata.data_version[:19]}...")
     fuse = first.metadata.extra["fuses"]
@@ -75,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
           f"model, train {fuse['train']:.3f}; no feature leaks the price")
     roles = ", ".join(f"{c['name']} ({c['role']})" for c in first.metadata.extra["table"]["columns"][-3:])
     print(f"  one input per column, as skl2onnx pipelines and MLServer's pandas codec have it: ..., {roles}")
+    for line in result_lines(first.metadata.extra["model_tests"]):
+        print("  " + line)
+    print(f"  in the version: tests.yaml, MODEL_CARD.md with its plots, and the training data ({kept['rows']:,} rows, "
+          f"{kept['bytes']:,} bytes of Parquet, stored by content) in {root / 'housing' / str(v1)}")
 
     step("2. Serve it over the Open Inference Protocol (gRPC and HTTP/REST)")
     with server(root) as (address, http), grpc.insecure_channel(address) as channel, Client(address) as client:
@@ -97,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         send(client, synthetic.listings(5, seed=11, shift="big_garages"))
         traffic(client, synthetic.listings(1000, seed=13, shift="big_garages"))
         show_drift(channel, address, rows=2010, plot=workdir / "drift.png")
+        fleet_drift(root)
         print("\n  why was this one priced so? (exact TreeSHAP, computed in the same request)")
         explain_row(address, synthetic.listings(1, seed=16, shift="big_garages"))
 
@@ -109,19 +149,45 @@ def run(args: argparse.Namespace) -> int:
         step("7. Retrain on data that has big garages, then hot-swap to it under live traffic")
         second = train(TrainConfig(model="housing", estimator="hist_gradient_boosting", synthetic="listings",
                                    rows=args.rows, seed=2, shift="big_garages", schema_overrides=LIMITS))
-        v2 = publish(registry, "housing", second.onnx_model, second.metadata, second.profile, second.schema)
+        v2, _ = publish_with_snapshot(registry, second)
         print(f"published housing version {v2} (hist_gradient_boosting, trained with big garages)")
         swap_under_traffic(client, v2)
 
         step("8. Any ONNX model: two INT32 inputs, published without training data, loaded as Triton loads")
         any_onnx(registry, workdir, channel, http)
 
-        step("9. The registry: versions with their lineage, and what they cost to keep")
-        run_show(argparse.Namespace(registry=str(root), name="housing"))
+        step("9. A time machine for data: rebuild version 1 from its snapshot and recorded recipe")
+        reproduce.run(parse_command(reproduce, "reproduce", ["housing", str(v1), "--registry", str(root), "--publish"]))
+
+        step("10. The registry: versions with their lineage and test results, and what they cost to keep")
+        run_show(argparse.Namespace(registry=str(root), name="housing", version=None))
+        print()
+        show_version(registry, "housing", str(v1))
         run_du(argparse.Namespace(registry=str(root), name=None, price_per_gb_month=DEFAULT_PRICE_PER_GB_MONTH,
                                   json=False))
-    print("\ndone: the demo registry is in", root)
+    print("\nto deploy: Dockerfile (CPU; --build-arg DEVICE=cuda), deploy/kserve/ (a KServe ClusterServingRuntime and "
+          "InferenceServices), deploy/k8s/ (Deployment, Service, HPA, PDB, ServiceMonitor, a retrain CronJob)")
+    print("done: the demo registry is in", root)
     return 0
+
+
+def publish_with_snapshot(registry: Registry, trained) -> tuple[int, dict]:
+    """Publish with the trained model's tests and its training data kept by content (as `driftline train` does
+    for a local registry), so the version can be rebuilt; the version and what its snapshot holds."""
+    metadata, data_files = snapshot.take(trained)
+    version = publish(registry, "housing", trained.onnx_model, metadata, trained.profile, trained.schema,
+                      tests=trained.config.tests, data_files=data_files)
+    return version, metadata.extra[snapshot.LINEAGE_KEY]
+
+
+def fleet_drift(root: Path) -> None:
+    """The same report with no server asked: merged from the drift states every replica writes to the registry."""
+    print("\n  the fleet's view: every replica writes its mergeable drift state to the registry; merged, no server asked")
+    wait_until = time.monotonic() + 10
+    while not list((root / "housing" / ".fleet").glob("*/*.json")) and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    time.sleep(1.2)  # one more write, so the state holds every row counted above
+    drift.run(parse_command(drift, "drift", ["housing", "--registry", str(root)]))
 
 
 def traffic(client: Client, frame, chunk: int = 50) -> None:
@@ -292,7 +358,7 @@ def server(root: Path) -> Iterator[tuple[str, str]]:
         # The demo's operator is its reader: it asks to see the values behind flags, which by default are withheld
         # from drift reports (anyone who can reach the port may read those).
         [sys.executable, "-m", "driftline", "serve", "--registry", str(root), "--port", "0", "--http-port", "0",
-         "--show-rejected-values"],
+         "--show-rejected-values", "--replica-id", "demo", "--fleet-interval", "1"],
         stdout=subprocess.PIPE, text=True,
     )
     try:

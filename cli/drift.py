@@ -1,4 +1,8 @@
-"""driftline drift NAME: how live traffic compares with the version's training baseline."""
+"""driftline drift NAME: how live traffic compares with the version's training baseline.
+
+Asks a server (``--server``), which answers for itself (all its workers), or for the whole fleet with
+``--fleet``; or, with ``--registry URL`` and no server, merges the drift states every live replica
+wrote to the registry (server/fleet.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="model name")
     add_server(p)
     add_admin(p)  # the token reads the training profile --plot draws; --tls-ca for a TLS server
-    p.add_argument("--version", default="", help="a loaded version (default: the one serving)")
+    p.add_argument("--version", default="", help="a loaded version (default: the one serving); with --registry a "
+                                                  "number or alias (default: the newest any live replica serves)")
+    p.add_argument("--registry", metavar="URL", help="no server: merge every live replica's drift state written to "
+                                                     "this registry (a folder or s3://...)")
+    p.add_argument("--fleet", action="store_true", help="ask --server for the whole fleet's view (every live "
+                                                        "replica's state in the registry, merged)")
+    p.add_argument("--fleet-max-age", type=float, metavar="SECONDS",
+                   help="with --registry: count a replica as live when its state is at most this old (default: "
+                        "3 of the intervals it writes at)")
     p.add_argument("--since-live", action="store_true", help="everything since the version went live, not the window")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="draw training vs live histograms, alarmed columns first")
@@ -26,16 +38,69 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.registry:
+        response, states, info = from_registry(args)
+    else:
+        answered = from_server(args)
+        if isinstance(answered, int):
+            return answered
+        response, states, info = answered
+    section = response.since_live if args.since_live else response.current
+    summary = as_json(response, section)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_table(summary, "since it went live" if args.since_live else response.window)
+    if args.plot:
+        from driftline.cli.drift_plot import plot
+
+        plot(args.plot, summary, states, info, since_live=args.since_live)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def from_registry(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The fleet's report from the registry alone: no server, no model loaded."""
+    import time
+
+    from driftline.proto import driftline_pb2 as dpb
+    from driftline.registry import open_registry
+    from driftline.server import fleet
+
+    registry = open_registry(args.registry)
+    now = time.time()
+    if args.version:
+        version = registry.resolve(args.name, args.version)
+    else:
+        version = fleet.choose_version(registry.storage, args.name, now, args.fleet_max_age)
+    merged = fleet.merged(registry, args.name, version, max_age=args.fleet_max_age, now=now)
+    response = fleet.response_of(merged)
+    if not args.plot:
+        return response, None, None
+    window, total = merged.states()
+    states = dpb.DriftStatesResponse(window_state_json=json.dumps(window.to_dict()),
+                                     total_state_json=json.dumps(total.to_dict()))
+    stored = registry.open(args.name, version)
+    info = dpb.VersionInfoResponse(name=args.name, version=str(version), metadata_json=stored.metadata.to_json(),
+                                   profile_json=merged.monitor.profile.to_json())
+    return response, states, info
+
+
+def from_server(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
     import grpc
 
     from driftline.proto import driftline_pb2 as dpb
     from driftline.proto import driftline_pb2_grpc
 
+    if args.plot and args.fleet:
+        print("driftline drift: --plot with --fleet: use --registry to draw the fleet's states", file=sys.stderr)
+        return 1
     try:
         with admin_channel(args) as (channel, metadata):
             stub = driftline_pb2_grpc.MonitoringStub(channel)
             request = dpb.DriftRequest(name=args.name, version=args.version)
-            response = stub.DriftReport(request, timeout=args.timeout)
+            response = stub.DriftReport(dpb.DriftRequest(name=args.name, version=args.version, fleet=args.fleet),
+                                        timeout=args.timeout)
             states = stub.DriftStates(request, timeout=args.timeout) if args.plot else None
             info = None
             if args.plot:  # the token goes with this call only: nothing else here needs it
@@ -49,18 +114,7 @@ def run(args: argparse.Namespace) -> int:
         print("driftline drift: --plot needs the training profile, which this server shows to admin callers only: "
               "pass --admin-token (or set $DRIFTLINE_ADMIN_TOKEN)", file=sys.stderr)
         return 1
-    section = response.since_live if args.since_live else response.current
-    summary = as_json(response, section)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_table(summary, "since it went live" if args.since_live else response.window)
-    if args.plot:
-        from driftline.cli.drift_plot import plot
-
-        plot(args.plot, summary, states, info, since_live=args.since_live)
-        print(f"plot written to {args.plot}")
-    return 0
+    return response, states, info
 
 
 def as_json(response: Any, section: Any) -> dict[str, Any]:
@@ -81,6 +135,7 @@ def as_json(response: Any, section: Any) -> dict[str, Any]:
         "validation": json.loads(response.validation_json or "{}"),
         "attribution": {"features": [column(c) for c in section.attribution],
                         **json.loads(response.attribution_flags_json or "{}")},
+        **({"fleet": json.loads(response.fleet_json)} if response.fleet_json else {}),
     }
 
 
@@ -111,6 +166,8 @@ def print_table(summary: dict[str, Any], window: str) -> None:
               f"{attribution['sampled_rows']} explained")
         for example in attribution["examples"][-3:]:
             print(f"  e.g. {example}")
+    if summary.get("fleet"):
+        _print_fleet(summary["fleet"])
     validation = summary.get("validation") or {}
     if validation.get("rows_rejected") or validation.get("rows_flagged"):
         print(f"validation since live: {validation['requests_rejected']} requests refused "
@@ -119,6 +176,17 @@ def print_table(summary: dict[str, Any], window: str) -> None:
             print(f"  {feature}: " + ", ".join(f"{k} x{n}" for k, n in kinds.items()))
         for example in validation["examples"][-3:]:
             print(f"  e.g. {example}")
+
+
+def _print_fleet(fleet: dict[str, Any]) -> None:
+    print(f"fleet: {len(fleet['replicas'])} live replica(s) merged: {', '.join(fleet['replicas'])}")
+    if fleet["stale"]:
+        print(f"  left out as stale ({fleet['rule']}): "
+              + ", ".join(f"{s['replica']} ({s['age_s']:.0f} s ago)" for s in fleet["stale"]))
+    for line in fleet.get("unreadable", []):
+        print(f"  unreadable: {line}")
+    if fleet.get("settings_differ"):
+        print("  window or thresholds differ on: " + ", ".join(fleet["settings_differ"]))
 
 
 def _finite(value: float) -> float | None:

@@ -34,6 +34,7 @@ COMMANDS = {
     "rollback": "driftline.cli.swap",
     "promote": "driftline.cli.promote",
     "retrain": "driftline.cli.retrain",
+    "reproduce": "driftline.cli.reproduce",
     "validate": "driftline.cli.validate",
     "explain": "driftline.cli.explain",
     "schema": "driftline.cli.validate",

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=run_list)
     show = actions.add_parser("show", help="a model's versions with their lineage and aliases")
     show.add_argument("name")
+    show.add_argument("version", nargs="?",
+                      help="one version or alias: its lineage in full, with fuses, leakage, model tests, slice "
+                           "metrics and overrides (default: every version, briefly)")
     add_registry(show)
     show.set_defaults(run=run_show)
     diff = actions.add_parser("diff", help="compare two versions: lineage, metrics, training profiles")
@@ -51,13 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "default state dir). A server started with --state-dir elsewhere cannot be seen: name that "
                     "folder with --state-dir here, or promote the version it serves. Versions in a server's "
                     "rollback history are not kept unless aliased or served. Each version's manifest goes first "
-                    "(readers stop seeing it), then its files; a folder left by an interrupted gc is finished by "
-                    "the next one.")
+                    "(readers stop seeing it), then its files, then the stored files (blobs) no version of any model "
+                    "references any more and older than --blob-grace; a folder or blob left by an interrupted gc "
+                    "is finished by the next one.")
     gc.add_argument("name")
     gc.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest versions stay (>= 1)")
     gc.add_argument("--dry-run", action="store_true", help="remove nothing; list what would go and why the rest stays")
     gc.add_argument("--state-dir", action="append", default=[], metavar="DIR",
                     help="also read served-version records here (a server's --state-dir); may be repeated")
+    gc.add_argument("--blob-grace", type=float, default=None, metavar="SECONDS",
+                    help="sweep blobs no version references only once this old (default 3600): a publish running "
+                         "now may have stored one it has not yet referenced; 0 only when nothing publishes")
     add_registry(gc)
     gc.set_defaults(run=run_gc)
 
@@ -87,6 +94,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     registry = open_registry(args.registry)
+    if getattr(args, "version", None) is not None:
+        from driftline.cli.models_show import show_version
+
+        return show_version(registry, args.name, args.version)
     versions = registry.versions(args.name)
     if not versions:
         registry.latest(args.name)  # raises NotFound with the models that exist
@@ -146,35 +157,47 @@ def run_diff(args: argparse.Namespace) -> int:
 
 def run_du(args: argparse.Namespace) -> int:
     from driftline.errors import InvalidInput
-    from driftline.registry.usage import human, monthly_cost, usage
+    from driftline.registry.usage import human, monthly_cost, registry_usage
 
     price = args.price_per_gb_month
     if not price >= 0:  # also refuses nan
         raise InvalidInput(f"--price-per-gb-month must be a price in USD, 0 or more; got {price}")
     registry = open_registry(args.registry)
-    models = usage(registry, args.name)
-    total = sum(m.bytes for m in models)
+    found = registry_usage(registry, args.name)
+    models, total, stored = found.models, found.bytes, found.stored
+    loose = sum(found.unreferenced.values())
     if args.json:
         print(json.dumps({
             "registry": registry.location, "price_per_gb_month": price, "bytes_per_gb": 2**30,
-            "models": [{"model": m.model, "bytes": m.bytes, "monthly_usd": monthly_cost(m.bytes, price),
-                        "versions": [{"version": v.version, "bytes": v.bytes, "files": v.files,
-                                      "published": v.published, "monthly_usd": monthly_cost(v.bytes, price)}
+            "models": [{"model": m.model, "bytes": m.bytes, "stored_bytes": m.stored,
+                        "monthly_usd": monthly_cost(m.stored, price),
+                        "versions": [{"version": v.version, "bytes": v.bytes, "stored_bytes": v.stored,
+                                      "files": v.files, "published": v.published,
+                                      "monthly_usd": monthly_cost(v.stored, price)}
                                      for v in m.versions]} for m in models],
-            "total_bytes": total, "total_monthly_usd": monthly_cost(total, price),
+            "unreferenced_blobs": {"count": len(found.unreferenced), "bytes": loose},
+            "total_bytes": total, "total_stored_bytes": stored, "saved_bytes": total - stored + loose,
+            "total_monthly_usd": monthly_cost(stored, price),
         }, indent=2))
         return 0
     note = f"the {DEFAULT_PRICE_SOURCE}" if price == DEFAULT_PRICE_PER_GB_MONTH else "--price-per-gb-month"
     print(f"{registry.location}: at {price:g} USD per GB-month ({note}; 1 GB = 2^30 bytes)")
-    rows = [("MODEL", "VERSION", "FILES", "BYTES", "SIZE", "USD/MONTH")]
+    saved = total - (stored - loose)
+    print(f"BYTES: every version's files counted whole; STORED: each distinct file once (what the storage holds "
+          f"and bills); content addressing saves {human(saved)}"
+          + (f" ({saved / total:.0%})" if total else ""))
+    rows = [("MODEL", "VERSION", "FILES", "BYTES", "STORED", "SIZE", "USD/MONTH")]
     for m in models:
         for v in m.versions:
             rows.append((m.model, str(v.version) + ("" if v.published else " (hidden)"), str(v.files), str(v.bytes),
-                         human(v.bytes), f"{monthly_cost(v.bytes, price):.6f}"))
-        rows.append((m.model, "all", str(sum(v.files for v in m.versions)), str(m.bytes), human(m.bytes),
-                     f"{monthly_cost(m.bytes, price):.6f}"))
-    rows.append(("TOTAL", "", str(sum(v.files for m in models for v in m.versions)), str(total), human(total),
-                 f"{monthly_cost(total, price):.6f}"))
+                         str(v.stored), human(v.stored), f"{monthly_cost(v.stored, price):.6f}"))
+        rows.append((m.model, "all", str(sum(v.files for v in m.versions)), str(m.bytes), str(m.stored),
+                     human(m.stored), f"{monthly_cost(m.stored, price):.6f}"))
+    if found.unreferenced:
+        rows.append(("(blobs no version references: gc sweeps them)", "", str(len(found.unreferenced)), "",
+                     str(loose), human(loose), f"{monthly_cost(loose, price):.6f}"))
+    rows.append(("TOTAL", "", str(sum(v.files for m in models for v in m.versions)), str(total), str(stored),
+                 human(stored), f"{monthly_cost(stored, price):.6f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.rjust(w) if i >= 2 else cell.ljust(w)
@@ -186,7 +209,11 @@ def run_gc(args: argparse.Namespace) -> int:
     from driftline.registry.gc import collect
 
     registry = open_registry(args.registry)
-    result = collect(registry, args.name, args.keep, args.state_dir, dry_run=args.dry_run)
+    from driftline.registry.blobs import GRACE_S
+    from driftline.registry.usage import human
+
+    grace = GRACE_S if args.blob_grace is None else args.blob_grace
+    result = collect(registry, args.name, args.keep, args.state_dir, dry_run=args.dry_run, grace_s=grace)
     verb = "would remove" if args.dry_run else "removed"
     for decision in result.decisions:
         what = verb if decision.remove else "keep"
@@ -198,6 +225,14 @@ def run_gc(args: argparse.Namespace) -> int:
               "still writing); remove it by hand once sure")
     records = ", ".join(result.records) or "none found"
     print(f"served-version records read: {records}")
+    sweep = result.sweep
+    if sweep is not None and sweep.skipped:
+        print(f"blobs: none swept: {sweep.skipped}")
+    elif sweep is not None:
+        print(f"blobs: {verb} {len(sweep.removed)} no version references ({human(sum(sweep.removed.values()))})"
+              + (f"; kept {len(sweep.young)} unreferenced for now ({human(sum(sweep.young.values()))}, younger "
+                 f"than --blob-grace {sweep.grace_s:g} s: a publish may be about to reference them)"
+                 if sweep.young else ""))
     gone = len(result.removed) + len(result.leftovers)
     print(f"{args.name}: {verb} {gone} version folder(s), kept {len(result.kept)}"
           + (" (dry run: nothing was removed)" if args.dry_run else ""))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 
 from driftline.cli.common import add_registry, add_server
@@ -23,7 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", help="version or alias to repeat and beat (default: production, else the latest)")
     p.add_argument("--tolerance", type=float, default=0.02,
                    help="how much worse the primary metric (r2 or accuracy) may be (default 0.02)")
+    p.add_argument("--tests", metavar="FILE.yaml",
+                   help="model tests the candidate must pass (default: the tests stored in the version it replaces)")
+    p.add_argument("--allow", action="append", default=[], metavar="CHECK",
+                   help="publish despite a failed gate: underfit, overfit, leakage or tests (as train --allow)")
     p.add_argument("--promote", action="store_true", help="move production to the new version when published")
+    p.add_argument("--snapshot-data", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the new training table in the version, as train does (default: on for a local "
+                        "registry, off for an object store unless DRIFTLINE_SNAPSHOT_DATA=1)")
     p.add_argument("--every", metavar="DURATION", help="repeat on a schedule: 30m, 6h, 1d")
     p.add_argument("--on-drift", action="store_true", help="only retrain while the server's drift alarm is up")
     add_server(p)
@@ -46,15 +54,25 @@ def once(args: argparse.Namespace) -> int:
     if args.on_drift and not drift_alarm(args.server, args.name):
         print(f"{args.name}: no drift alarm on {args.server}; not retraining")
         return 0
-    from driftline.trainer.fuses import FuseBlown
+    from driftline.trainer.fuses import FuseBlown  # model tests refuse with it too (TestsFailed)
+    from driftline.trainer.model_tests import result_lines
+    from driftline.trainer.model_tests_file import load as load_tests
+
+    from driftline.trainer import snapshot
 
     registry = open_registry(args.registry)
     try:
-        outcome, _ = retrain(registry, args.name, args.data, args.tolerance, args.base)
+        tests = load_tests(args.tests) if args.tests else None
+        outcome, candidate = retrain(registry, args.name, args.data, args.tolerance, args.base, tests=tests,
+                                     allow=tuple(dict.fromkeys(args.allow)),
+                                     snapshot_data=snapshot.wanted(args.snapshot_data, args.registry,
+                                                                   os.environ.get(snapshot.ENV)))
     except FuseBlown as exc:  # the candidate failed its own fit fuses: a refusal like a worse metric
         print(f"{args.name}: refused: {exc}")
         return 3
     print(f"{args.name}: {outcome.reason}")
+    for line in result_lines(candidate.metadata.extra.get("model_tests") if candidate else None):
+        print(f"{args.name}: {line}")
     if outcome.published is None:
         return 3
     if args.promote:

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from driftline.cli import serve_kserve
 from driftline.cli.common import add_registry
 from driftline.server import event_loop, http_server, logs, ports, telemetry
 from driftline.server.app import serve
@@ -33,14 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--create-registry", action="store_true",
                    help="create the registry folder when it does not exist (default: refuse, as a typo would "
                         "otherwise serve nothing); models published there later can be loaded or polled")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8001, help="gRPC port (default 8001; 0 picks a free one)")
-    p.add_argument("--model", action="append", default=[], metavar="NAME[:VERSION]",
-                   help="serve only these (repeatable); default: the latest version of every model")
+    # Containers configure by environment (DRIFTLINE_*); a flag given wins over its variable.
+    p.add_argument("--host", default=os.environ.get("DRIFTLINE_HOST", "127.0.0.1"),
+                   help="address to listen on (default $DRIFTLINE_HOST or 127.0.0.1)")
+    p.add_argument("--port", "--grpc-port", "--grpc_port", type=int,
+                   default=os.environ.get("DRIFTLINE_GRPC_PORT", "8001"),
+                   help="gRPC port (default $DRIFTLINE_GRPC_PORT or 8001; 0 picks a free one)")
+    p.add_argument("--model", "--model-name", "--model_name", action="append", default=[], metavar="NAME[:VERSION]",
+                   help="serve only these (repeatable); default: the latest version of every model. "
+                        "With --model-dir: the name to serve that folder's model under")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: CUDA when a GPU is visible, else CPU")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="server processes sharing the port (default: one per core)")
+    p.add_argument("--workers", type=int, default=os.environ.get("DRIFTLINE_WORKERS", os.cpu_count() or 1),
+                   help="server processes sharing the port (default $DRIFTLINE_WORKERS or one per core)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the server records what it serves, so that restarted workers and servers resume it "
                         "(default: REGISTRY/.serving for a local registry, else ~/.local/state/driftline/serving)")
@@ -81,6 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "caller can read (default: row, column and reason only, the value withheld)")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="follow the registry's production alias: check every SECONDS and swap when it moves")
+    p.add_argument("--fleet-interval", type=float, metavar="SECONDS",
+                   default=float(os.environ.get("DRIFTLINE_FLEET_INTERVAL", ServerSettings.fleet_interval_s)),
+                   help="write this replica's drift state to the registry every SECONDS, and on stop, for "
+                        "`driftline drift NAME --registry` to merge the fleet's (default $DRIFTLINE_FLEET_INTERVAL "
+                        "or %(default)g; 0: off)")
+    p.add_argument("--replica-id", default=os.environ.get("DRIFTLINE_REPLICA_ID"), metavar="ID",
+                   help="this server's name in the fleet's drift states (default $DRIFTLINE_REPLICA_ID or the host "
+                        "name, which is the pod name on Kubernetes); give each server on one machine its own")
     p.add_argument("--no-drift", action="store_true", help="do not monitor drift (to measure what monitoring costs)")
     p.add_argument("--drift-window-rows", type=int, default=DriftSettings().window_rows,
                    help="drift is judged over about the last N rows (default %(default)s)")
@@ -95,14 +109,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rows a window needs before it may alarm (default %(default)s)")
     p.add_argument("--model-config", metavar="FILE.toml",
                    help="per-model batching and drift settings, one [model] table each (see README)")
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
+    p.add_argument("--metrics-port", type=int, metavar="PORT", default=os.environ.get("DRIFTLINE_METRICS_PORT"),
                    help=f"Prometheus /metrics on --host:PORT (default {METRICS_PORT}, skipped with a warning when "
                         "busy; 0 picks a free port, printed on start)")
     p.add_argument("--no-metrics", action="store_true", help="serve no metrics and record none")
     p.add_argument("--metrics-token", default=os.environ.get("DRIFTLINE_METRICS_TOKEN"), metavar="TOKEN",
                    help="/metrics answers only 'Authorization: Bearer TOKEN' (default $DRIFTLINE_METRICS_TOKEN; "
                         "unset: open). Metrics use HTTPS whenever --tls-cert is given")
-    p.add_argument("--http-port", type=int, metavar="PORT",
+    p.add_argument("--http-port", "--http_port", type=int, metavar="PORT", default=os.environ.get("DRIFTLINE_HTTP_PORT"),
                    help=f"the protocol's HTTP/REST binding on --host:PORT (default {HTTP_PORT}, skipped with a "
                         "warning when busy; 0 picks a free port, printed on start)")
     p.add_argument("--no-http", action="store_true", help="serve gRPC only")
@@ -114,6 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "costs less CPU per request; asyncio: the standard library's)")
     p.add_argument("--no-reflection", action="store_true",
                    help="do not offer gRPC server reflection (which grpcurl, grpcui and Postman read)")
+    serve_kserve.add_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -132,6 +147,7 @@ def byte_size(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    args = serve_kserve.resolve(args)  # --model-dir (KServe's /mnt/models) as a registry and a model
     try:
         settings = settings_from(args)
         telemetry.check_environment()
@@ -251,6 +267,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         show_rejected_values=args.show_rejected_values,
         metrics_token=args.metrics_token,
         poll_s=args.poll,
+        fleet_interval_s=args.fleet_interval,
+        replica_id=args.replica_id,
         monitor=not args.no_drift,
         batching=batching,
         model_batching=per_model,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from driftline.cli.common import add_registry, key_values
 from driftline.registry import open_registry
 from driftline.registry.schema import load_overrides
-from driftline.trainer import estimators, synthetic
+from driftline.trainer import estimators, snapshot, synthetic
 from driftline.trainer.fuses import ALLOWABLE
+from driftline.trainer.model_tests import result_lines
+from driftline.trainer.model_tests_file import load as load_tests
 from driftline.trainer.train import TrainConfig, publish, train
 
 
@@ -18,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="model name in the registry")
     add_registry(p)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="PATH", help="training data, CSV or Parquet")
+    source.add_argument("--data", metavar="PATH", help="training data: a CSV or Parquet file, or Parquet partitions "
+                        "by a glob or URL ('data/part-*.parquet', 's3://bucket/part-*.parquet') read in pieces")
+    p.add_argument("--max-fit-rows", type=int, default=1_000_000, metavar="N",
+                   help="with a --data pattern, fit on a seeded sample of at most N rows (default 1000000); the "
+                        "baseline profile and data version still cover every row")
     source.add_argument("--synthetic", choices=sorted(synthetic.DATASETS), default="housing",
                         help="make data instead (default housing; listings adds a district and a Polish description)")
     p.add_argument("--target", metavar="COLUMN", help="target column (required with --data)")
@@ -39,8 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="move a fit fuse: underfit_margin (holdout r2/accuracy above a trivial baseline's; default "
                         "0.05 r2, 0.02 accuracy), overfit_gap (training minus holdout score; default 0.2 r2, 0.3 accuracy)")
     p.add_argument("--allow", action="append", default=[], choices=ALLOWABLE,
-                   help="publish despite a blown fuse (underfit, overfit) or a feature that leaks the target "
-                        "(leakage); recorded in the version's lineage. Repeatable")
+                   help="publish despite a blown fuse (underfit, overfit), a feature that leaks the target "
+                        "(leakage) or failed model tests (tests); recorded in the version's lineage. Repeatable")
+    p.add_argument("--tests", metavar="FILE.yaml",
+                   help="model tests run on the exported ONNX model before publishing (minimum rows, invariance, "
+                        "monotone, slice metrics); a failure refuses the publish. Stored in the version")
+    p.add_argument("--snapshot-data", action=argparse.BooleanOptionalAction, default=None,
+                   help="store the training table (after validation, before the split) as Parquet in the version, "
+                        "once per distinct table, so `driftline reproduce` can rebuild it (default: on for a local "
+                        "registry, off for an object store unless DRIFTLINE_SNAPSHOT_DATA=1)")
     p.set_defaults(run=run)
 
 
@@ -49,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.name,
         estimator=args.estimator,
         data=args.data,
+        synthetic=args.synthetic,
         rows=args.rows,
         shift=args.shift,
         target=args.target,
@@ -59,11 +74,17 @@ def run(args: argparse.Namespace) -> int:
         params=key_values(args.param),
         schema_overrides=load_overrides(args.schema) if args.schema else None,
         drop_invalid=args.drop_invalid,
+        max_fit_rows=args.max_fit_rows,
         fuses=key_values(args.fuse),
         allow=tuple(dict.fromkeys(args.allow)),
+        tests=load_tests(args.tests) if args.tests else None,
     )
     trained = train(config)
-    version = publish(open_registry(args.registry), args.name, trained.onnx_model, trained.metadata, trained.profile, trained.schema)
+    metadata, data_files = trained.metadata, {}
+    if snapshot.wanted(args.snapshot_data, args.registry, os.environ.get(snapshot.ENV)):
+        metadata, data_files = snapshot.take(trained)
+    version = publish(open_registry(args.registry), args.name, trained.onnx_model, metadata, trained.profile, trained.schema,
+                      tests=trained.config.tests, data_files=data_files)
     metrics = {k: round(v, 4) for k, v in trained.metadata.metrics.items() if k != "onnx_max_rel_deviation"}
     print(f"published {args.name} version {version} ({trained.task}, {args.estimator}) to {args.registry}")
     print(f"  holdout metrics: {json.dumps(metrics)}")
@@ -71,6 +92,14 @@ def run(args: argparse.Namespace) -> int:
     if deviation is not None:  # rounded with the metrics it read 0.0; it is the measured figure, ~1e-7
         print(f"  ONNX vs scikit-learn, every row: max relative deviation {deviation:.2e}")
     print(f"  data version: {trained.metadata.data_version}  code version: {trained.metadata.code_version}")
+    if data_files:
+        kept = metadata.extra[snapshot.LINEAGE_KEY]
+        print(f"  data snapshot: {kept['rows']:,} rows, {kept['bytes']:,} bytes Parquet, sha256 {kept['sha256'][:12]} "
+              f"(stored once per distinct table; `driftline reproduce {args.name} {version}` rebuilds from it)")
+    sample = trained.metadata.extra.get("fit_sample")
+    if sample:
+        print(f"  fit sample: {sample['rows']:,} of {sample['of']:,} rows (seed {sample['seed']}); baseline profile "
+              f"over {sample['baseline_rows']:,} rows in {sample['partitions']} partitions")
     print("  " + trained.quality.format().replace("\n", "\n  "))
     fuse = trained.metadata.extra["fuses"]
     print(f"  fit fuses: holdout {fuse['metric']} {fuse['holdout']:.3f}, train {fuse['train']:.3f}, "
@@ -78,4 +107,6 @@ def run(args: argparse.Namespace) -> int:
           + (f"; blown but allowed: {', '.join(fuse['blown'])}" if fuse["blown"] else "; none blown"))
     if trained.metadata.extra["leakage"]["flagged"]:
         print("  leakage allowed: " + ", ".join(f["feature"] for f in trained.metadata.extra["leakage"]["flagged"]))
+    for line in result_lines(trained.metadata.extra.get("model_tests")):
+        print("  " + line)
     return 0

@@ -33,12 +33,14 @@ class VersionInfoResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., execution_providers: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., registry: _Optional[str] = ..., profile_json: _Optional[str] = ...) -> None: ...
 
 class DriftRequest(_message.Message):
-    __slots__ = ("name", "version")
+    __slots__ = ("name", "version", "fleet")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    FLEET_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    fleet: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., fleet: bool = ...) -> None: ...
 
 class ColumnDrift(_message.Message):
     __slots__ = ("name", "kind", "rows", "psi", "js", "ks", "wasserstein", "mean_shift", "chi2", "alarm", "alarms", "source", "p_value", "p_adjusted", "note", "discrete")
@@ -91,7 +93,7 @@ class DriftSection(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., alarm: bool = ..., features: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ..., attribution: _Optional[_Iterable[_Union[ColumnDrift, _Mapping]]] = ...) -> None: ...
 
 class DriftReportResponse(_message.Message):
-    __slots__ = ("name", "version", "window", "current", "since_live", "thresholds_json", "validation_json", "attribution_flags_json")
+    __slots__ = ("name", "version", "window", "current", "since_live", "thresholds_json", "validation_json", "attribution_flags_json", "fleet_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class DriftReportResponse(_message.Message):
     THRESHOLDS_JSON_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_JSON_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FLAGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    FLEET_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     window: str
@@ -108,7 +111,8 @@ class DriftReportResponse(_message.Message):
     thresholds_json: str
     validation_json: str
     attribution_flags_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., window: _Optional[str] = ..., current: _Optional[_Union[DriftSection, _Mapping]] = ..., since_live: _Optional[_Union[DriftSection, _Mapping]] = ..., thresholds_json: _Optional[str] = ..., validation_json: _Optional[str] = ..., attribution_flags_json: _Optional[str] = ...) -> None: ...
+    fleet_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., window: _Optional[str] = ..., current: _Optional[_Union[DriftSection, _Mapping]] = ..., since_live: _Optional[_Union[DriftSection, _Mapping]] = ..., thresholds_json: _Optional[str] = ..., validation_json: _Optional[str] = ..., attribution_flags_json: _Optional[str] = ..., fleet_json: _Optional[str] = ...) -> None: ...
 
 class DriftStatesResponse(_message.Message):
     __slots__ = ("window_state_json", "total_state_json", "validation_json", "attribution_flags_json")

@@ -16,6 +16,14 @@ A crash after step 1 leaves an invisible folder holding the mark; the next gc fi
 with a mark and no manifest) and finishes step 2. A numbered folder without a manifest *and* without a mark
 is left alone: on an object store it may be a publish still writing its files.
 
+3. :func:`sweep_blobs`: remove every blob (registry/blobs.py) that no manifest of any model references and
+   that was last written or reused more than ``grace_s`` ago (default ``blobs.GRACE_S``, an hour). The age
+   keeps a blob that a publish running now has stored or reused but not yet referenced: publishes refresh
+   the time of a blob they reuse. A blob still referenced by any version, of this model or another, stays.
+
+A crash after step 2 leaves unreferenced blobs, which the next gc sweeps; a crash in step 3 leaves some of
+them. Neither is visible to readers: every published version's blobs are referenced, so none was removed.
+
 The plan and step 1 run under the model's alias lock (the lock ``promote`` takes), so an alias moved
 while gc decides is seen.
 """
@@ -25,12 +33,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftline.errors import InvalidInput
-from driftline.registry.names import check_model_name, is_version_folder
+from driftline.errors import CorruptArtifact, InvalidInput
+from driftline.registry.blobs import BLOB_ROOT, GRACE_S, blobs_of
+from driftline.registry.names import check_model_name, is_model_name, is_version_folder
 from driftline.registry.store import MANIFEST_FILE, Registry
 
 log = logging.getLogger("driftline.registry")
@@ -47,6 +57,14 @@ class Decision:
 
 
 @dataclass
+class Sweep:
+    grace_s: float
+    removed: dict[str, int] = field(default_factory=dict)  # blob key -> bytes: unreferenced, older than grace_s
+    young: dict[str, int] = field(default_factory=dict)  # unreferenced but newer: a publish may be about to use them
+    skipped: str = ""  # why nothing was swept (a manifest that cannot be read)
+
+
+@dataclass
 class Plan:
     model: str
     keep: int
@@ -54,6 +72,7 @@ class Plan:
     leftovers: list[int] = field(default_factory=list)  # hidden by an earlier gc that did not finish: removed
     unfinished: list[int] = field(default_factory=list)  # no manifest, no mark (a publish?): left alone
     records: list[str] = field(default_factory=list)  # the served-version records that were read
+    sweep: Sweep | None = None  # what happened (or, dry run, would happen) to unreferenced blobs
 
     @property
     def removed(self) -> list[int]:
@@ -179,15 +198,71 @@ def remove_files(registry: Registry, model: str, version: int) -> None:
     registry.storage.remove_folder(prefix)
 
 
+def referenced_blobs(registry: Registry, leaving: Iterable[tuple[str, int]] = ()) -> set[str]:
+    """Blob keys named by a manifest of any model (except the versions in ``leaving``, which gc removes).
+    A manifest that cannot be read raises CorruptArtifact: what it references is unknown, so nothing may go."""
+    gone = set(leaving)
+    found: set[str] = set()
+    for model in registry.storage.children(""):
+        if not is_model_name(model):
+            continue
+        for folder in registry.storage.children(model):
+            key = f"{model}/{folder}/{MANIFEST_FILE}"
+            if not is_version_folder(folder) or (model, int(folder)) in gone or not registry.storage.exists(key):
+                continue
+            try:
+                found.update(blobs_of(registry.storage.read(key)).values())
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                raise CorruptArtifact(f"{key} cannot be read ({exc}): fix or remove that version first") from exc
+    return found
+
+
+def sweep_blobs(registry: Registry, grace_s: float = GRACE_S, dry_run: bool = False,
+                leaving: Iterable[tuple[str, int]] = ()) -> Sweep:
+    """Step 3: remove blobs no manifest references that are older than ``grace_s`` (see the module docstring)."""
+    result = Sweep(grace_s)
+    stored = registry.storage.sizes(BLOB_ROOT)
+    if not stored:
+        return result
+    try:
+        keep = referenced_blobs(registry, leaving)
+    except CorruptArtifact as exc:
+        result.skipped = str(exc)
+        return result
+    now = time.time()
+    for name, size in sorted(stored.items()):
+        key = f"{BLOB_ROOT}/{name}"
+        if key in keep:
+            continue
+        try:
+            old = now - registry.storage.modified(key) >= grace_s
+        except FileNotFoundError:
+            continue  # another gc took it
+        if not old:
+            result.young[key] = size
+            continue
+        result.removed[key] = size
+        if not dry_run:
+            registry.storage.delete(key)
+    return result
+
+
 def collect(registry: Registry, model: str, keep: int, state_dirs: Iterable[str | os.PathLike[str]] = (),
-            dry_run: bool = False) -> Plan:
-    """Remove what :func:`plan` says goes, and the leftovers of an earlier gc; return the plan."""
+            dry_run: bool = False, grace_s: float = GRACE_S) -> Plan:
+    """Remove what :func:`plan` says goes, the leftovers of an earlier gc, then unreferenced old blobs;
+    return the plan."""
+    if grace_s < 0:
+        raise InvalidInput(f"the blob grace period must be 0 seconds or more; got {grace_s}")
     if dry_run or not registry.versions(check_model_name(model)):
-        return plan(registry, model, keep, state_dirs)  # no versions: NotFound, before a lock file is made
+        result = plan(registry, model, keep, state_dirs)  # no versions: NotFound, before a lock file is made
+        leaving = [(model, v) for v in [*result.leftovers, *result.removed]]
+        result.sweep = sweep_blobs(registry, grace_s, dry_run=True, leaving=leaving)
+        return result
     with registry.storage.alias_lock(check_model_name(model)):
         result = plan(registry, model, keep, state_dirs)
         for version in result.removed:
             hide_version(registry, model, version)
     for version in [*result.leftovers, *result.removed]:
         remove_files(registry, model, version)
+    result.sweep = sweep_blobs(registry, grace_s)
     return result

@@ -1,22 +1,36 @@
-"""A registry in a local folder: versions appear by renaming a finished folder into place."""
+"""A registry in a local folder: versions appear by renaming a finished folder into place.
+
+Files shared between versions are stored once in ``<root>/.blobs`` (registry/blobs.py) and hard-linked into
+each version's folder, so a folder stays complete (tools and people can read it as before) while the bytes are
+on disk once. Where the filesystem refuses a hard link, the folder gets its own copy instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from driftline.registry.blobs import TEMP_PREFIX, blobs_of
 from driftline.registry.names import is_version_folder
 
 MANIFEST_FILE = "manifest.json"
 
 
+_NO_LINK = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
 class LocalStorage:
+    folder_holds_blobs = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.location = str(self.root)
@@ -42,6 +56,7 @@ class LocalStorage:
     def replace(self, key: str, data: bytes) -> None:
         target = self.root / key
         staging = target.with_name(f".{target.name}.{os.getpid()}")
+        target.parent.mkdir(parents=True, exist_ok=True)  # a first fleet state's folder (registry/fleet.py)
         try:
             _write(staging, data)
             os.replace(staging, target)  # readers see the old or the new file
@@ -73,6 +88,42 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
 
+    def modified(self, key: str) -> float:
+        return (self.root / key).stat().st_mtime
+
+    def same_file(self, key: str, other: str) -> bool:
+        try:
+            return os.path.samefile(self.root / key, self.root / other)
+        except OSError:
+            return False
+
+    def put_blob(self, key: str, data: bytes, sha: str) -> None:
+        """Store ``data`` at ``key`` once: a finished temporary file is linked into place (the link fails if
+        the blob exists, so two writers never interleave); an existing blob is checked and its time refreshed."""
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and self._reuse(target, sha):
+            return
+        staging = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            _write(staging, data)
+            try:
+                os.link(staging, target)
+            except FileExistsError:
+                if not self._reuse(target, sha):  # damaged: replace it whole, readers see old or new bytes
+                    os.replace(staging, target)
+        finally:
+            staging.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+    @staticmethod
+    def _reuse(target: Path, sha: str) -> bool:
+        if hashlib.sha256(target.read_bytes()).hexdigest() != sha:
+            return False
+        now = time.time()
+        os.utime(target, (now, now))  # gc sweeps unreferenced blobs by age: this one is about to be referenced
+        return True
+
     def remove_folder(self, key: str) -> None:
         folder = self.root / key
         if folder.is_dir():
@@ -87,10 +138,14 @@ class LocalStorage:
         """
         model_dir = self.root / model
         model_dir.mkdir(parents=True, exist_ok=True)
+        blobs = blobs_of(manifest)
+        for name, key in blobs.items():  # first: the manifest below must never name a blob that is not there
+            self.put_blob(key, files[name], key.rsplit("/", 1)[-1])
         staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
         try:
             for name, data in files.items():
-                _write(staging / name, data)
+                if name not in blobs or not _linked(self.root / blobs[name], staging / name):
+                    _write(staging / name, data)
             _write(staging / MANIFEST_FILE, manifest)
             _fsync_dir(staging)
             version = _rename_to_next_version(staging, model_dir)
@@ -102,6 +157,16 @@ class LocalStorage:
 
 def _numbered(model_dir: Path) -> list[int]:
     return [int(p.name) for p in model_dir.iterdir() if is_version_folder(p.name)]
+
+
+def _linked(blob: Path, path: Path) -> bool:
+    try:
+        os.link(blob, path)
+        return True
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        return False  # a filesystem without hard links: the version gets its own copy
 
 
 def _write(path: Path, data: bytes) -> None:

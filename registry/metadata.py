@@ -14,6 +14,8 @@ from typing import Any
 from driftline.errors import CorruptArtifact
 
 FORMAT = 1
+# Sources whose lineage driftline wrote itself: their recipe can be repeated (retrain, reproduce) and carded.
+TRAINED_BY_DRIFTLINE = ("driftline train", "driftline retrain", "driftline reproduce")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -293,6 +293,43 @@ def build_profile(X: np.ndarray, names: Sequence[str], *, bins: int = 20, kinds:
             categories=n_categories[c], discrete=discrete[c],
         ))
     return Profile(columns=tuple(columns), rows=int(X.shape[0]), bins=int(bins), quantile_levels=levels)
+
+
+def counting_layout(reference: Profile, columns: int) -> BinLayout:
+    """The bins of ``reference``'s first ``columns`` columns (the ones :func:`recounted` takes from a state)."""
+    return BinLayout.from_columns(
+        [list(c.edges) for c in reference.columns[:columns]],
+        [c.categories if c.kind != NUMERIC else None for c in reference.columns[:columns]],
+        [c.discrete for c in reference.columns[:columns]],
+    )
+
+
+def recounted(reference: Profile, state: DriftState, rows: int) -> Profile:
+    """``reference``'s bins, quantiles and discrete flags, with the counts, missing, min, max and moments of
+    ``state`` (its first ``state.columns`` columns, binned by :func:`counting_layout`), over ``rows`` rows.
+
+    This is how a table too large to hold is profiled: the bins come from a sample, every row is counted into
+    them piece by piece and the pieces' states merged. The columns after the counted ones (statistics of a
+    sample of rows, like attribution shares) keep their counts, and every other row is missing there.
+    """
+    counted = state.columns
+    if counted > len(reference.columns):
+        raise ValueError(f"a state of {counted} columns for a profile of {len(reference.columns)}")
+    variance = state.variance()
+    columns = []
+    for c, column in enumerate(reference.columns):
+        if c >= counted:
+            columns.append(replace(column, missing=rows - column.count))
+            continue
+        n_bins = len(column.counts)
+        columns.append(replace(
+            column, count=int(state.counts[c, :n_bins].sum()), missing=int(state.missing[c]),
+            finite=int(state.n[c]), min=float(state.min[c]), max=float(state.max[c]),
+            mean=float(state.mean[c]) if state.n[c] else math.nan, variance=float(variance[c]),
+            counts=tuple(state.counts[c, :n_bins].tolist()),
+        ))
+    return Profile(columns=tuple(columns), rows=int(rows), bins=reference.bins,
+                   quantile_levels=reference.quantile_levels)
 
 
 def _as_float_rows(X: np.ndarray) -> np.ndarray:

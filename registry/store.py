@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from driftline.errors import CorruptArtifact, DiskFull, InvalidInput, NotFound, PublishError
+from driftline.registry.blobs import blobs_of, shared
 from driftline.registry.metadata import VersionMetadata
 from driftline.registry.names import (
     MODEL_NAME_RULE,
@@ -34,7 +35,7 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 PROFILE_FILE = "profile.json"  # the training baseline (registry/profile.py); optional for old versions
 MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2 adds "blobs": files kept once in the content-addressed store (registry/blobs.py)
 ALIASES_FILE = "aliases.json"  # <root>/<model>/aliases.json: {"production": 3, "previous": 2, ...}
 PRODUCTION, PREVIOUS, STAGING = "production", "previous", "staging"
 DEFAULT_ROOT = "driftline-registry"
@@ -78,6 +79,13 @@ class Storage(Protocol):
     def delete(self, key: str) -> None: ...  # one file; a file already gone is no error
 
     def remove_folder(self, key: str) -> None: ...  # a folder and whatever is still in it; gone already: no error
+
+    def modified(self, key: str) -> float: ...  # a file's last write (or blob reuse), seconds since the epoch
+
+    def same_file(self, key: str, other: str) -> bool: ...  # one stored copy under two keys (a hard link)
+
+    # True where a version's folder holds its blob-stored files too (local hard links): read them there
+    folder_holds_blobs: bool
 
 
 @dataclass(frozen=True)
@@ -174,12 +182,14 @@ class Registry:
             have = ", ".join(map(str, self.versions(model))) or "none"
             raise NotFound(f"model {model!r} has no version {version} in registry {self.location} (versions: {have})")
         try:
-            checksums = dict(json.loads(self.storage.read(f"{prefix}/{MANIFEST_FILE}"))["files"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            manifest = json.loads(self.storage.read(f"{prefix}/{MANIFEST_FILE}"))
+            checksums = dict(manifest["files"])
+            blobs = {} if self.storage.folder_holds_blobs else blobs_of(manifest)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptArtifact(f"{model} version {version}: manifest.json cannot be read: {exc}") from exc
 
         def fetch(name: str) -> bytes:
-            return self.storage.read(f"{prefix}/{name}")
+            return self.storage.read(blobs.get(name) or f"{prefix}/{name}")
 
         location = f"{self.location.rstrip('/')}/{prefix}"
         partial = StoredVersion(model, version, location, None, checksums, fetch)  # type: ignore[arg-type]
@@ -241,13 +251,15 @@ class Registry:
         """Write ``files`` as the next version of ``model`` and return its number.
 
         The storage writes the files first and the manifest last, out of readers' sight until then:
-        a crashed publish never shows a half-written version, and a number is never reused.
+        a crashed publish never shows a half-written version, and a number is never reused. Every file
+        but metadata.json is stored once by content (registry/blobs.py) and listed under "blobs".
         """
         self._numbered(model)  # the storage numbers past stray folders; say which ones it passed over
         missing = {MODEL_FILE, METADATA_FILE} - set(files)
         if missing:
             raise PublishError(f"a version needs {', '.join(sorted(missing))}")
-        manifest = {"format": MANIFEST_FORMAT, "files": {name: sha256_hex(data) for name, data in files.items()}}
+        manifest = {"format": MANIFEST_FORMAT, "files": {name: sha256_hex(data) for name, data in files.items()},
+                    "blobs": shared(files)}  # stored once by content; the storage writes them before the manifest
         body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         try:
             return self.storage.publish(model, files, body)

@@ -23,7 +23,7 @@ from driftline.server.peers import Peers, socket_path
 from driftline.server.pipeline import RequestPath
 from driftline.server.poll import follow_production
 from driftline.server.repository import ModelRepository
-from driftline.server import http_server, logs, metrics, ports, record, reflection, run, telemetry, validate
+from driftline.server import fleet, http_server, logs, metrics, ports, record, reflection, run, telemetry, validate
 from driftline.server.malformed import TolerantServer
 from driftline.server.monitor import MonitorThread
 from driftline.server.service import AdminService, DriftlineService, InferenceService, MonitoringService
@@ -103,15 +103,7 @@ def build(settings: ServerSettings) -> Built:
         reflection.enable(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     try:
-        if settings.tls_cert:
-            credentials = grpc.ssl_server_credentials(
-                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
-                root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
-                require_client_auth=settings.tls_client_ca is not None,
-            )
-            port = server.add_secure_port(f"{host}:{settings.port}", credentials)
-        else:
-            port = server.add_insecure_port(f"{host}:{settings.port}")
+        port = _bind(server, settings, host)
     except RuntimeError:  # grpcio's word for a port it could not bind (older releases returned 0 instead)
         port = 0
     if port == 0:
@@ -120,6 +112,18 @@ def build(settings: ServerSettings) -> Built:
     # the second front end, same path; driftline's own reads (version, drift) too
     http = HttpApi(inference, path, guard, settings.max_message_bytes, driftline_service, monitoring)
     return Built(server, port, repository, pool, admin, peers, health, http, peer_server)
+
+
+def _bind(server: grpc.aio.Server, settings: ServerSettings, host: str) -> int:
+    """The grpc.aio server on the public port (the Python door); 0 when it could not be bound."""
+    if settings.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+            root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+            require_client_auth=settings.tls_client_ca is not None,
+        )
+        return server.add_secure_port(f"{host}:{settings.port}", credentials)
+    return server.add_insecure_port(f"{host}:{settings.port}")
 
 
 async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
@@ -150,6 +154,7 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     if built.peer_server is not None:
         await built.peer_server.start()
         await repository.catch_up()
+    writer = await fleet.start_writer(settings, repository)  # before the port opens: a restart resumes first
     metrics_server, metrics_note = _serve_metrics(settings, built)
     http, http_note = http_server.start(settings, built.http)
     await built.health.sync()  # before the port opens: the servicer starts out saying SERVING
@@ -180,6 +185,7 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     metrics.flush_all()  # the last requests' figures, before the files or the endpoint go
     if repository.monitors is not None:
         repository.monitors.close()
+    await fleet.stop_writer(writer)  # after the monitor applied the last batches: the final state is written
     if metrics_server is not None:
         metrics_server.shutdown()
     telemetry.shutdown()  # exports the spans still buffered

@@ -34,7 +34,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from driftline.errors import DriftlineError
-from driftline.kernels.drift import DriftState
+from driftline.kernels.drift import DriftState, merge_into
 from driftline.proto import driftline_pb2 as dpb
 from driftline.server.auth import bearer_matches
 from driftline.server.status import code_of
@@ -74,6 +74,10 @@ MODEL_EVENTS = Counter("driftline_model_events", "Model version loads, swaps and
 VERSION_FALLBACKS = Counter("driftline_version_fallbacks",
                             "Versions skipped because their files failed their checksums, serving an older intact one",
                             VERSION, registry=REGISTRY)
+
+FLEET_WRITES = Counter("driftline_fleet_writes",
+                       "This replica's drift states written to the registry for the fleet view (server/fleet.py)",
+                       ["result"], registry=REGISTRY)
 
 recording = False  # set by app.build: without a metrics endpoint nothing is recorded (NO_METRICS below)
 
@@ -262,6 +266,11 @@ def version_fallback(model: str, damaged: int) -> None:
         VERSION_FALLBACKS.labels(model, str(damaged)).inc()
 
 
+def fleet_written(ok: bool) -> None:
+    if recording:
+        FLEET_WRITES.labels("ok" if ok else "failed").inc()
+
+
 def span_dropped() -> None:
     if recording:
         SPANS_DROPPED.inc()
@@ -313,6 +322,7 @@ class LiveCollector:
                 flags.append(json.loads(other.attribution_flags_json or "{}"))
         if monitor is not None:
             families.drift(labels, monitor, monitor.report(extra))
+            families.since_live(labels, monitor, [monitor.states()[1], *(total for _, total in extra)])
         if endpoint.validator is not None:
             families.validation(labels, validation)
         if flags:
@@ -350,6 +360,19 @@ class _Families:
                                             "window vs training", labels=feature)
         self.alarm = GaugeMetricFamily("driftline_drift_alarm", "1 when the column's drift crosses a threshold",
                                        labels=feature)
+        # The statistics above are this replica's own (a ratio of its window): never sum or average them across
+        # pods; the fleet's are `driftline drift NAME --registry`. These three add up across pods (since live,
+        # resumed after a restart from the registry: server/fleet.py), so PromQL can take fleet-wide ratios.
+        self.values = CounterMetricFamily("driftline_drift_values",
+                                          "Finite values seen since the version went live, per column; "
+                                          "sum across pods", labels=feature)
+        self.values_sum = GaugeMetricFamily("driftline_drift_values_sum",
+                                            "Sum of those values: sum(this) / sum(driftline_drift_values_total) "
+                                            "across pods is the fleet's live mean", labels=feature)
+        self.outside = CounterMetricFamily("driftline_drift_values_outside_training",
+                                           "Values outside the training range (numeric) or of no training category "
+                                           "(categorical) since the version went live; sum across pods",
+                                           labels=feature)
         self.violations = CounterMetricFamily("driftline_validation_violations",
                                               "Values breaking a schema constraint (rejected or flagged)",
                                               labels=[*VERSION, "feature", "constraint"])
@@ -367,7 +390,8 @@ class _Families:
                                           labels=VERSION)
 
     def all(self) -> list[Metric]:
-        return [self.rows, self.psi, self.js, self.ks, self.mean_shift, self.p_adjusted, self.alarm, self.violations,
+        return [self.rows, self.psi, self.js, self.ks, self.mean_shift, self.p_adjusted, self.alarm, self.values,
+                self.values_sum, self.outside, self.violations,
                 self.rejected_requests, self.rejected_rows, self.flagged_rows, self.sampled, self.driven]
 
     def drift(self, labels: list[str], monitor: Any, report: Any) -> None:
@@ -380,6 +404,20 @@ class _Families:
             self.mean_shift.add_metric(key, column.mean_shift)
             self.p_adjusted.add_metric(key, column.p_adjusted)
             self.alarm.add_metric(key, 1.0 if column.alarm else 0.0)
+
+    def since_live(self, labels: list[str], monitor: Any, states: list[DriftState]) -> None:
+        total = states[0].copy()
+        for other in states[1:]:
+            merge_into(total, other)
+        layout = monitor.profile.layout
+        for c, name in enumerate(monitor.profile.names):
+            key = [*labels, name, monitor.sources.get(name, "feature")]
+            n = int(total.n[c])
+            self.values.add_metric(key, n)
+            self.values_sum.add_metric(key, float(total.mean[c]) * n if n else 0.0)
+            k = int(layout.n_edges[c])
+            outside = total.counts[c, k] + (0 if layout.is_categorical[c] else total.counts[c, 0])
+            self.outside.add_metric(key, int(outside))
 
     def validation(self, labels: list[str], parts: list[dict]) -> None:
         from driftline.server.validate import ValidationCounts

@@ -81,7 +81,9 @@ class VersionMonitor:
                  clock: Callable[[], float] = time.monotonic, explainer: Explainer | None = None,
                  features: Sequence[str] = (), encoder: TableEncoder | None = None) -> None:
         self.profile = profile
+        self.n_features = n_features
         self.output_order = tuple(output_order)
+        self.resumed = False  # the fleet writer has taken back what this replica wrote before (server/fleet.py)
         # Which profile columns are features and which come from which output ("probabilities[2]").
         self.sources = {name: "feature" if i < n_features or kind == KIND_WORDS else name.split("[")[0]
                         for i, (name, kind) in enumerate(zip(profile.names, profile.kinds, strict=True))}
@@ -216,6 +218,34 @@ class VersionMonitor:
                 merge_into(window, state)
             return window, self._total.copy()
 
+    def slots(self) -> tuple[list[tuple[float, DriftState]], DriftState]:
+        """Copies of the window's sub-windows as (seconds since each opened, state), oldest first, the one
+        still filling last; and the since-live state. What a replica writes for the fleet (server/fleet.py)."""
+        with self._lock:
+            self._rotate()
+            now = self._clock()
+            ring = [(now - opened, state.copy()) for opened, state in self._closed]
+            ring.append((now - self._opened, self._current.copy()))
+            return ring, self._total.copy()
+
+    def resume(self, ring: Sequence[tuple[float, DriftState]], total: DriftState) -> None:
+        """Take back the window and since-live state a previous run of this replica wrote (``ring`` as
+        :meth:`slots` gives it, ages counted up to now). States merge exactly, so rows served before the resume
+        are kept: the saved sub-windows go before this run's, the since-live states add up."""
+        if any(state.counts.shape != self._total.counts.shape for _, state in ring) or (
+                total.counts.shape != self._total.counts.shape):
+            raise ValueError(f"a saved drift state has shape {total.counts.shape}, this version's is "
+                             f"{self._total.counts.shape}: it is of another profile")
+        with self._lock:
+            now = self._clock()
+            saved = [(now - age, state.copy()) for age, state in ring]
+            if not self._closed and not self._current.rows and saved:
+                # The usual case, a restart before any traffic: the window is exactly as it was written.
+                (self._opened, self._current), saved = saved[-1], saved[:-1]
+            self._closed = deque(sorted([*saved, *self._closed], key=lambda slot: slot[0]))
+            merge_into(self._total, total)
+            self._rotate()
+
     def report(self, extra: Sequence[tuple[DriftState, DriftState]] = ()) -> DriftReport:
         """This monitor's report, with other workers' states for the same version merged in."""
         window, total = self.states()
@@ -253,9 +283,10 @@ class VersionMonitor:
                 self._close(now)
             while self._closed and now - self._closed[0][0] > s.window_seconds:
                 self._closed.popleft()
-        elif self._current.rows >= s.window_rows / s.slots:
-            self._close(now)
-            while len(self._closed) > s.slots - 1:
+        else:
+            if self._current.rows >= s.window_rows / s.slots:
+                self._close(now)
+            while len(self._closed) > s.slots - 1:  # also after a resume handed over more sub-windows
                 self._closed.popleft()
 
     def _close(self, now: float) -> None:
@@ -360,8 +391,31 @@ class MonitorThread:
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far has been applied (tests and shutdown)."""
         done = threading.Event()
-        self._put((None, done))
+        self._put((None, done.set))
         done.wait(timeout)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """``fn()`` on the monitor thread, after everything queued before it; its result. Reading or changing a
+        monitor's state there (the fleet writer does) races with no update. Once the thread has stopped, ``fn``
+        runs here. Raises TimeoutError when the thread is that far behind (``fn`` still runs later)."""
+        if not self._thread.is_alive():
+            return fn()
+        done, box = threading.Event(), {}
+
+        def run() -> None:
+            try:
+                box["result"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box["error"] = exc
+            finally:
+                done.set()
+
+        self._put((None, run))
+        if not done.wait(timeout):
+            raise TimeoutError(f"the drift monitor did not get to the call within {timeout:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
 
     def close(self) -> None:
         self._put(None)
@@ -406,7 +460,7 @@ class MonitorThread:
             if monitor is None:
                 self._apply_grouped(plain)
                 plain = {}
-                batch.set()  # a flush marker: everything queued before it is applied
+                batch()  # a flush marker or a call: everything queued before it is applied
             elif batch.trace is not None:  # a sampled batch keeps its own span, after the answers
                 self._update(monitor, [batch], traced=True)
             else:

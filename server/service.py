@@ -23,7 +23,7 @@ from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.proto import model_config_pb2 as cpb
 from driftline.registry import TensorSpec, VersionMetadata
-from driftline.server import eager, metrics, status, telemetry
+from driftline.server import eager, fleet, metrics, status, telemetry
 from driftline.server.auth import AdminGuard
 from driftline.server.grpc_wire import infer_request, infer_response, parameters_of
 from driftline.server.load_config import load_config_batching
@@ -430,6 +430,8 @@ class MonitoringService(driftline_pb2_grpc.MonitoringServicer):
         endpoint = self.repository.endpoint_for_report(request.name, request.version)
         version = endpoint.served.version
         monitor = _require_monitor(request.name, version, endpoint.monitor)
+        if request.fleet:  # every live replica's state as written to the registry, this one's live
+            return await fleet.answer(self.repository, request.name, endpoint)
         extra, validation, flags = [], [_validation(endpoint)], [monitor.attribution.to_dict()]
         if self.peers and not is_peer_call(context):
             pinned = dpb.DriftRequest(name=request.name, version=str(version))

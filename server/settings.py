@@ -49,6 +49,9 @@ class ServerSettings:
     show_rejected_values: bool = False
     metrics_token: str | None = None  # /metrics asks for "Authorization: Bearer <token>" when set
     poll_s: float | None = None  # follow the registry's production alias, checking every N seconds
+    # Fleet-wide drift (server/fleet.py): write this replica's drift state to the registry every N seconds (0: off)
+    fleet_interval_s: float = 10.0
+    replica_id: str | None = None  # its name there; None: the host name (the pod name on Kubernetes)
     monitor: bool = True  # drift monitoring on executed batches (off only to measure what it costs)
     drift: DriftSettings = field(default_factory=DriftSettings)
     model_drift: dict[str, DriftSettings] = field(default_factory=dict)  # per model name
@@ -83,6 +86,7 @@ class ServerSettings:
             raise ValueError("mutual TLS (a client CA) needs the server's own certificate and key")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        _check_fleet_settings(self)
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown grace must be >= 0 seconds, got {self.shutdown_grace_s}")
         if self.worker_restart_limit < 1 or self.worker_restart_window_s <= 0:
@@ -93,6 +97,15 @@ class ServerSettings:
             raise ValueError("max_message_bytes, stream_window and max_queued_bytes must be >= 1")
         if self.intra_op_threads < 0 or self.inference_threads < 1:
             raise ValueError("intra_op_threads must be >= 0 and inference_threads >= 1")
+
+
+def _check_fleet_settings(settings: ServerSettings) -> None:
+    if settings.fleet_interval_s < 0:
+        raise ValueError(f"fleet interval must be >= 0 seconds (0: off), got {settings.fleet_interval_s}")
+    if settings.replica_id is not None:
+        from driftline.registry.fleet import check_replica_id
+
+        check_replica_id(settings.replica_id)  # InvalidInput, in words
 
 
 def load_model_config(path: str | Path, batching: BatchSettings, drift: DriftSettings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READY_LINE = re.compile(r"driftline serving .* on (?P<host>[^ ]+):(?P<port>\d+) ")
+_servers = itertools.count()
 START_TIMEOUT_S = 120  # a cold start imports onnxruntime; CI machines are slow and shared
 
 
@@ -50,10 +52,21 @@ def running_server(registry: Path, *extra: str) -> Iterator[RunningServer]:
     """``driftline serve`` on port 0; the port is read from the line it prints once listening."""
     if "--workers" not in extra:
         extra = ("--workers", "1", *extra)  # one process is enough unless a test is about workers
+    if "--replica-id" not in extra:
+        # A replica of its own: with the host name, a server would resume the drift state an earlier test's server
+        # wrote to a shared registry (restarts resume; tests/server/test_fleet_drift.py tests that on purpose).
+        extra = ("--replica-id", f"test-{next(_servers)}-{os.getpid()}", *extra)
     process = subprocess.Popen(
         [sys.executable, "-m", "driftline", "serve", "--registry", str(registry), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    with listening(process, "server") as server:
+        yield server
+
+
+@contextmanager
+def listening(process: subprocess.Popen[str], what: str, stop_wait_s: float = 15) -> Iterator[RunningServer]:
+    """A started server process, once it prints the line saying where it listens; stopped (SIGTERM) at the end."""
     log: list[str] = []
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -61,20 +74,20 @@ def running_server(registry: Path, *extra: str) -> Iterator[RunningServer]:
         while port is None:
             line = process.stdout.readline()
             if not line:
-                raise AssertionError("server exited before listening:\n" + "".join(log))
+                raise AssertionError(f"{what} exited before listening:\n" + "".join(log))
             log.append(line)
             match = READY_LINE.search(line)
             if match:
                 port = int(match.group("port"))
             elif time.monotonic() > deadline:
-                raise AssertionError("server did not start in time:\n" + "".join(log))
+                raise AssertionError(f"{what} did not start in time:\n" + "".join(log))
         # Keep reading, so a chatty server never blocks on a full pipe.
         threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()
         yield RunningServer(process, port, log)
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=stop_wait_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

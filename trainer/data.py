@@ -73,16 +73,46 @@ def data_version(frame: pl.DataFrame) -> str:
     """``sha256:<hex>`` over the column names, dtypes and values, in order.
 
     It hashes content, not a file: the same table gives the same data version whether it came
-    from CSV, Parquet or the synthetic generator.
+    from CSV, Parquet or the synthetic generator (or from partitions read a column at a time: see
+    :class:`ColumnHasher`).
     """
-    digest = hashlib.sha256()
-    digest.update(f"rows={frame.height}\n".encode())
+    hasher = ColumnHasher(frame.height)
     for name in frame.columns:
-        column = frame[name]
-        digest.update(f"{name}:{column.dtype}\n".encode())
-        values = column.to_numpy()
-        if values.dtype == object:
-            digest.update("\x1f".join("" if v is None else str(v) for v in values).encode())
+        hasher.start(name, frame[name].dtype, has_nulls=False)
+        hasher.add(frame[name])
+    return hasher.hexdigest()
+
+
+class ColumnHasher:
+    """:func:`data_version` fed one column at a time, each in as many pieces as the caller likes, in row order.
+
+    A column read in pieces hashes as the whole column does: polars turns a whole column with nulls into a
+    float64 (integers) or object (booleans) array, so a piece of a column that has nulls anywhere is converted
+    as if it had one too (``has_nulls``), and text pieces are joined with the separator the whole column uses.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self._digest = hashlib.sha256(f"rows={rows}\n".encode())
+        self._first = True
+        self._has_nulls = False
+
+    def start(self, name: str, dtype: pl.DataType, *, has_nulls: bool) -> None:
+        self._digest.update(f"{name}:{dtype}\n".encode())
+        self._first, self._has_nulls = True, has_nulls
+
+    def add(self, column: pl.Series) -> None:
+        if column.len() == 0:
+            return
+        if self._has_nulls and not column.has_nulls():
+            values = column.extend_constant(None, 1).to_numpy()[:-1]
         else:
-            digest.update(np.ascontiguousarray(values).tobytes())
-    return "sha256:" + digest.hexdigest()
+            values = column.to_numpy()
+        if values.dtype == object:
+            text = "\x1f".join("" if v is None else str(v) for v in values)
+            self._digest.update((text if self._first else "\x1f" + text).encode())
+        else:
+            self._digest.update(np.ascontiguousarray(values).tobytes())
+        self._first = False
+
+    def hexdigest(self) -> str:
+        return "sha256:" + self._digest.hexdigest()

@@ -471,5 +471,14 @@ def export_onnx(estimator: BaseEstimator, n_features: int, *, model_name: str = 
         _write_forest_cover(model, final)
     _round_thresholds_down(model, final)
     model.graph.name = model_name
+    sort_opsets(model)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def sort_opsets(model: onnx.ModelProto) -> None:
+    """Put the opset imports in domain order: skl2onnx lists them in an order that varies between processes, so
+    the same fitted model would serialise to different bytes and its version could not share a stored file."""
+    ordered = sorted(model.opset_import, key=lambda opset: opset.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(ordered)

@@ -35,7 +35,7 @@ UNDERFIT_MARGIN = {"regression": 0.05, "classification": 0.02}
 # score (accuracy moves in whole rows). The fuse is for memorising (train 1.0, holdout far below), not the usual gap.
 OVERFIT_GAP = {"regression": 0.2, "classification": 0.3}
 FUSES = ("underfit", "overfit")
-ALLOWABLE = (*FUSES, "leakage")  # what --allow takes
+ALLOWABLE = (*FUSES, "leakage", "tests")  # what --allow takes (tests: trainer/model_tests.py)
 SETTINGS = ("underfit_margin", "overfit_gap")  # what --fuse takes
 BASELINE = {"regression": "predicting the mean", "classification": "predicting the most frequent class"}
 

@@ -18,10 +18,14 @@ import onnxruntime as ort
 
 from driftline.errors import InvalidInput
 from driftline.registry import Registry
+from driftline.registry.metadata import TRAINED_BY_DRIFTLINE
 from driftline.registry.store import MODEL_FILE, PRODUCTION
 from driftline.registry.schema import SCHEMA_FILE, Policy, Schema
 from driftline.registry.table import ENCODED_OUTPUT, STRING_ROLES, TableSpec, table_of
+from driftline.trainer import snapshot
 from driftline.trainer.evaluate import holdout_metrics
+from driftline.trainer.model_tests_file import TESTS_FILE, ModelTests
+from driftline.trainer.model_tests_file import parse as parse_tests
 from driftline.trainer.train import TrainConfig, TrainedModel, publish, train
 
 PRIMARY = {"regression": ("r2", True), "classification": ("accuracy", True)}  # metric, higher is better
@@ -60,24 +64,15 @@ class OnnxModel:
         return self._run(X)[1]
 
 
-def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, base: str | None = None
+def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, base: str | None = None,
+            tests: ModelTests | None = None, allow: tuple[str, ...] = (), snapshot_data: bool | None = None
             ) -> tuple[RetrainOutcome, TrainedModel | None]:
     aliases = registry.aliases(name)
     baseline_version = registry.resolve(name, base or (PRODUCTION if PRODUCTION in aliases else None))
     stored = registry.open(name, baseline_version)
     meta = stored.metadata
-    if meta.source != "driftline train":
-        raise InvalidInput(f"{name} version {baseline_version} was imported ({meta.source}); "
-                           "retrain needs a version trained by driftline, whose recipe it can repeat")
-    config = TrainConfig(
-        model=name, estimator=meta.estimator, data=data, target=meta.target, features=meta.feature_names,
-        task=meta.task, seed=int(meta.extra.get("seed", 0)), holdout=float(meta.extra.get("holdout_fraction", 0.2)),
-        params={k: v for k, v in meta.parameters.items() if k != "random_state"},
-        # What a person declared about the data holds for the new data too: the new rows are validated against it
-        # (and refused as train refuses them) and the new version keeps it; a mixed table keeps its columns' roles.
-        schema_overrides=carried_forward(_stored_schema(stored), table_of(meta.extra)),
-    )
-    candidate = train(config)
+    # The version's own tests.yaml gates its successor too.
+    candidate = train(replace(recipe(stored, data), tests=tests or _stored_tests(stored), allow=allow))
     if meta.classes is not None and tuple(candidate.classes or ()) != tuple(meta.classes):
         raise InvalidInput(f"the new data's classes {candidate.classes} differ from version "
                            f"{baseline_version}'s {meta.classes}; a retrain cannot change the classes")
@@ -101,12 +96,32 @@ def retrain(registry: Registry, name: str, data: str, tolerance: float = 0.02, b
             )), candidate
     extra: dict[str, Any] = {**candidate.metadata.extra, "retrained_from": baseline_version,
                              f"baseline_{metric}_on_holdout": baseline_score}
-    metadata = replace(candidate.metadata, source="driftline retrain", extra=extra)
-    version = publish(registry, name, candidate.onnx_model, metadata, candidate.profile, candidate.schema)
+    metadata, data_files = replace(candidate.metadata, source="driftline retrain", extra=extra), {}
+    if snapshot.wanted(snapshot_data, registry.location):  # the new data, kept like train keeps it
+        metadata, data_files = snapshot.take(replace(candidate, metadata=metadata))
+    version = publish(registry, name, candidate.onnx_model, metadata, candidate.profile, candidate.schema,
+                      tests=candidate.config.tests, data_files=data_files)
     return replace(outcome, published=version, reason=(
         f"published version {version}: {metric} {candidate_score:.4f} vs version {baseline_version}'s "
         f"{baseline_score:.4f} on the same holdout rows"
     )), candidate
+
+
+def recipe(stored: Any, data: str) -> TrainConfig:
+    """The training config a version's lineage records, on other ``data``: what retrain and reproduce repeat."""
+    meta = stored.metadata
+    if meta.source not in TRAINED_BY_DRIFTLINE:  # train, retrain and reproduce all record a whole recipe
+        raise InvalidInput(f"{stored.model} version {stored.version} was imported ({meta.source}); only a version "
+                           "driftline trained has a recipe to repeat")
+    return TrainConfig(
+        model=stored.model, estimator=meta.estimator, data=data, target=meta.target, features=meta.feature_names,
+        task=meta.task, seed=int(meta.extra.get("seed", 0)), holdout=float(meta.extra.get("holdout_fraction", 0.2)),
+        params={k: v for k, v in meta.parameters.items() if k != "random_state"},  # random_state comes from seed
+        # What a person declared about the data holds for the new data too: the new rows are validated against it
+        # (and refused as train refuses them) and the new version keeps it; a mixed table keeps its columns' roles.
+        schema_overrides=carried_forward(_stored_schema(stored), table_of(meta.extra)),
+        max_fit_rows=int((meta.extra.get("fit_sample") or {}).get("max_rows", TrainConfig.max_fit_rows)),
+    )
 
 
 def carried_forward(schema: Schema | None, table: TableSpec | None) -> dict[str, Any] | None:
@@ -134,6 +149,12 @@ def carried_forward(schema: Schema | None, table: TableSpec | None) -> dict[str,
 
 def _stored_schema(stored: Any) -> Schema | None:
     return Schema.from_json(stored.read(SCHEMA_FILE)) if SCHEMA_FILE in stored.checksums else None
+
+
+def _stored_tests(stored: Any) -> ModelTests | None:
+    if TESTS_FILE not in stored.checksums:
+        return None
+    return parse_tests(stored.read(TESTS_FILE).decode(), f"{stored.model} version {stored.version}'s {TESTS_FILE}")
 
 
 def _encoded_target(trained: TrainedModel) -> np.ndarray:

@@ -68,6 +68,7 @@ from driftline.trainer.export import (
     _copy_forest_missing_flags,
     _fix_hgb_missing_flags,
     _output_types,
+    sort_opsets,
 )
 
 __all__ = [
@@ -311,6 +312,7 @@ def export_pipeline(
     if isinstance(final, (RandomForestRegressor, RandomForestClassifier)):
         _copy_forest_missing_flags(model, final)
     model.graph.name = model_name
+    sort_opsets(model)
     onnx.checker.check_model(model, full_check=True)
     return model
 

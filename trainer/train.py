@@ -17,12 +17,15 @@ from driftline.registry import Feature, Registry, VersionMetadata
 from driftline.registry.profile import Profile
 from driftline.registry.schema import SCHEMA_FILE, Schema
 from driftline.registry.store import METADATA_FILE, MODEL_FILE, PROFILE_FILE
-from driftline.trainer import estimators, fuses, synthetic
+from driftline.trainer import estimators, fuses, model_tests, synthetic
 from driftline.trainer.baseline import training_profile
 from driftline.trainer.data import Dataset, read_table, split_columns
+from driftline.trainer.partitions import is_pattern
 from driftline.trainer.evaluate import holdout_metrics, onnx_agreement
 from driftline.trainer.export import check_export, export_onnx
 from driftline.trainer.leakage import find_leaks, refusal
+from driftline.trainer.model_card import CARDED, card_files
+from driftline.trainer.model_tests_file import TESTS_FILE, ModelTests, check_columns
 from driftline.trainer.roles import is_mixed, roles
 from driftline.trainer.signature import onnx_signature
 from driftline.trainer.targets import encode_target, jsonable, task_of
@@ -50,8 +53,10 @@ class TrainConfig:
     params: dict[str, Any] = field(default_factory=dict)
     schema_overrides: dict[str, Any] | None = None  # from --schema FILE (registry/schema.py load_overrides)
     drop_invalid: bool = False  # train without rows that break hard limits, instead of stopping
+    max_fit_rows: int = 1_000_000  # a --data pattern: fit on a seeded sample of at most this many rows
     fuses: dict[str, Any] = field(default_factory=dict)  # --fuse underfit_margin=X / overfit_gap=X (trainer/fuses.py)
-    allow: tuple[str, ...] = ()  # --allow underfit / overfit / leakage: publish despite that check
+    allow: tuple[str, ...] = ()  # --allow underfit / overfit / leakage / tests: publish despite that check
+    tests: ModelTests | None = None  # --tests FILE.yaml (trainer/model_tests_file.py): run on the ONNX model
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class TrainedModel:
     profile: Profile  # the training baseline live traffic is compared with
     schema: Schema  # what valid input looks like; the server checks every request against it
     quality: DataQualityReport  # what validating the training data found
+    table: pl.DataFrame | None = None  # the rows fitted and held out, after validation (a data snapshot's content)
 
 
 def load_frame(config: TrainConfig) -> tuple[pl.DataFrame, str]:
@@ -87,19 +93,29 @@ def load_frame(config: TrainConfig) -> tuple[pl.DataFrame, str]:
 def train(config: TrainConfig) -> TrainedModel:
     if not 0.0 < config.holdout < 0.9:
         raise InvalidInput(f"--holdout must be between 0 and 0.9, got {config.holdout}")
+    if config.data is not None and is_pattern(config.data):  # partitions, maybe larger than memory
+        from driftline.trainer.train_partitioned import train_partitioned
+
+        return train_partitioned(config)
     frame, target = load_frame(config)
+    return train_frame(config, frame, target)
+
+
+def train_frame(config: TrainConfig, frame: pl.DataFrame, target: str) -> TrainedModel:
+    """Train on a table in memory (the whole of ``--data FILE``, or the fit sample of a pattern)."""
     features = list(config.features) if config.features else [c for c in frame.columns if c != target]
     missing = [f for f in features if f not in frame.columns]
     if target not in frame.columns or missing:
         split_columns(frame, target, features)  # names what is missing
     fuses.check_settings(config.fuses, config.allow)
+    check_columns(config.tests, features)  # a typo in tests.yaml is refused before the fit
     leakage = check_leakage(config, frame, target, features)
     found = roles(frame, features, config.schema_overrides)
     if is_mixed(found):  # categorical or text columns: one pipeline, one input per column
         trained = train_table(config, frame, target, features, found)
     else:
         trained = _train_numeric(config, frame, target, features)
-    return with_fuses(config, trained, leakage)
+    return model_tests.gate(config.tests, config.allow, with_fuses(config, trained, leakage))
 
 
 def check_leakage(config: TrainConfig, frame: pl.DataFrame, target: str, features: list[str]) -> dict[str, Any]:
@@ -193,11 +209,12 @@ def _train_numeric(config: TrainConfig, frame: pl.DataFrame, target: str, featur
     )
     profile = training_profile(model, dataset.X[fit_rows], metadata)
     return TrainedModel(config, estimator, task, dataset, holdout, classes, model, metadata, profile,
-                        prepared.schema, prepared.report)
+                        prepared.schema, prepared.report, table=frame.select([*dataset.features, target]))
 
 
 def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: VersionMetadata,
-            profile: Profile | None, schema: Schema | None = None) -> int:
+            profile: Profile | None, schema: Schema | None = None, tests: ModelTests | None = None,
+            data_files: dict[str, bytes] | None = None) -> int:
     files = {
         MODEL_FILE: model.SerializeToString(),
         METADATA_FILE: metadata.to_json().encode(),
@@ -206,6 +223,11 @@ def publish(registry: Registry, name: str, model: onnx.ModelProto, metadata: Ver
         files[PROFILE_FILE] = profile.to_json().encode()
     if schema is not None:
         files[SCHEMA_FILE] = schema.to_json().encode()
+    if tests is not None:  # the user's file as written: retrain runs it on the next candidate
+        files[TESTS_FILE] = tests.text.encode()
+    if metadata.source in CARDED:
+        files.update(card_files(name, metadata, profile))
+    files.update(data_files or {})  # a training-data snapshot (trainer/snapshot.py)
     return registry.publish(name, files)
 
 

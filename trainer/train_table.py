@@ -120,7 +120,8 @@ def train_table(config: Any, frame: pl.DataFrame, target: str, features: list[st
     profile = _profile(model, rows[fit_rows], encoder, metadata)
     dataset = Dataset(features=tuple(features), dtypes=tuple(dtypes[n] for n in features), X=rows, y=y_raw,
                       target=target, version=metadata.data_version)
-    return TrainedModel(config, pipeline, task, dataset, holdout, classes, model, metadata, profile, schema, quality)
+    return TrainedModel(config, pipeline, task, dataset, holdout, classes, model, metadata, profile, schema, quality,
+                        table=used)
 
 
 def _profile(model: Any, fit: Any, encoder: TableEncoder, metadata: VersionMetadata) -> Any:

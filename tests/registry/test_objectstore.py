@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -16,34 +15,15 @@ import tritonclient.grpc as triton
 from driftline.registry import open_registry
 from driftline.registry.store import METADATA_FILE, MODEL_FILE
 from helpers import driftline, running_server, sample_metadata
+from moto_s3 import moto_s3
 
 pytest.importorskip("moto", reason="moto[server] is a test dependency (pip install -e '.[test]')")
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory):
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server._server.server_port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="models")
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    server.stop()
+    with moto_s3("models") as env:
+        yield env
 
 
 def files(model: bytes) -> dict[str, bytes]:

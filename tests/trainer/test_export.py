@@ -249,6 +249,13 @@ def test_model_name_and_checker() -> None:
     onnx.checker.check_model(model)
 
 
+def test_opset_imports_are_in_domain_order() -> None:
+    # skl2onnx's own order varies between processes; a stable order keeps equal models byte-identical.
+    model = export_onnx(HistGradientBoostingRegressor(max_iter=5).fit(X_TRAIN, Y_TRAIN), N_FEATURES)
+    domains = [opset.domain for opset in model.opset_import]
+    assert len(domains) > 1 and domains == sorted(domains)
+
+
 def test_batch_of_one_and_large_batch() -> None:
     est = HistGradientBoostingRegressor(max_iter=10).fit(X_TRAIN, Y_TRAIN)
     model = export_onnx(est, N_FEATURES)
