@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench proto clean
+.PHONY: setup demo test bench proto clean compiled
 
 setup: $(STAMP)
 
@@ -12,7 +12,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) server/compiled/build.py --install-libraries  # optional: one line and on without the gRPC C++ libraries
 	touch $(STAMP)
+
+# The compiled gRPC front end alone (server/compiled/), e.g. after changing its sources.
+compiled: setup
+	$(PY) server/compiled/build.py --strict
 
 demo: setup
 	$(VENV)/bin/driftline demo
@@ -22,6 +27,15 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/kernels -k cuda
+	@if $(PY) -c "import driftline.server.compiled._door" 2>/dev/null; then \
+		DRIFTLINE_TEST_FRONT_END=compiled $(PY) -m pytest -q $(DOOR_TESTS); \
+	else echo "compiled gRPC front end not built: the protocol tests' pass through it is skipped"; fi
+
+# The protocol tests run a second time with every server behind the compiled gRPC front end (server/compiled/).
+DOOR_TESTS := tests/test_triton_examples.py tests/test_client.py tests/server/test_health_reflection.py \
+	tests/server/test_swap.py tests/server/test_deadlines_and_queue.py tests/server/test_streams_bounded.py \
+	tests/server/test_fuzz_requests.py tests/server/test_graceful_stop.py tests/server/test_admin_guard.py \
+	tests/server/test_error_bounds.py tests/test_bad_input.py tests/server/test_serving_under_load.py
 
 bench: setup
 	$(PY) benchmarks/load.py
@@ -33,4 +47,4 @@ proto:
 	.venv-proto/bin/python proto/generate.py
 
 clean:
-	rm -rf $(VENV) .venv-proto .demo build *.egg-info
+	rm -rf $(VENV) .venv-proto .demo build *.egg-info server/compiled/build server/compiled/build-asan server/compiled/_door*.so

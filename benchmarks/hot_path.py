@@ -9,6 +9,7 @@ unless ``--reference``) from the same run. Targets:
 - ``plain-inline``: the same calling onnxruntime on the event loop (faster for a microsecond model);
 - ``empty``: ``empty_server.py``, handlers that answer a constant: the transport's floor;
 - ``driftline``: ``driftline serve`` with its defaults (drift, validation, attribution sampling, metrics);
+- ``compiled``: the same with ``--front-end compiled`` (the C++ door of server/compiled/; built by ``make setup``);
 - ``NAME=ARGS`` (``--driftline``, repeatable): ``driftline serve ARGS``, e.g. ``off="--no-drift"``;
 - ``before`` (``--before PYTHON``): ``driftline serve`` of another install (an earlier commit), to see what changed.
 
@@ -20,7 +21,8 @@ the plain servers get unary calls: a target without a stream handler is measured
     .venv/bin/python benchmarks/hot_path.py --load b1 --load r64 --driftline "off=--no-drift" --rounds 3
     .venv/bin/python benchmarks/hot_path.py --load b1 --driftline "w1=--workers 1" --driftline "w2=--workers 2"
 
-``--ceiling`` adds in-process onnxruntime (``ort_ceiling.py``) at 1 and 64 rows. Prints markdown tables; ``--json
+``--ceiling`` adds in-process onnxruntime (``ort_ceiling.py``) at 1 and 64 rows; ``--h2load`` adds batch-1 unary driven by
+h2load (nghttp2's C load generator: ``apt-get install nghttp2-client``), whose own cost does not bound the rate. Prints markdown tables; ``--json
 PATH`` keeps every round. Exit status 1 when any request failed.
 """
 
@@ -29,10 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -50,7 +54,7 @@ LOADS = {
     "r64-shap": ("64-row unary asking for every row's attributions, c=8",
                  ["--rows-per-request", "64", "--outputs", "prediction,attribution"], 8),
 }
-BUILTIN = ("plain", "plain-inline", "empty", "driftline")
+BUILTIN = ("plain", "plain-inline", "empty", "driftline", "compiled")  # compiled: driftline's --front-end compiled
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -73,6 +77,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="housing")
     p.add_argument("--ceiling", action="store_true", help="add in-process onnxruntime at 1 and 64 rows")
     p.add_argument("--json", type=Path, help="write every round's report here")
+    p.add_argument("--h2load", action="store_true", help="also drive batch-1 unary with h2load (a C load generator: "
+                   "one connection, --concurrency streams), reporting infer/s and server CPU per request")
     args = p.parse_args(argv)
     args.targets = list(dict.fromkeys(args.target or ["plain", "driftline"]))
     args.variants = {}
@@ -99,6 +105,8 @@ def argvs(args: argparse.Namespace, registry: Path, model_file: Path) -> dict[st
         "empty": [sys.executable, str(harness.BENCH_DIR / "empty_server.py"), "--host", harness.HOST, "--port", "0",
                   "--model", args.model],
         "driftline": harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0"),
+        "compiled": harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0",
+                                                 "--front-end", "compiled"),
     }
     if args.before:
         known["before"] = harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0",
@@ -145,6 +153,61 @@ def ceiling(model_file: Path) -> str:
         f"{r['batch']} rows: {r['calls_per_s']:,.0f} calls/s = {r['rows_per_s']:,.0f} rows/s" for r in results)
 
 
+def h2load(server: harness.Server, args: argparse.Namespace, tmp: Path) -> dict:
+    """One h2load run of batch-1 ModelInfer calls (one connection, --concurrency streams); h2load does not read
+    grpc-status, so the calls answered OK are counted as the rest: the report's ``grpc_errors`` says how many
+    of a sample of the same request failed."""
+    import grpc
+    import numpy as np
+
+    from driftline.cli.bench import tree_cpu_seconds
+    from driftline.proto import grpc_service_pb2 as pb
+    from driftline.trainer import synthetic
+
+    row = synthetic.housing(1, seed=1).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
+    request = pb.ModelInferRequest(model_name=args.model)
+    request.inputs.add(name="input", datatype="FP32", shape=list(row.shape))
+    request.raw_input_contents.append(row.tobytes())
+    message = request.SerializeToString()
+    body = tmp / "h2load-request.bin"
+    body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)  # gRPC's length-prefixed frame
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        errors = 0
+        for _ in range(20):
+            try:
+                call(message, timeout=10)
+            except grpc.RpcError:
+                errors += 1
+    # Whole seconds (h2load takes no fractions); no warm-up of its own: the loads before warmed the server.
+    argv = ["h2load", "-c", "1", "-m", str(args.concurrency), "-D", str(max(1, round(args.duration))), "-d", str(body),
+            "-H", "content-type: application/grpc", "-H", "te: trailers",
+            f"http://{server.address}/inference.GRPCInferenceService/ModelInfer"]
+    before, _ = tree_cpu_seconds(server.pid)
+    started = time.monotonic()
+    output = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 60).stdout
+    took = time.monotonic() - started
+    after, _ = tree_cpu_seconds(server.pid)
+    match = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", output)
+    if match is None:
+        raise RuntimeError(f"h2load gave no request counts:\n{output[-2000:]}")
+    done = int(match.group(2))
+    return {"infer_per_s": done / took, "server_cpu_us_per_request": (after - before) / max(done, 1) * 1e6,
+            "requests": done, "seconds": took, "grpc_errors": f"{errors}/20", "command": harness.display_command(argv)}
+
+
+def h2load_table(reports: dict, args: argparse.Namespace) -> str:
+    rows = ["| target | infer/s (h2load) | server CPU us/req | sample gRPC errors |", "|---|---:|---:|---:|"]
+    for name in args.targets:
+        runs = reports.get(("h2load", name), [])
+        if runs:
+            done = sum(r["requests"] for r in runs)
+            cpu = sum(r["server_cpu_us_per_request"] * r["requests"] for r in runs) / max(done, 1)
+            rate = done / sum(r["seconds"] for r in runs)
+            rows.append(f"| {name} | {rate:,.0f} | {cpu:,.0f} | {runs[-1]['grpc_errors']} |")
+    return f"### batch-1 unary with h2load, one connection, {args.concurrency} streams\n\n" + "\n".join(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     print("command: " + shlex.join([os.path.relpath(sys.executable), *(sys.argv if argv is None else argv)]))
@@ -164,9 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"  {load} round {round_no} {name:<14} {report['infer_per_s']:9,.0f} infer/s  "
                           f"server {report.get('server_cpu_us_per_request') or 0:5.0f} us/req  "
                           f"errors {report['errors_total']}", flush=True)
+        if args.h2load:
+            for round_no in range(1, args.rounds + 1):
+                for name, server in servers.items():
+                    reports.setdefault(("h2load", name), []).append(h2load(server, args, Path(tmp)))
+                    print(f"  h2load round {round_no} {name:<14} {reports[('h2load', name)][-1]}", flush=True)
         limit = ceiling(model_file) if args.ceiling else ""
     failed = 0
     print()
+    if args.h2load:
+        print(h2load_table(reports, args) + "\n")
     for load in args.loads:
         pooled = {name: pool(reports[(load, name)]) for name in args.targets if (load, name) in reports}
         failed += sum(r["errors_total"] for r in pooled.values())

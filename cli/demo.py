@@ -4,8 +4,9 @@ Trains a price model on synthetic listings (numbers, a district, a Polish descri
 model tests, serves it over gRPC and HTTP one input per column, sends ordinary and drifted listings, shows
 the drift report (the server's and the fleet's, merged from the registry), refuses invalid ones, explains
 predictions, watches listings arrive in English from a new district (the language check), retrains and
-hot-swaps to the new version while traffic flows, serves an ONNX model brought from elsewhere, then
-reproduces a version from its data snapshot and shows what the registry costs to keep.
+hot-swaps to the new version while traffic flows, serves an ONNX model brought from elsewhere, sends
+batch-1 calls through the compiled gRPC front end where it is built, then reproduces a version from its
+data snapshot and shows what the registry costs to keep.
 """
 
 from __future__ import annotations
@@ -156,10 +157,13 @@ def run(args: argparse.Namespace) -> int:
         step("8. Any ONNX model: two INT32 inputs, published without training data, loaded as Triton loads")
         any_onnx(registry, workdir, channel, http)
 
-        step("9. A time machine for data: rebuild version 1 from its snapshot and recorded recipe")
+        step("9. The compiled gRPC front end (opt-in): C++ decodes, checks and batches; Python runs once per batch")
+        compiled_door(registry, root, channel, client)
+
+        step("10. A time machine for data: rebuild version 1 from its snapshot and recorded recipe")
         reproduce.run(parse_command(reproduce, "reproduce", ["housing", str(v1), "--registry", str(root), "--publish"]))
 
-        step("10. The registry: versions with their lineage and test results, and what they cost to keep")
+        step("11. The registry: versions with their lineage and test results, and what they cost to keep")
         run_show(argparse.Namespace(registry=str(root), name="housing", version=None))
         print()
         show_version(registry, "housing", str(v1))
@@ -178,6 +182,39 @@ def publish_with_snapshot(registry: Registry, trained) -> tuple[int, dict]:
     version = publish(registry, "housing", trained.onnx_model, metadata, trained.profile, trained.schema,
                       tests=trained.config.tests, data_files=data_files)
     return version, metadata.extra[snapshot.LINEAGE_KEY]
+
+
+def compiled_door(registry: Registry, root: Path, channel: grpc.Channel, python: Client) -> None:
+    """A numbers-only price model through both doors: the same answers, and how many calls C++ batched."""
+    from driftline.server.front_end import why_not_compiled
+    from driftline.server.settings import ServerSettings
+
+    reason = why_not_compiled(ServerSettings(registry=str(root)))
+    if reason is not None:
+        print(f"  not here: {reason}")
+        return
+    houses = train(TrainConfig(model="houses", estimator="gradient_boosting", synthetic="housing", rows=2000, seed=3))
+    publish(registry, "houses", houses.onnx_model, houses.metadata, houses.profile, houses.schema)
+    inference = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="houses"))
+    rows = synthetic.housing(200, seed=4).select(list(synthetic.FEATURES))
+    with server(root, "--front-end", "compiled", "--model", "houses", "--workers", "1", "--replica-id", "demo-compiled",
+                "--no-metrics") as (address, _), Client(address) as compiled:
+        answers = [None] * rows.height
+
+        def call(start: int) -> None:  # batch-1 calls from 8 callers at once: company for the C++ batcher
+            for i in range(start, rows.height, 8):
+                answers[i] = compiled.infer("houses", rows[i:i + 1])["prediction"][0]
+
+        callers = [threading.Thread(target=call, args=(start,)) for start in range(8)]
+        for thread in callers:
+            thread.start()
+        for thread in callers:
+            thread.join()
+        expected = python.infer("houses", rows)["prediction"].to_numpy()
+    difference = float(np.max(np.abs(np.asarray(answers) - expected)))
+    print(f"  {rows.height} batch-1 calls from 8 callers through the compiled door: the Python door's answers "
+          f"(largest difference {difference:g}); its log line on stop says how many calls C++ batched")
 
 
 def fleet_drift(root: Path) -> None:
@@ -353,12 +390,12 @@ def post_json(url: str, body: dict) -> dict:
 
 
 @contextmanager
-def server(root: Path) -> Iterator[tuple[str, str]]:
+def server(root: Path, *extra: str) -> Iterator[tuple[str, str]]:
     process = subprocess.Popen(
         # The demo's operator is its reader: it asks to see the values behind flags, which by default are withheld
         # from drift reports (anyone who can reach the port may read those).
         [sys.executable, "-m", "driftline", "serve", "--registry", str(root), "--port", "0", "--http-port", "0",
-         "--show-rejected-values", "--replica-id", "demo", "--fleet-interval", "1"],
+         "--show-rejected-values", "--replica-id", "demo", "--fleet-interval", "1", *extra],
         stdout=subprocess.PIPE, text=True,
     )
     try:

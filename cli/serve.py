@@ -15,7 +15,7 @@ from pathlib import Path
 
 from driftline.cli import serve_kserve
 from driftline.cli.common import add_registry
-from driftline.server import event_loop, http_server, logs, ports, telemetry
+from driftline.server import event_loop, front_end, http_server, logs, ports, telemetry
 from driftline.server.app import serve
 from driftline.errors import InvalidInput
 from driftline.kernels.drift_stats import Thresholds
@@ -126,6 +126,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                    help="the event loop every server process runs on (default auto: uvloop when installed, which "
                         "costs less CPU per request; asyncio: the standard library's)")
+    p.add_argument("--front-end", choices=("auto", "compiled", "python"), default="auto",
+                   help="what serves the gRPC port: python (grpc.aio), compiled (the C++ door, built by `make setup` "
+                        "where the gRPC C++ libraries are installed: batches in C++ and hands Python one call per "
+                        "batch) or auto (default: python for now; README, Serving)")
     p.add_argument("--no-reflection", action="store_true",
                    help="do not offer gRPC server reflection (which grpcurl, grpcui and Postman read)")
     serve_kserve.add_arguments(p)
@@ -154,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad flag or config file: say so, like any other input error
         raise InvalidInput(str(exc)) from exc
     check_registry_folder(args.registry, create=args.create_registry)
+    front_end.choose(settings)  # --front-end compiled where it cannot serve: say why before loading anything
     logs.configure(settings.log_format)
     try:
         if settings.workers > 1:
@@ -282,4 +287,5 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         log_format=args.log_format,
         reflection=not args.no_reflection,
         event_loop=args.event_loop,
+        front_end=args.front_end,
     )

@@ -23,7 +23,7 @@ from driftline.server.peers import Peers, socket_path
 from driftline.server.pipeline import RequestPath
 from driftline.server.poll import follow_production
 from driftline.server.repository import ModelRepository
-from driftline.server import fleet, http_server, logs, metrics, ports, record, reflection, run, telemetry, validate
+from driftline.server import fleet, front_end, http_server, logs, metrics, ports, record, reflection, run, telemetry, validate
 from driftline.server.malformed import TolerantServer
 from driftline.server.monitor import MonitorThread
 from driftline.server.service import AdminService, DriftlineService, InferenceService, MonitoringService
@@ -47,6 +47,7 @@ class Built:
     health: Health
     http: HttpApi  # the HTTP front end, served by serve() when settings.http_port says so
     peer_server: grpc.aio.Server | None = None  # the worker's private socket, for its peers only
+    door: front_end.CompiledDoor | None = None  # --front-end compiled: the C++ door owns the port, `server` is behind it
 
 
 def build(settings: ServerSettings) -> Built:
@@ -102,8 +103,13 @@ def build(settings: ServerSettings) -> Built:
     if settings.reflection:
         reflection.enable(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    door = None
     try:
-        port = _bind(server, settings, host)
+        if front_end.choose(settings) == "compiled":
+            door = _open_door(settings, server, repository)
+            port = door.port
+        else:
+            port = _bind(server, settings, host)
     except RuntimeError:  # grpcio's word for a port it could not bind (older releases returned 0 instead)
         port = 0
     if port == 0:
@@ -111,7 +117,7 @@ def build(settings: ServerSettings) -> Built:
                                     "or not an address of this machine")
     # the second front end, same path; driftline's own reads (version, drift) too
     http = HttpApi(inference, path, guard, settings.max_message_bytes, driftline_service, monitoring)
-    return Built(server, port, repository, pool, admin, peers, health, http, peer_server)
+    return Built(server, port, repository, pool, admin, peers, health, http, peer_server, door)
 
 
 def _bind(server: grpc.aio.Server, settings: ServerSettings, host: str) -> int:
@@ -124,6 +130,17 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings, host: str) -> int:
         )
         return server.add_secure_port(f"{host}:{settings.port}", credentials)
     return server.add_insecure_port(f"{host}:{settings.port}")
+
+
+def _open_door(settings: ServerSettings, server: grpc.aio.Server, repository: ModelRepository) -> front_end.CompiledDoor:
+    """The compiled door on the public port, the grpc.aio server behind it on a private socket."""
+    private = front_end.Private.make()
+    try:
+        server.add_insecure_port(private.address)
+        return front_end.CompiledDoor(settings, repository, private, asyncio.get_running_loop())
+    except BaseException:
+        private.remove()
+        raise
 
 
 async def serve(settings: ServerSettings, announce: Callable[[str], None] = print_flush) -> None:
@@ -167,7 +184,7 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
     providers = ", ".join(repository.providers)
     # Tests and scripts read this line to learn the port (which may have been chosen by the OS).
     announce(f"driftline serving {' '.join(summary) or 'no models'} on {settings.host}:{port} ({providers})"
-             f"{http_note}{metrics_note}")
+             f"{http_note}{metrics_note}{'; compiled gRPC front end' if built.door is not None else ''}")
     # Request figures are counted in plain integers and handed to prometheus_client in bulk (metrics.py).
     flusher = asyncio.ensure_future(metrics.flush_every())
     poller = None
@@ -178,6 +195,8 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
         poller.cancel()
     log.info("shutting down: finishing in-flight requests (up to %.0f s)", settings.shutdown_grace_s)
     await built.health.shutdown()  # probes and watchers hear NOT_SERVING while in-flight requests finish
+    # The compiled door first: calls it took may still need the server behind it.
+    await (built.door.stop(settings.shutdown_grace_s) if built.door is not None else asyncio.sleep(0))
     await asyncio.gather(server.stop(settings.shutdown_grace_s), *([http.stop()] if http is not None else []),
                          *([built.peer_server.stop(settings.shutdown_grace_s)] if built.peer_server else []))
     pool.shutdown(wait=True, cancel_futures=True)

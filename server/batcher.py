@@ -37,6 +37,7 @@ from driftline.errors import DeadlineExpired, Unavailable
 from driftline.server import metrics, telemetry
 from driftline.registry.columns import tensor_view
 from driftline.registry.table_view import TableView
+from driftline.server.front_end_messages import DEADLINE_IN_QUEUE, QUEUE_FULL, SERVER_BUSY, mib
 from driftline.server.model import ServedVersion
 from driftline.server.run import run_batch
 from driftline.server.status import caller_key
@@ -84,11 +85,7 @@ class QueuedBytes:
 
     def admit(self, size: int) -> None:
         if self.held and self.held + size > self.limit:
-            raise Unavailable(
-                f"server busy: queued requests already hold {_mib(self.held)} of input and this one needs "
-                f"{_mib(size)} more, over the bound of {_mib(self.limit)} (--max-queued-bytes); retry with backoff, "
-                "send fewer rows per request, or raise --max-queued-bytes"
-            )
+            raise Unavailable(SERVER_BUSY.format(held=mib(self.held), size=mib(size), limit=mib(self.limit)))
         self.held += size
 
     def release(self, size: int) -> None:
@@ -103,10 +100,6 @@ def input_bytes(inputs: dict[str, np.ndarray]) -> int:
         if array.dtype == object:
             size += sum(len(cell) for cell in array.flat)
     return size
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:,.1f} MiB"
 
 
 @dataclass(eq=False)
@@ -164,6 +157,11 @@ class Batcher:
         self.metrics = metrics.for_version(self.served.name, self.served.version)
 
     @property
+    def waiting(self) -> int:
+        """Requests in this batcher's queue."""
+        return self._waiting
+
+    @property
     def busy(self) -> bool:
         return self._waiting > 0 or self._running > 0
 
@@ -174,10 +172,8 @@ class Batcher:
         if rows is None:
             rows = len(next(iter(inputs.values()))) if self.served.batching else 1
         if self._waiting >= self.settings.max_queue_size:
-            raise Unavailable(
-                f"queue full: {self.served.name} version {self.served.version} already has "
-                f"{self._waiting} requests waiting (max_queue_size); retry later or raise --max-queue-size"
-            )
+            raise Unavailable(QUEUE_FULL.format(model=self.served.name, version=self.served.version,
+                                                waiting=self._waiting))
         loop = asyncio.get_running_loop()
         pending = Pending(inputs, rows, loop.create_future(), time.perf_counter_ns(), deadline,
                           telemetry.current_span() if telemetry.tracer is not None else None, view)
@@ -229,6 +225,27 @@ class Batcher:
         served.stats.executed(rows, compute_ns)
         self.metrics.executed(rows, 1, compute_ns)
         self._observe(1, [view], inputs, outputs, None)
+        return outputs
+
+    async def run_formed(self, inputs: dict[str, np.ndarray], rows: int, waited_ns: Sequence[int]
+                         ) -> list[np.ndarray]:
+        """A batch formed by another queue (the compiled front end's, server/front_end.py), of ``len(waited_ns)``
+        requests: run, timed, counted and observed as one of this batcher's own."""
+        served = self.served
+        for waited in waited_ns:
+            served.stats.queue.add(waited)
+            self.metrics.waited(waited)
+        started = time.perf_counter_ns()
+        self._running += 1  # this version's own queue waits for it as for its own batches
+        try:
+            outputs = await self._call(inputs, rows)
+        finally:
+            self._running -= 1
+            self._dispatch()
+        compute_ns = time.perf_counter_ns() - started
+        served.stats.executed(rows, compute_ns)
+        self.metrics.executed(rows, len(waited_ns), compute_ns)
+        self._observe(len(waited_ns), [None] * len(waited_ns), inputs, outputs, None)
         return outputs
 
     def _dispatch_soon(self) -> None:
@@ -290,7 +307,7 @@ class Batcher:
             if head.deadline is not None and now >= head.deadline:
                 self.served.stats.expired += 1
                 head.future.set_exception(
-                    DeadlineExpired(f"deadline expired after {_waited_ms(head):.1f} ms in the queue; nothing was run")
+                    DeadlineExpired(DEADLINE_IN_QUEUE.format(waited_ms=f"{_waited_ms(head):.1f}"))
                 )
                 continue
             taken.append(head)

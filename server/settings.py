@@ -63,6 +63,7 @@ class ServerSettings:
     log_format: str = "text"  # "json": one object per line, with the request's trace id
     reflection: bool = True  # gRPC server reflection (grpcurl, grpcui, Postman)
     event_loop: str = "auto"  # "auto" (uvloop when installed), "uvloop" or "asyncio": event_loop.resolve checks it
+    front_end: str = "auto"  # the gRPC port's: "python", "compiled" (server/compiled/) or "auto" (front_end.choose)
 
     def batching_for(self, model: str) -> BatchSettings:
         return self.model_batching.get(model, self.batching)
@@ -91,12 +92,18 @@ class ServerSettings:
             raise ValueError(f"shutdown grace must be >= 0 seconds, got {self.shutdown_grace_s}")
         if self.worker_restart_limit < 1 or self.worker_restart_window_s <= 0:
             raise ValueError("worker restart limit must be >= 1 and its window > 0 seconds")
+        _check_front_end(self.front_end)
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, not {self.log_format!r}")
         if self.max_message_bytes < 1 or self.stream_window < 1 or self.max_queued_bytes < 1:
             raise ValueError("max_message_bytes, stream_window and max_queued_bytes must be >= 1")
         if self.intra_op_threads < 0 or self.inference_threads < 1:
             raise ValueError("intra_op_threads must be >= 0 and inference_threads >= 1")
+
+
+def _check_front_end(front_end: str) -> None:
+    if front_end not in ("auto", "compiled", "python"):
+        raise ValueError(f"front end must be auto, compiled or python, not {front_end!r}")
 
 
 def _check_fleet_settings(settings: ServerSettings) -> None:

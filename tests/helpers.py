@@ -17,6 +17,9 @@ from pathlib import Path
 READY_LINE = re.compile(r"driftline serving .* on (?P<host>[^ ]+):(?P<port>\d+) ")
 _servers = itertools.count()
 START_TIMEOUT_S = 120  # a cold start imports onnxruntime; CI machines are slow and shared
+# Every running_server serves through this gRPC front end when set (compiled or python): the protocol tests, run
+# once per door (tests/server/test_compiled_door.py says how).
+FRONT_END = os.environ.get("DRIFTLINE_TEST_FRONT_END", "")
 
 
 def driftline(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -56,6 +59,8 @@ def running_server(registry: Path, *extra: str) -> Iterator[RunningServer]:
         # A replica of its own: with the host name, a server would resume the drift state an earlier test's server
         # wrote to a shared registry (restarts resume; tests/server/test_fleet_drift.py tests that on purpose).
         extra = ("--replica-id", f"test-{next(_servers)}-{os.getpid()}", *extra)
+    if FRONT_END and "--front-end" not in extra and "--tls-cert" not in extra:  # TLS: the Python door's alone so far
+        extra = ("--front-end", FRONT_END, *extra)  # the whole suite against one door: DRIFTLINE_TEST_FRONT_END
     process = subprocess.Popen(
         [sys.executable, "-m", "driftline", "serve", "--registry", str(registry), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
