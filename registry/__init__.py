@@ -2,12 +2,16 @@
 
 Layout of a local registry::
 
-    <root>/<model>/<version>/model.onnx       the model, ONNX
+    <root>/<model>/<version>/model.onnx       the model, ONNX (with profile.json, schema.json, ... beside it)
     <root>/<model>/<version>/metadata.json    features, outputs, lineage, metrics (metadata.py)
-    <root>/<model>/<version>/manifest.json    sha256 of every other file, written last
+    <root>/<model>/<version>/manifest.json    sha256 of every other file, which of them are blobs; written last
+    <root>/.blobs/sha256/<2 hex>/<hex>        every file but metadata.json, stored once by content (blobs.py);
+                                              hard-linked into the version folders above
+    <root>/<model>/.fleet/<version>/<replica>.json   each serving replica's drift state (fleet.py)
 
 Versions are integers from 1 and immutable. A version is visible only once its folder has its
-final name and holds a manifest, so a crashed publish never shows a half-written version.
+final name and holds a manifest, so a crashed publish never shows a half-written version. In an object
+store a version's folder holds its metadata and manifest only; its other files are read from the blobs.
 """
 
 from driftline.registry.metadata import Feature, TensorSpec, VersionMetadata
