@@ -7,7 +7,7 @@ import json
 
 from driftline.cli.common import add_registry
 from driftline.errors import DriftlineError
-from driftline.registry import open_registry
+from driftline.registry import VersionMetadata, open_registry
 from driftline.registry.usage import DEFAULT_PRICE_PER_GB_MONTH, DEFAULT_PRICE_SOURCE
 
 PRIMARY_METRIC = {"regression": "r2", "classification": "accuracy"}
@@ -113,14 +113,26 @@ def run_show(args: argparse.Namespace) -> int:
             continue
         tags = f"  [{', '.join(by_version[version])}]" if version in by_version else ""
         print(f"\nversion {version}{tags}")
-        print(f"  created      {meta.created_at} by {meta.source}")
-        print(f"  estimator    {meta.estimator} ({meta.task}), target {meta.target or '-'}")
-        print(f"  parameters   {_compact(meta.parameters)}")
-        print(f"  metrics      {_compact({k: round(v, 4) for k, v in meta.metrics.items()})}")
-        print(f"  data         {meta.data_version} ({meta.data_rows} rows) {meta.extra.get('data', '')}")
-        print(f"  code         {meta.code_version}")
-        print(f"  features     {', '.join(meta.feature_names)}")
+        for line in lineage_lines(meta):
+            print("  " + line)
     return 0
+
+
+def lineage_lines(meta: VersionMetadata) -> list[str]:
+    """A version's lineage as `models show` prints it, one line each (also `models show NAME VERSION`)."""
+    retrained = meta.extra.get("retrained_from")
+    return [
+        f"created      {meta.created_at} by {meta.source}"
+        + (f", retrained from version {retrained}" if retrained is not None else ""),
+        f"estimator    {meta.estimator} ({meta.task}), target {meta.target or '-'}",
+        f"parameters   {_compact(meta.parameters)}",
+        # The export check's deviation is ~1e-7: rounded with the metrics it would read 0.0.
+        "metrics      " + _compact({k: f"{v:.2e}" if k == "onnx_max_rel_deviation" else round(v, 4)
+                                    for k, v in meta.metrics.items()}),
+        f"data         {meta.data_version} ({meta.data_rows} rows) {meta.extra.get('data', '')}",
+        f"code         {meta.code_version}",
+        f"features     {', '.join(meta.feature_names)}",
+    ]
 
 
 def run_diff(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from driftline.registry.store import MANIFEST_FILE
 
 
 def show_version(registry: Registry, name: str, ref: str) -> int:
-    from driftline.cli.models import _compact
+    from driftline.cli.models import lineage_lines
     from driftline.trainer.model_card import CARD_FILE, overrides
     from driftline.trainer.model_tests import result_lines
 
@@ -18,14 +18,8 @@ def show_version(registry: Registry, name: str, ref: str) -> int:
     meta = stored.metadata
     tags = sorted(alias for alias, v in registry.aliases(name).items() if v == version)
     print(f"{name} version {version}" + (f"  [{', '.join(tags)}]" if tags else "") + f"  ({stored.location})")
-    print(f"  created      {meta.created_at} by {meta.source}"
-          + (f", retrained from version {meta.extra['retrained_from']}" if "retrained_from" in meta.extra else ""))
-    print(f"  estimator    {meta.estimator} ({meta.task}), target {meta.target or '-'}")
-    print(f"  parameters   {_compact(meta.parameters)}")
-    print(f"  metrics      {_compact({k: f'{v:.2e}' if k == 'onnx_max_rel_deviation' else round(v, 4) for k, v in meta.metrics.items()})}")
-    print(f"  data         {meta.data_version} ({meta.data_rows} rows) {meta.extra.get('data', '')}")
-    print(f"  code         {meta.code_version}")
-    print(f"  features     {', '.join(meta.feature_names)}")
+    for line in lineage_lines(meta):
+        print("  " + line)
     print(f"  files        {', '.join(sorted(stored.checksums))} (sha256 of each in {MANIFEST_FILE})")
     for line in _fuses(meta.extra.get("fuses")) + _leakage(meta.extra.get("leakage")):
         print("  " + line)

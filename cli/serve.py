@@ -21,7 +21,7 @@ from driftline.errors import InvalidInput
 from driftline.kernels.drift_stats import Thresholds
 from driftline.server.batcher import BatchSettings
 from driftline.server.monitor import DriftSettings
-from driftline.server.settings import ServerSettings, load_model_config
+from driftline.server.settings import FRONT_ENDS, ServerSettings, load_model_config
 from driftline.server.workers import run_workers
 
 METRICS_PORT = 8002  # Triton's metrics port, beside the gRPC 8001
@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                    help="the event loop every server process runs on (default auto: uvloop when installed, which "
                         "costs less CPU per request; asyncio: the standard library's)")
-    p.add_argument("--front-end", choices=("auto", "compiled", "python"), default="auto",
+    p.add_argument("--front-end", choices=FRONT_ENDS, default="auto",
                    help="what serves the gRPC port: python (grpc.aio), compiled (the C++ door, built by `make setup` "
                         "where the gRPC C++ libraries are installed: batches in C++ and hands Python one call per "
                         "batch) or auto (default: python for now; README, Serving)")

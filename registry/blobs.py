@@ -37,12 +37,6 @@ def blob_key(sha: str) -> str:
     return f"{BLOB_ROOT}/{KIND}/{sha[:2]}/{sha}"
 
 
-def sha_of_key(key: str) -> str | None:
-    """The sha256 a blob key names, or None for anything else under the blob root (a temporary file)."""
-    name = key.rsplit("/", 1)[-1]
-    return name if len(name) == 64 and all(c in "0123456789abcdef" for c in name) else None
-
-
 def shared(names: Iterable[str]) -> list[str]:
     """Which of a version's files go to the blob store."""
     return sorted(n for n in names if n not in IN_FOLDER)

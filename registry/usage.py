@@ -128,10 +128,6 @@ def registry_usage(registry: Registry, model: str | None = None) -> Usage:
     return Usage(models, blobs.unreferenced)
 
 
-def usage(registry: Registry, model: str | None = None) -> list[ModelUsage]:
-    return registry_usage(registry, model).models
-
-
 def monthly_cost(size: int, price_per_gb_month: float) -> float:
     return size / GB * price_per_gb_month
 

@@ -151,7 +151,6 @@ class FleetWriter:
         self.loop = loop
         self.clock = clock
         self.run = uuid.uuid4().hex  # this process's run: tells a restart from another server using the same id
-        self.failures = 0
         self._written: dict[tuple[str, int], float] = {}  # when this run last wrote each version's state
         self._marks: dict[tuple[str, int], tuple[int, int, int]] = {}  # ...and its rows then (see _one)
         self._forgotten_at = float("-inf")
@@ -271,7 +270,6 @@ class FleetWriter:
                 log.debug("fleet: could not remove stale states of %s: %s", name, exc)
 
     def _failed(self, name: str, version: int, exc: BaseException) -> None:
-        self.failures += 1
         metrics.fleet_written(False)
         key = f"{name}:{version}"
         if key not in self._warned:  # every interval would flood the log: once, then at debug level

@@ -30,7 +30,6 @@ from driftline.server.repository import ModelRepository
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
-FRONT_ENDS = ("auto", "compiled", "python")
 # What ``auto`` picks when the extension is built. Python for now, though the door passes the protocol tests run
 # through it (Makefile DOOR_TESTS): the calls it batches get no trace span and are not in ModelStatistics when
 # its queue refuses them, streams are forwarded (slower than the Python door's own), TLS is not served;

@@ -101,8 +101,11 @@ class ServerSettings:
             raise ValueError("intra_op_threads must be >= 0 and inference_threads >= 1")
 
 
+FRONT_ENDS = ("auto", "compiled", "python")  # what serves the gRPC port (server/front_end.py)
+
+
 def _check_front_end(front_end: str) -> None:
-    if front_end not in ("auto", "compiled", "python"):
+    if front_end not in FRONT_ENDS:
         raise ValueError(f"front end must be auto, compiled or python, not {front_end!r}")
 
 

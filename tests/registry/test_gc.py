@@ -12,7 +12,7 @@ from driftline.registry import Registry, open_registry
 from driftline.registry.gc import GC_MARK, collect, hide_version
 from driftline.registry.names import is_version_folder
 from driftline.registry.store import MANIFEST_FILE, METADATA_FILE, MODEL_FILE
-from driftline.registry.usage import usage
+from driftline.registry.usage import registry_usage
 from driftline.server.record import ServingRecord, record_path
 from helpers import driftline, running_server, sample_metadata, wait_until
 
@@ -183,7 +183,7 @@ def test_du_and_gc_on_an_object_store():
     for _ in range(4):
         registry.publish("m", files)
     registry.promote("m", 1)
-    [model] = usage(registry)
+    [model] = registry_usage(registry).models
     stored = {v: sum(registry.storage.sizes(f"m/{v}").values()) for v in (1, 2, 3, 4)}
     assert model.bytes == sum(stored.values()) + 4 * 100 and all(stored.values())  # each version's model, whole
     assert model.stored == sum(stored.values()) + 100  # the model stored once
