@@ -6,6 +6,8 @@
 #   docker run -p 8000:8000 -p 8001:8001 -p 8002:8002 -v $PWD/registry:/registry -e DRIFTLINE_REGISTRY=/registry driftline:0.1.0
 #
 # The install and the entrypoint are scripts in deploy/docker/, run here and by tests/deploy alike.
+# The image holds the compiled gRPC front end (server/compiled/, built against Debian's or Ubuntu's gRPC C++ 1.51):
+# The default, `--front-end auto`, serves through it; `--front-end python` keeps the grpc.aio door.
 # Ports: gRPC 8001, HTTP 8000, metrics 8002 (driftline's and Triton's defaults); flags or DRIFTLINE_GRPC_PORT,
 # DRIFTLINE_HTTP_PORT, DRIFTLINE_METRICS_PORT change them (a flag wins over its variable).
 
@@ -28,12 +30,24 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
+# -- door: the compiled gRPC front end, built on the runtime's own base (its Python, its library versions) ----
+FROM base-${DEVICE} AS door
+WORKDIR /src
+COPY proto proto
+COPY server/compiled server/compiled
+RUN --mount=type=bind,source=deploy/docker/install.sh,target=/tmp/install.sh \
+    sh /tmp/install.sh door /src /door
+
 # -- runtime: the wheel in a virtual environment, a non-root user, one entrypoint -----------------------
 FROM base-${DEVICE} AS runtime
 ARG DEVICE
 RUN --mount=type=bind,from=builder,source=/dist,target=/tmp/dist \
     --mount=type=bind,source=deploy/docker/install.sh,target=/tmp/install.sh \
     sh /tmp/install.sh runtime /tmp/dist /opt/driftline ${DEVICE}
+# The door's extension, and of the shared libraries it loads only those the base lacks (gRPC C++, protobuf, abseil...)
+RUN --mount=type=bind,from=door,source=/door,target=/tmp/door \
+    --mount=type=bind,source=deploy/docker/install.sh,target=/tmp/install.sh \
+    sh /tmp/install.sh door-runtime /tmp/door /opt/driftline
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/driftline-entrypoint
 RUN useradd --uid 10001 --user-group --create-home --home-dir /home/driftline driftline
 USER 10001:10001

@@ -8,8 +8,10 @@ unless ``--reference``) from the same run. Targets:
 - ``plain``: ``baseline_server.py``, a 120-line grpc.aio server calling onnxruntime per request in a thread pool;
 - ``plain-inline``: the same calling onnxruntime on the event loop (faster for a microsecond model);
 - ``empty``: ``empty_server.py``, handlers that answer a constant: the transport's floor;
-- ``driftline``: ``driftline serve`` with its defaults (drift, validation, attribution sampling, metrics);
-- ``compiled``: the same with ``--front-end compiled`` (the C++ door of server/compiled/; built by ``make setup``);
+- ``driftline``: ``driftline serve`` with its defaults (drift, validation, attribution sampling, metrics) on the
+  Python gRPC door (``--front-end python``);
+- ``compiled``: the same with ``--front-end compiled`` (the C++ door of server/compiled/, built by ``make setup``;
+  what ``auto``, the default, serves on where it is built);
 - ``NAME=ARGS`` (``--driftline``, repeatable): ``driftline serve ARGS``, e.g. ``off="--no-drift"``;
 - ``before`` (``--before PYTHON``): ``driftline serve`` of another install (an earlier commit), to see what changed.
 
@@ -104,7 +106,8 @@ def argvs(args: argparse.Namespace, registry: Path, model_file: Path) -> dict[st
         "plain-inline": [*plain, "--inline"],
         "empty": [sys.executable, str(harness.BENCH_DIR / "empty_server.py"), "--host", harness.HOST, "--port", "0",
                   "--model", args.model],
-        "driftline": harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0"),
+        "driftline": harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0",
+                                                  "--front-end", "python"),
         "compiled": harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0",
                                                  "--front-end", "compiled"),
     }

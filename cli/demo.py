@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     step("2. Serve it over the Open Inference Protocol (gRPC and HTTP/REST)")
     with server(root) as (address, http), grpc.insecure_channel(address) as channel, Client(address) as client:
         info = driftline_pb2_grpc.DriftlineStub(channel).VersionInfo(dpb.VersionInfoRequest(name="housing"))
-        print(f"gRPC at {address}, HTTP at {http}; housing version {info.version} runs on "
-              f"{', '.join(info.execution_providers)}")
+        print(f"gRPC at {address} ({door_name(root)}), HTTP at {http}; housing version {info.version} runs on "
+              f"{', '.join(info.execution_providers)} (device path: {info.device_path})")
         doors(channel, http)
 
         step("3. Price five ordinary listings, then send 1,000 more: drift against the training baseline stays quiet")
@@ -157,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
         step("8. Any ONNX model: two INT32 inputs, published without training data, loaded as Triton loads")
         any_onnx(registry, workdir, channel, http)
 
-        step("9. The compiled gRPC front end (opt-in): C++ decodes, checks and batches; Python runs once per batch")
-        compiled_door(registry, root, channel, client)
+        step("9. The compiled gRPC front end (the default where built): C++ decodes, checks and batches calls and "
+             "stream messages; Python runs once per batch")
+        compiled_door(registry, root, channel, address)
 
         step("10. A time machine for data: rebuild version 1 from its snapshot and recorded recipe")
         reproduce.run(parse_command(reproduce, "reproduce", ["housing", str(v1), "--registry", str(root), "--publish"]))
@@ -184,8 +185,17 @@ def publish_with_snapshot(registry: Registry, trained) -> tuple[int, dict]:
     return version, metadata.extra[snapshot.LINEAGE_KEY]
 
 
-def compiled_door(registry: Registry, root: Path, channel: grpc.Channel, python: Client) -> None:
-    """A numbers-only price model through both doors: the same answers, and how many calls C++ batched."""
+def door_name(root: Path) -> str:
+    """Which door `--front-end auto` put on the gRPC port."""
+    from driftline.server.front_end import why_not_compiled
+    from driftline.server.settings import ServerSettings
+
+    reason = why_not_compiled(ServerSettings(registry=str(root)))
+    return "the Python gRPC door" if reason else "the compiled gRPC door"
+
+
+def compiled_door(registry: Registry, root: Path, channel: grpc.Channel, address: str) -> None:
+    """A numbers-only price model through both doors: the same answers, unary and streamed."""
     from driftline.server.front_end import why_not_compiled
     from driftline.server.settings import ServerSettings
 
@@ -198,8 +208,8 @@ def compiled_door(registry: Registry, root: Path, channel: grpc.Channel, python:
     inference = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
     inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="houses"))
     rows = synthetic.housing(200, seed=4).select(list(synthetic.FEATURES))
-    with server(root, "--front-end", "compiled", "--model", "houses", "--workers", "1", "--replica-id", "demo-compiled",
-                "--no-metrics") as (address, _), Client(address) as compiled:
+    with server(root, "--front-end", "python", "--model", "houses", "--workers", "1", "--replica-id", "demo-python",
+                "--no-metrics") as (python_address, _), Client(python_address) as python, Client(address) as compiled:
         answers = [None] * rows.height
 
         def call(start: int) -> None:  # batch-1 calls from 8 callers at once: company for the C++ batcher
@@ -212,9 +222,35 @@ def compiled_door(registry: Registry, root: Path, channel: grpc.Channel, python:
         for thread in callers:
             thread.join()
         expected = python.infer("houses", rows)["prediction"].to_numpy()
-    difference = float(np.max(np.abs(np.asarray(answers) - expected)))
-    print(f"  {rows.height} batch-1 calls from 8 callers through the compiled door: the Python door's answers "
-          f"(largest difference {difference:g}); its log line on stop says how many calls C++ batched")
+        difference = float(np.max(np.abs(np.asarray(answers) - expected)))
+        print(f"  {rows.height} batch-1 calls from 8 callers through the compiled door: the Python door's answers "
+              f"(largest difference {difference:g})")
+        matrix = rows.to_numpy().astype(np.float32)
+        streamed = [stream_through(target, matrix[:20]) for target in (channel, python_address)]
+        same = "the same answers" if streamed[0] == streamed[1] else "DIFFERENT answers"
+        errors = [e for e in streamed[0] if e.startswith("error")]
+        print(f"  one stream of 20 messages (two of the wrong width) through each door: {same}, in order; "
+              f"{len(errors)} in-band errors, e.g. {errors[0][:90]}...")
+
+
+def stream_through(target: grpc.Channel | str, matrix: np.ndarray) -> list[str]:
+    """One ModelStreamInfer of single rows (messages 5 and 12 one feature short): each answer or in-band error."""
+    def messages() -> Iterator[pb.ModelInferRequest]:
+        for i, row in enumerate(matrix):
+            values = row[:-1] if i in (5, 12) else row
+            tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, len(values)])
+            yield pb.ModelInferRequest(model_name="houses", id=str(i), inputs=[tensor],
+                                       raw_input_contents=[values.tobytes()])
+
+    channel = grpc.insecure_channel(target) if isinstance(target, str) else target
+    try:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return [f"error: {r.error_message}" if r.error_message else
+                f"{r.infer_response.id}: {np.frombuffer(r.infer_response.raw_output_contents[0], np.float32)[0]:.6g}"
+                for r in stub.ModelStreamInfer(messages(), timeout=60)]
+    finally:
+        if isinstance(target, str):
+            channel.close()
 
 
 def fleet_drift(root: Path) -> None:

@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "With --model-dir: the name to serve that folder's model under")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: CUDA when a GPU is visible, else CPU")
+    p.add_argument("--device-path", choices=["auto", "off"], default="auto",
+                   help="auto: a version on the CUDA provider keeps its batches on the GPU (IO binding, monitoring "
+                        "kernels on the device); off: host copies, as on the CPU")
+    p.add_argument("--device-memory-mib", type=int, default=None, metavar="MIB",
+                   help="bound on the device path's GPU memory (CuPy's pool and onnxruntime's arena, each); "
+                        "a batch that meets it runs on the CPU (default: a quarter of the GPU)")
     p.add_argument("--workers", type=int, default=os.environ.get("DRIFTLINE_WORKERS", os.cpu_count() or 1),
                    help="server processes sharing the port (default $DRIFTLINE_WORKERS or one per core)")
     p.add_argument("--state-dir", metavar="DIR",
@@ -129,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--front-end", choices=FRONT_ENDS, default="auto",
                    help="what serves the gRPC port: python (grpc.aio), compiled (the C++ door, built by `make setup` "
                         "where the gRPC C++ libraries are installed: batches in C++ and hands Python one call per "
-                        "batch) or auto (default: python for now; README, Serving)")
+                        "batch) or auto (default: compiled where it is built, else python; README, Serving)")
     p.add_argument("--no-reflection", action="store_true",
                    help="do not offer gRPC server reflection (which grpcurl, grpcui and Postman read)")
     serve_kserve.add_arguments(p)
@@ -257,6 +263,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         port=args.port,
         models=tuple(args.model),
         device=args.device,
+        device_path=args.device_path,
+        device_memory_mib=args.device_memory_mib,
         intra_op_threads=args.intra_op_threads,
         inference_threads=args.inference_threads,
         max_message_bytes=args.max_message_bytes,

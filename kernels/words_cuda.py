@@ -16,18 +16,15 @@ it imports without a GPU and the kernels compile at their first launch. Under ``
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from numba import cuda
 
+from driftline.kernels.launch import DeviceLimits, resolve
 from driftline.kernels.words import clamp_id_py, word_flags_py
 
 __all__ = ["count_ids_cuda", "row_word_stats_cuda"]
-
-DEFAULT_THREADS_PER_BLOCK = 256
-DEFAULT_MAX_BLOCKS = 1024  # with the grid-stride loop, more blocks than this only add atomics contention
 
 _clamp_id = cuda.jit(device=True)(clamp_id_py)
 _word_flags = cuda.jit(device=True)(word_flags_py)
@@ -74,14 +71,8 @@ def _to_device(a: Any, stream: Any) -> Any:
 
 def _back_to_host(device: Any, host: np.ndarray, stream: Any) -> None:
     host[...] = device.copy_to_host(stream=stream)
-    if not isinstance(stream, int):
+    if stream != 0:
         stream.synchronize()
-
-
-def _blocks(items: int, threads_per_block: int, max_blocks: int) -> int:
-    if threads_per_block < 1 or max_blocks < 1:
-        raise ValueError("threads_per_block and max_blocks must be >= 1")
-    return max(1, min(max_blocks, math.ceil(items / threads_per_block)))
 
 
 def _check_ids(ids: Any) -> None:
@@ -89,13 +80,15 @@ def _check_ids(ids: Any) -> None:
         raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype} {tuple(ids.shape)}")
 
 
-def count_ids_cuda(ids: Any, counts: Any, *, threads_per_block: int = DEFAULT_THREADS_PER_BLOCK,
-                   max_blocks: int = DEFAULT_MAX_BLOCKS, stream: Any = 0) -> Any:
+def count_ids_cuda(ids: Any, counts: Any, *, threads_per_block: int | None = None, max_blocks: int | None = None,
+                   stream: Any = None, limits: DeviceLimits | None = None) -> Any:
     """:func:`~driftline.kernels.words.count_ids` on the GPU: add 1 to ``counts[id]`` per id, in place.
 
-    ``counts`` on the device is updated there; a numpy ``counts`` is copied over, counted into and copied
-    back (synchronising on ``stream``). Returns ``counts``.
+    ``counts`` on the device is updated there (nothing waited for); a numpy ``counts`` is copied over,
+    counted into and copied back (waiting for ``stream``; None: the default stream). Returns ``counts``. The
+    grid is :mod:`driftline.kernels.launch`'s unless ``threads_per_block`` / ``max_blocks`` say otherwise.
     """
+    stream = 0 if stream is None else stream
     _check_ids(ids)
     if len(counts.shape) != 1:
         raise ValueError(f"counts must be 1-D, got shape {tuple(counts.shape)}")
@@ -104,9 +97,9 @@ def count_ids_cuda(ids: Any, counts: Any, *, threads_per_block: int = DEFAULT_TH
         return counts
     if counts.shape[0] == 0:
         raise ValueError("count_ids_cuda: no entry to count words in")
-    blocks = _blocks(words, threads_per_block, max_blocks)
+    grid = resolve(words, threads_per_block, max_blocks, limits)
     counts_device = _to_device(counts, stream)
-    _count_ids[blocks, threads_per_block, stream](_to_device(ids, stream), counts_device)
+    _count_ids[grid.blocks, grid.threads_per_block, stream](_to_device(ids, stream), counts_device)
     if not _is_device(counts):
         _back_to_host(counts_device, counts, stream)
     return counts
@@ -114,14 +107,15 @@ def count_ids_cuda(ids: Any, counts: Any, *, threads_per_block: int = DEFAULT_TH
 
 def row_word_stats_cuda(ids: Any, offsets: Any, vocabulary: int, language: int,
                         tokens_out: Any, oov_out: Any, language_out: Any, *,
-                        threads_per_block: int = DEFAULT_THREADS_PER_BLOCK, max_blocks: int = DEFAULT_MAX_BLOCKS,
-                        stream: Any = 0) -> None:
+                        threads_per_block: int | None = None, max_blocks: int | None = None, stream: Any = None,
+                        limits: DeviceLimits | None = None) -> None:
     """:func:`~driftline.kernels.words.row_word_stats` on the GPU: per row, its words, out-of-vocabulary
     words and language reference words as float64 counts in the three ``[rows]`` outputs.
 
-    Outputs on the device are written there; numpy outputs are filled from the device (synchronising on
-    ``stream``).
+    Outputs on the device are written there (nothing waited for); numpy outputs are filled from the device
+    (waiting for ``stream``; None: the default stream).
     """
+    stream = 0 if stream is None else stream
     _check_ids(ids)
     if len(offsets.shape) != 1 or offsets.shape[0] < 1:
         raise ValueError(f"offsets must be 1-D with rows + 1 entries, got shape {tuple(offsets.shape)}")
@@ -131,11 +125,11 @@ def row_word_stats_cuda(ids: Any, offsets: Any, vocabulary: int, language: int,
             raise ValueError(f"{name} must be float64 [{rows}], got {out.dtype} {tuple(out.shape)}")
     if rows == 0:
         return
-    blocks = _blocks(rows, threads_per_block, max_blocks)
+    grid = resolve(rows, threads_per_block, max_blocks, limits)
     outs = [_to_device(out, stream) for out in (tokens_out, oov_out, language_out)]
     # a batch of empty texts has no ids; give the kernel a one-element array rather than a zero-size one
     ids_device = _to_device(ids if ids.shape[0] else np.zeros(1, dtype=np.int64), stream)
-    _row_word_stats[blocks, threads_per_block, stream](ids_device, _to_device(offsets, stream),
+    _row_word_stats[grid.blocks, grid.threads_per_block, stream](ids_device, _to_device(offsets, stream),
                                                        np.int64(vocabulary), np.int64(language), *outs)
     for device, host in zip(outs, (tokens_out, oov_out, language_out), strict=True):
         if not _is_device(host):

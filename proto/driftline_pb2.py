@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = POOL.AddSerializedFile(b'\n\x0f\x64riftline.proto\x12\x0c\x64riftline.v1\"3\n\x12VersionInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xa7\x01\n\x13VersionInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\x12\x10\n\x08registry\x18\x06 \x01(\t\x12\x14\n\x0cprofile_json\x18\x07 \x01(\t\"<\n\x0c\x44riftRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66leet\x18\x03 \x01(\x08\"\x87\x02\n\x0b\x43olumnDrift\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x0b\n\x03psi\x18\x04 \x01(\x01\x12\n\n\x02js\x18\x05 \x01(\x01\x12\n\n\x02ks\x18\x06 \x01(\x01\x12\x13\n\x0bwasserstein\x18\x07 \x01(\x01\x12\x12\n\nmean_shift\x18\x08 \x01(\x01\x12\x0c\n\x04\x63hi2\x18\t \x01(\x01\x12\r\n\x05\x61larm\x18\n \x01(\x08\x12\x0e\n\x06\x61larms\x18\x0b \x03(\t\x12\x0e\n\x06source\x18\x0c \x01(\t\x12\x0f\n\x07p_value\x18\r \x01(\x01\x12\x12\n\np_adjusted\x18\x0e \x01(\x01\x12\x0c\n\x04note\x18\x0f \x01(\t\x12\x10\n\x08\x64iscrete\x18\x10 \x01(\x08\"\xb4\x01\n\x0c\x44riftSection\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\r\n\x05\x61larm\x18\x02 \x01(\x08\x12+\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x19.driftline.v1.ColumnDrift\x12*\n\x07outputs\x18\x04 \x03(\x0b\x32\x19.driftline.v1.ColumnDrift\x12.\n\x0b\x61ttribution\x18\x05 \x03(\x0b\x32\x19.driftline.v1.ColumnDrift\"\x87\x02\n\x13\x44riftReportResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06window\x18\x03 \x01(\t\x12+\n\x07\x63urrent\x18\x04 \x01(\x0b\x32\x1a.driftline.v1.DriftSection\x12.\n\nsince_live\x18\x05 \x01(\x0b\x32\x1a.driftline.v1.DriftSection\x12\x17\n\x0fthresholds_json\x18\x06 \x01(\t\x12\x17\n\x0fvalidation_json\x18\x07 \x01(\t\x12\x1e\n\x16\x61ttribution_flags_json\x18\x08 \x01(\t\x12\x12\n\nfleet_json\x18\t \x01(\t\"\x83\x01\n\x13\x44riftStatesResponse\x12\x19\n\x11window_state_json\x18\x01 \x01(\t\x12\x18\n\x10total_state_json\x18\x02 \x01(\t\x12\x17\n\x0fvalidation_json\x18\x03 \x01(\t\x12\x1e\n\x16\x61ttribution_flags_json\x18\x04 \x01(\t\";\n\x0bSwapRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"i\n\x0cSwapResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07workers\x18\x04 \x01(\r\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x32\x61\n\tDriftline\x12T\n\x0bVersionInfo\x12 .driftline.v1.VersionInfoRequest\x1a!.driftline.v1.VersionInfoResponse\"\x00\x32\xac\x01\n\nMonitoring\x12N\n\x0b\x44riftReport\x12\x1a.driftline.v1.DriftRequest\x1a!.driftline.v1.DriftReportResponse\"\x00\x12N\n\x0b\x44riftStates\x12\x1a.driftline.v1.DriftRequest\x1a!.driftline.v1.DriftStatesResponse\"\x00\x32\x91\x01\n\x05\x41\x64min\x12?\n\x04Swap\x12\x19.driftline.v1.SwapRequest\x1a\x1a.driftline.v1.SwapResponse\"\x00\x12G\n\x08Rollback\x12\x1d.driftline.v1.RollbackRequest\x1a\x1a.driftline.v1.SwapResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n\x0f\x64riftline.proto\x12\x0c\x64riftline.v1\"3\n\x12VersionInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xbc\x01\n\x13VersionInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\x12\x10\n\x08registry\x18\x06 \x01(\t\x12\x14\n\x0cprofile_json\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65vice_path\x18\x08 \x01(\t\"<\n\x0c\x44riftRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66leet\x18\x03 \x01(\x08\"\x87\x02\n\x0b\x43olumnDrift\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x0b\n\x03psi\x18\x04 \x01(\x01\x12\n\n\x02js\x18\x05 \x01(\x01\x12\n\n\x02ks\x18\x06 \x01(\x01\x12\x13\n\x0bwasserstein\x18\x07 \x01(\x01\x12\x12\n\nmean_shift\x18\x08 \x01(\x01\x12\x0c\n\x04\x63hi2\x18\t \x01(\x01\x12\r\n\x05\x61larm\x18\n \x01(\x08\x12\x0e\n\x06\x61larms\x18\x0b \x03(\t\x12\x0e\n\x06source\x18\x0c \x01(\t\x12\x0f\n\x07p_value\x18\r \x01(\x01\x12\x12\n\np_adjusted\x18\x0e \x01(\x01\x12\x0c\n\x04note\x18\x0f \x01(\t\x12\x10\n\x08\x64iscrete\x18\x10 \x01(\x08\"\xb4\x01\n\x0c\x44riftSection\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\r\n\x05\x61larm\x18\x02 \x01(\x08\x12+\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x19.driftline.v1.ColumnDrift\x12*\n\x07outputs\x18\x04 \x03(\x0b\x32\x19.driftline.v1.ColumnDrift\x12.\n\x0b\x61ttribution\x18\x05 \x03(\x0b\x32\x19.driftline.v1.ColumnDrift\"\x87\x02\n\x13\x44riftReportResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06window\x18\x03 \x01(\t\x12+\n\x07\x63urrent\x18\x04 \x01(\x0b\x32\x1a.driftline.v1.DriftSection\x12.\n\nsince_live\x18\x05 \x01(\x0b\x32\x1a.driftline.v1.DriftSection\x12\x17\n\x0fthresholds_json\x18\x06 \x01(\t\x12\x17\n\x0fvalidation_json\x18\x07 \x01(\t\x12\x1e\n\x16\x61ttribution_flags_json\x18\x08 \x01(\t\x12\x12\n\nfleet_json\x18\t \x01(\t\"\x83\x01\n\x13\x44riftStatesResponse\x12\x19\n\x11window_state_json\x18\x01 \x01(\t\x12\x18\n\x10total_state_json\x18\x02 \x01(\t\x12\x17\n\x0fvalidation_json\x18\x03 \x01(\t\x12\x1e\n\x16\x61ttribution_flags_json\x18\x04 \x01(\t\";\n\x0bSwapRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"i\n\x0cSwapResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07workers\x18\x04 \x01(\r\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x32\x61\n\tDriftline\x12T\n\x0bVersionInfo\x12 .driftline.v1.VersionInfoRequest\x1a!.driftline.v1.VersionInfoResponse\"\x00\x32\xac\x01\n\nMonitoring\x12N\n\x0b\x44riftReport\x12\x1a.driftline.v1.DriftRequest\x1a!.driftline.v1.DriftReportResponse\"\x00\x12N\n\x0b\x44riftStates\x12\x1a.driftline.v1.DriftRequest\x1a!.driftline.v1.DriftStatesResponse\"\x00\x32\x91\x01\n\x05\x41\x64min\x12?\n\x04Swap\x12\x19.driftline.v1.SwapRequest\x1a\x1a.driftline.v1.SwapResponse\"\x00\x12G\n\x08Rollback\x12\x1d.driftline.v1.RollbackRequest\x1a\x1a.driftline.v1.SwapResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERSIONINFOREQUEST']._serialized_start=33
   _globals['_VERSIONINFOREQUEST']._serialized_end=84
   _globals['_VERSIONINFORESPONSE']._serialized_start=87
-  _globals['_VERSIONINFORESPONSE']._serialized_end=254
-  _globals['_DRIFTREQUEST']._serialized_start=256
-  _globals['_DRIFTREQUEST']._serialized_end=316
-  _globals['_COLUMNDRIFT']._serialized_start=319
-  _globals['_COLUMNDRIFT']._serialized_end=582
-  _globals['_DRIFTSECTION']._serialized_start=585
-  _globals['_DRIFTSECTION']._serialized_end=765
-  _globals['_DRIFTREPORTRESPONSE']._serialized_start=768
-  _globals['_DRIFTREPORTRESPONSE']._serialized_end=1031
-  _globals['_DRIFTSTATESRESPONSE']._serialized_start=1034
-  _globals['_DRIFTSTATESRESPONSE']._serialized_end=1165
-  _globals['_SWAPREQUEST']._serialized_start=1167
-  _globals['_SWAPREQUEST']._serialized_end=1226
-  _globals['_ROLLBACKREQUEST']._serialized_start=1228
-  _globals['_ROLLBACKREQUEST']._serialized_end=1259
-  _globals['_SWAPRESPONSE']._serialized_start=1261
-  _globals['_SWAPRESPONSE']._serialized_end=1366
-  _globals['_DRIFTLINE']._serialized_start=1368
-  _globals['_DRIFTLINE']._serialized_end=1465
-  _globals['_MONITORING']._serialized_start=1468
-  _globals['_MONITORING']._serialized_end=1640
-  _globals['_ADMIN']._serialized_start=1643
-  _globals['_ADMIN']._serialized_end=1788
+  _globals['_VERSIONINFORESPONSE']._serialized_end=275
+  _globals['_DRIFTREQUEST']._serialized_start=277
+  _globals['_DRIFTREQUEST']._serialized_end=337
+  _globals['_COLUMNDRIFT']._serialized_start=340
+  _globals['_COLUMNDRIFT']._serialized_end=603
+  _globals['_DRIFTSECTION']._serialized_start=606
+  _globals['_DRIFTSECTION']._serialized_end=786
+  _globals['_DRIFTREPORTRESPONSE']._serialized_start=789
+  _globals['_DRIFTREPORTRESPONSE']._serialized_end=1052
+  _globals['_DRIFTSTATESRESPONSE']._serialized_start=1055
+  _globals['_DRIFTSTATESRESPONSE']._serialized_end=1186
+  _globals['_SWAPREQUEST']._serialized_start=1188
+  _globals['_SWAPREQUEST']._serialized_end=1247
+  _globals['_ROLLBACKREQUEST']._serialized_start=1249
+  _globals['_ROLLBACKREQUEST']._serialized_end=1280
+  _globals['_SWAPRESPONSE']._serialized_start=1282
+  _globals['_SWAPRESPONSE']._serialized_end=1387
+  _globals['_DRIFTLINE']._serialized_start=1389
+  _globals['_DRIFTLINE']._serialized_end=1486
+  _globals['_MONITORING']._serialized_start=1489
+  _globals['_MONITORING']._serialized_end=1661
+  _globals['_ADMIN']._serialized_start=1664
+  _globals['_ADMIN']._serialized_end=1809
 # @@protoc_insertion_point(module_scope)

@@ -15,7 +15,7 @@ class VersionInfoRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class VersionInfoResponse(_message.Message):
-    __slots__ = ("name", "version", "feature_names", "execution_providers", "metadata_json", "registry", "profile_json")
+    __slots__ = ("name", "version", "feature_names", "execution_providers", "metadata_json", "registry", "profile_json", "device_path")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class VersionInfoResponse(_message.Message):
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     PROFILE_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PATH_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -30,7 +31,8 @@ class VersionInfoResponse(_message.Message):
     metadata_json: str
     registry: str
     profile_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., execution_providers: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., registry: _Optional[str] = ..., profile_json: _Optional[str] = ...) -> None: ...
+    device_path: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., execution_providers: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[str] = ..., registry: _Optional[str] = ..., profile_json: _Optional[str] = ..., device_path: _Optional[str] = ...) -> None: ...
 
 class DriftRequest(_message.Message):
     __slots__ = ("name", "version", "fleet")

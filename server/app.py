@@ -106,7 +106,7 @@ def build(settings: ServerSettings) -> Built:
     door = None
     try:
         if front_end.choose(settings) == "compiled":
-            door = _open_door(settings, server, repository)
+            door = _open_door(settings, server, repository, path)
             port = door.port
         else:
             port = _bind(server, settings, host)
@@ -132,12 +132,13 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings, host: str) -> int:
     return server.add_insecure_port(f"{host}:{settings.port}")
 
 
-def _open_door(settings: ServerSettings, server: grpc.aio.Server, repository: ModelRepository) -> front_end.CompiledDoor:
+def _open_door(settings: ServerSettings, server: grpc.aio.Server, repository: ModelRepository,
+               path: RequestPath) -> front_end.CompiledDoor:
     """The compiled door on the public port, the grpc.aio server behind it on a private socket."""
     private = front_end.Private.make()
     try:
         server.add_insecure_port(private.address)
-        return front_end.CompiledDoor(settings, repository, private, asyncio.get_running_loop())
+        return front_end.CompiledDoor(settings, repository, private, asyncio.get_running_loop(), path)
     except BaseException:
         private.remove()
         raise

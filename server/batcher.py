@@ -126,6 +126,7 @@ class Batch:
     trace: Any = None  # the batch span's SpanContext (tracing on, a sampled request in the batch), for the drift update
     inputs: dict[str, np.ndarray] | None = None  # a mixed table's columns, for the values its flags name
     views: list[TableView] | None = None  # each request's validated view of a mixed table (None: not validated)
+    device: Any = None  # a tabular batch's arrays on the device (server/device_batch.DeviceArrays), for its monitor
 
     @property
     def row_count(self) -> int:
@@ -227,10 +228,11 @@ class Batcher:
         self._observe(1, [view], inputs, outputs, None)
         return outputs
 
-    async def run_formed(self, inputs: dict[str, np.ndarray], rows: int, waited_ns: Sequence[int]
-                         ) -> list[np.ndarray]:
+    async def run_formed(self, inputs: dict[str, np.ndarray], rows: int, waited_ns: Sequence[int],
+                         trace: telemetry.BatchTrace | None = None) -> list[np.ndarray]:
         """A batch formed by another queue (the compiled front end's, server/front_end.py), of ``len(waited_ns)``
-        requests: run, timed, counted and observed as one of this batcher's own."""
+        requests: run, timed, counted and observed as one of this batcher's own (``trace``: its spans, which the
+        caller made and ends)."""
         served = self.served
         for waited in waited_ns:
             served.stats.queue.add(waited)
@@ -238,14 +240,15 @@ class Batcher:
         started = time.perf_counter_ns()
         self._running += 1  # this version's own queue waits for it as for its own batches
         try:
-            outputs = await self._call(inputs, rows)
+            outputs = await self._run(inputs, rows, trace)
         finally:
             self._running -= 1
             self._dispatch()
         compute_ns = time.perf_counter_ns() - started
         served.stats.executed(rows, compute_ns)
         self.metrics.executed(rows, len(waited_ns), compute_ns)
-        self._observe(len(waited_ns), [None] * len(waited_ns), inputs, outputs, None)
+        self._observe(len(waited_ns), [None] * len(waited_ns), inputs, outputs,
+                      trace.context if trace is not None else None)
         return outputs
 
     def _dispatch_soon(self) -> None:
@@ -375,7 +378,8 @@ class Batcher:
         served = self.served
         by_name = dict(zip(served.run_names, outputs, strict=True))
         if served.tabular:
-            return Batch(served, inputs[served.input.name], by_name, requests, trace)
+            return Batch(served, inputs[served.input.name], by_name, requests, trace,
+                         device=getattr(outputs, "device", None))  # device path: RanOutputs carry them
         if served.table is not None:
             return Batch(served, None, by_name, requests, trace, inputs,
                          None if any(v is None for v in views) else views)

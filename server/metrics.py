@@ -75,6 +75,10 @@ VERSION_FALLBACKS = Counter("driftline_version_fallbacks",
                             "Versions skipped because their files failed their checksums, serving an older intact one",
                             VERSION, registry=REGISTRY)
 
+DEVICE_FALLBACKS = Counter("driftline_device_fallbacks",
+                           "Batches rerun on the CPU because the device ran out of memory, by the allocator that did",
+                           [*VERSION, "reason"], registry=REGISTRY)
+
 FLEET_WRITES = Counter("driftline_fleet_writes",
                        "This replica's drift states written to the registry for the fleet view (server/fleet.py)",
                        ["result"], registry=REGISTRY)
@@ -99,9 +103,9 @@ class _Tally:
         self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.total = 0.0
 
-    def add(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # a bucket counts values <= its bound
-        self.total += value
+    def add(self, value: float, count: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += count  # a bucket counts values <= its bound
+        self.total += value * count
 
     def flush_into(self, child: Any) -> None:
         """Add what was tallied to a prometheus_client histogram child, then start again.
@@ -158,6 +162,12 @@ class VersionMetrics:
         status = status_name(error)
         self._failed[status] = self._failed.get(status, 0) + 1
         self._request.add(request_ns / 1e9)
+
+    def refused(self, status: str, count: int, request_ns: int) -> None:
+        """``count`` requests another queue refused (the compiled front end's, read in bulk), ``request_ns`` their
+        summed time: counted as failures, timed at their mean."""
+        self._failed[status] = self._failed.get(status, 0) + count
+        self._request.add(request_ns / count / 1e9, count)
 
     def queued(self, depth: int) -> None:
         self._depth = depth
@@ -238,6 +248,7 @@ class _NoMetrics:
 
     def succeeded(self, rows: int, request_ns: int) -> None: ...
     def failed(self, error: BaseException, request_ns: int) -> None: ...
+    def refused(self, status: str, count: int, request_ns: int) -> None: ...
     def queued(self, depth: int) -> None: ...
     def waited(self, queue_ns: int) -> None: ...
     def executed(self, rows: int, requests: int, compute_ns: int) -> None: ...
@@ -264,6 +275,11 @@ def model_event(model: str, event: str, ok: bool = True) -> None:
 def version_fallback(model: str, damaged: int) -> None:
     if recording:
         VERSION_FALLBACKS.labels(model, str(damaged)).inc()
+
+
+def device_fallback(model: str, version: int, reason: str) -> None:
+    if recording:
+        DEVICE_FALLBACKS.labels(model, str(version), reason).inc()
 
 
 def fleet_written(ok: bool) -> None:
@@ -293,7 +309,8 @@ class LiveCollector:
                                    "Version each model serves by default (0: none, the model is unavailable)",
                                    labels=["model"])
         info = GaugeMetricFamily("driftline_model_info", "Loaded versions and what they run on (always 1)",
-                                 labels=[*VERSION, "execution_provider", "code_version", "data_version"])
+                                 labels=[*VERSION, "execution_provider", "device_path", "code_version",
+                                         "data_version"])
         families = _Families()
         for name in list(self.repository.names()):
             slot = self.repository.slot(name)
@@ -302,10 +319,11 @@ class LiveCollector:
             for endpoint in list(slot.loaded.values()):
                 version = endpoint.served
                 info.add_metric([name, str(version.version), version.providers[0] if version.providers else "",
-                                 version.metadata.code_version, version.metadata.data_version], 1)
+                                 version.device_path, version.metadata.code_version, version.metadata.data_version], 1)
                 self._version(families, name, endpoint)
         yield served
         yield info
+        yield from _device_memory(getattr(self.repository, "device_memory", None))
         yield from families.all()
 
     def _version(self, families: _Families, name: str, endpoint: Any) -> None:
@@ -433,6 +451,17 @@ class _Families:
     def attribution(self, labels: list[str], parts: list[dict]) -> None:
         self.sampled.add_metric(labels, sum(p.get("sampled_rows", 0) for p in parts))
         self.driven.add_metric(labels, sum(p.get("flagged_rows", 0) for p in parts))
+
+
+def _device_memory(device_memory: Any) -> Iterator[Metric]:
+    """This process's device pool (absent while no version runs on the device path)."""
+    memory = device_memory.started if device_memory is not None else None
+    if memory is None:
+        return
+    yield GaugeMetricFamily("driftline_device_memory_used_bytes", "Device memory held by batches' arrays "
+                            "(CuPy's pool; onnxruntime's arena is bounded alike)", value=memory.used_bytes())
+    yield GaugeMetricFamily("driftline_device_memory_limit_bytes", "The bound on it (--device-memory-mib)",
+                            value=memory.limit_bytes)
 
 
 def _validation(validator: Any) -> dict:

@@ -12,13 +12,16 @@ import onnxruntime as ort
 
 from driftline.attribution import ATTRIBUTION, ATTRIBUTION_BASE, Explainer, explainer_for
 from driftline.datatypes import NUMPY_OF, oip_from_ort
-from driftline.errors import CorruptArtifact
+from driftline.errors import CorruptArtifact, Unavailable
 from driftline.registry import StoredVersion, TensorSpec, VersionMetadata
 from driftline.registry.profile import Profile
 from driftline.registry.schema import SCHEMA_FILE, Schema
 from driftline.registry.store import MODEL_FILE, PROFILE_FILE
 from driftline.registry.table import TableSpec, table_of
 from driftline.registry.table_view import TableEncoder
+from driftline.server.device_batch import DeviceRunner, runner_for
+from driftline.server.device_memory import LazyDeviceMemory
+from driftline.server.providers import CUDA
 from driftline.server.stats import VersionStats
 from driftline.server.tensors import OutputRequest
 
@@ -55,6 +58,8 @@ class ServedVersion:
     table: TableSpec | None = None  # a mixed table's columns
     encoder: TableEncoder | None = None  # ... and how its rows become the numbers validated and monitored
     hidden_outputs: tuple[str, ...] = ()  # run with the model's outputs but not offered (the encoded matrix)
+    device_path: str = "cpu"  # where a batch's arrays live: "cuda" (IO binding, server/device_batch.py) or "cpu"
+    device: DeviceRunner | None = field(default=None, compare=False)  # runs its batches when device_path is cuda
     stats: VersionStats = field(default_factory=VersionStats, compare=False)
 
     @property
@@ -105,15 +110,20 @@ class ServedVersion:
         return tuple(OutputRequest(name) for name in self.output_names)
 
 
-def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: int) -> ServedVersion:
-    """Verify the stored files, open an onnxruntime session and check it matches the metadata."""
+def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: int,
+                 device_memory: LazyDeviceMemory | None = None) -> ServedVersion:
+    """Verify the stored files, open an onnxruntime session and check it matches the metadata.
+
+    ``device_memory``: the GPU pool a version on the CUDA provider keeps its batches in (None: no device path).
+    """
     model_bytes = stored.read(MODEL_FILE)  # verifies the sha256 in the manifest
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+        session = ort.InferenceSession(model_bytes, sess_options=options,
+                                       providers=_with_memory_bound(providers, device_memory))
     except Exception as exc:  # onnxruntime raises its own exception types for bad models
         raise CorruptArtifact(f"{stored.model} version {stored.version}: onnxruntime cannot load model.onnx: {exc}") from exc
     try:
@@ -131,6 +141,9 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         inputs = (TensorSpec(inputs[0].name, inputs[0].datatype, (-1, len(stored.metadata.features))),)
     batching = all(len(t.shape) >= 1 and t.shape[0] == -1 for t in inputs + outputs)
     profile = _profile(stored)
+    run_specs = (*outputs, *(_spec(o) for o in session.get_outputs() if o.name in hidden))  # in run order
+    device, why_cpu = runner_for(stored.model, stored.version, session, inputs, run_specs, model_bytes,
+                                 device_memory, intra_op_threads)
     served = ServedVersion(
         name=stored.model,
         version=stored.version,
@@ -149,9 +162,23 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
         table=table,
         encoder=TableEncoder(table) if table is not None else None,
         hidden_outputs=hidden,
+        device_path=device.device if device is not None else "cpu",
+        device=device,
     )
-    log.info("loaded %s version %d on %s", served.name, served.version, ", ".join(served.providers))
+    log.info("loaded %s version %d on %s; device path %s%s", served.name, served.version, ", ".join(served.providers),
+             served.device_path, f" ({why_cpu})" if why_cpu and CUDA in served.providers else "")
     return served
+
+
+def _with_memory_bound(providers: list[str], device_memory: LazyDeviceMemory | None) -> list:
+    """The CUDA provider with its arena capped at the device memory bound (onnxruntime's ``gpu_mem_limit``)."""
+    if device_memory is None or CUDA not in providers:
+        return providers
+    try:
+        limit = device_memory.get().limit_bytes
+    except Unavailable:  # no CuPy: no device path; onnxruntime still runs on the GPU, as before
+        return providers
+    return [(p, {"gpu_mem_limit": str(limit)}) if p == CUDA else p for p in providers]
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:

@@ -11,6 +11,7 @@ rows: its memory is a few arrays of columns x bins, whatever the traffic.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from driftline.registry.profile import Profile
 from driftline.registry.table import CATEGORICAL
 from driftline.registry.table_view import KIND_WORDS, TableEncoder, TableView, add_words
 from driftline.server import language, telemetry, validate
+from driftline.server.arrays import on_device, to_host
 from driftline.server.batcher import Batch
 from driftline.server.validate import WITHHELD
 
@@ -118,6 +120,7 @@ class VersionMonitor:
         self._current = profile.empty_state()
         self._opened = clock()
         self._total = profile.empty_state()
+        self._device: Any = None  # server/device_monitor.py's kernels' data, made by the first batch on the device
 
     def update(self, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
         """Called on the monitor thread only."""
@@ -125,6 +128,24 @@ class VersionMonitor:
         if self._shares:
             columns = np.hstack([columns, self._sampled_shares(rows, rows, outputs)])
         self._apply(columns)
+
+    def update_device(self, rows: Any, outputs: dict[str, Any], answers: dict[str, np.ndarray], xp: Any) -> None:
+        """:meth:`update` for a batch still on the device (monitor thread only): ``rows`` and ``outputs`` are ``xp``
+        arrays there, read by the CUDA kernels; ``answers`` the host outputs (labels and flags read them)."""
+        from driftline.server.device_monitor import DeviceMonitoring, Indexed, monitored_columns
+
+        if self._device is None:
+            self._device = DeviceMonitoring(self.profile.layout, self._explainer)
+        columns = monitored_columns(xp, rows, outputs, self.output_order)
+        if self._shares:
+            sampled = Indexed(rows, xp)
+            shares = self._sampled_shares(sampled, sampled, answers, explainer=self._device)
+            columns = xp.concatenate([columns, on_device(shares, xp)], axis=1)  # NaN but for the sampled rows
+        batch = self._device.batch_state(self.profile.empty_state(), columns)
+        with self._lock:
+            self._rotate()
+            merge_into(self._current, batch)
+            merge_into(self._total, batch)
 
     def update_table(self, view: TableView, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> None:
         """A mixed table's batch (monitor thread only): its view, the model's outputs (the encoded matrix among
@@ -152,7 +173,7 @@ class VersionMonitor:
                     add_words(state.counts, state.missing, self._words_at, words, len(columns))
 
     def _sampled_shares(self, explained: np.ndarray, values: np.ndarray, outputs: dict[str, np.ndarray],
-                        inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                        inputs: dict[str, np.ndarray] | None = None, explainer: Any = None) -> np.ndarray:
         """Attribution shares of a random sample of the rows (NaN, i.e. missing, for the others). ``explained``
         is what the explainer reads, ``values`` one value per attributed column (the range check's)."""
         shares = np.full((len(values), len(self.features)), np.nan)
@@ -162,12 +183,12 @@ class VersionMonitor:
         picked = self._within_budget(picked)
         if not len(picked):
             return shares
-        phi, base = self._explainer.explain(explained[picked], n_threads=1)  # beside serving: one core
+        phi, base = (explainer or self._explainer).explain(explained[picked], n_threads=1)  # beside serving: one core
         labels = outputs["label"][picked] if "label" in outputs else None
         per_feature, _ = per_row(phi, base, labels)
         shares[picked] = attribution_shares(per_feature)
         sent = {k: np.asarray(v).reshape(-1)[picked] for k, v in inputs.items()} if inputs is not None else None
-        self._flag(values[picked], shares[picked], {k: v[picked] for k, v in outputs.items()}, sent)
+        self._flag(to_host(values[picked]), shares[picked], {k: v[picked] for k, v in outputs.items()}, sent)
         return shares
 
     def _within_budget(self, picked: np.ndarray) -> np.ndarray:
@@ -461,8 +482,9 @@ class MonitorThread:
                 self._apply_grouped(plain)
                 plain = {}
                 batch()  # a flush marker or a call: everything queued before it is applied
-            elif batch.trace is not None:  # a sampled batch keeps its own span, after the answers
-                self._update(monitor, [batch], traced=True)
+            elif batch.trace is not None or batch.device is not None:
+                # A sampled batch keeps its own span, after the answers; one on the device is read where it is.
+                self._update(monitor, [batch], traced=batch.trace is not None)
             else:
                 plain.setdefault(id(monitor), (monitor, []))[1].append(batch)
         self._apply_grouped(plain)
@@ -476,6 +498,11 @@ class MonitorThread:
         try:
             if monitor.encoder is not None:
                 _update_table(monitor, batches)
+            elif batches[0].device is not None:  # still on the device: the CUDA kernels read it there
+                device = batches[0].device
+                with telemetry.drift_update(batches[0].trace, rows) if traced else contextlib.nullcontext():
+                    monitor.update_device(device.inputs[batches[0].version.input.name], device.outputs,
+                                          batches[0].outputs, device.xp)
             elif traced:
                 with telemetry.drift_update(batches[0].trace, rows):
                     monitor.update(batches[0].rows, batches[0].outputs)

@@ -26,6 +26,7 @@ from driftline.registry.columns import SUMMARY_COLUMNS, monitored_rows
 from driftline.registry.store import PRODUCTION
 from driftline.datatypes import NUMPY_OF
 from driftline.server.batcher import Batcher, BatchSettings
+from driftline.server.device_memory import LazyDeviceMemory
 from driftline.server.model import ServedVersion, load_version
 from driftline.server.run import run_batch
 from driftline.server.monitor import MonitorThread, VersionMonitor
@@ -76,6 +77,9 @@ class ModelRepository:
         self.executor = executor
         self.monitors = monitors
         self.providers = providers.choose(settings.device)
+        # The GPU pool of versions on the device path; made (CuPy imported) by the first version that takes it.
+        self.device_memory = (LazyDeviceMemory(settings.device_memory_mib)
+                              if settings.device_path != "off" and providers.CUDA in self.providers else None)
         self._slots: dict[str, ModelSlot] = {}
         self._batching: dict[str, BatchSettings] = {}  # set by a load request's config; outlives swaps
         self._fallbacks: dict[str, str] = {}  # model -> why its last "latest" load was not the newest version
@@ -147,7 +151,8 @@ class ModelRepository:
         return self._load_number(name, self.registry.resolve(name, version))
 
     def _load_number(self, name: str, number: int) -> ServedVersion:
-        served = load_version(self.registry.open(name, number), self.providers, self.settings.intra_op_threads)
+        served = load_version(self.registry.open(name, number), self.providers, self.settings.intra_op_threads,
+                              self.device_memory)
         warm_up(served)
         return served
 

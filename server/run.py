@@ -22,7 +22,10 @@ def run_batch(served: ServedVersion, inputs: dict[str, np.ndarray], rows: int) -
 
     A batching model must answer ``rows`` rows in every output: the batcher splits them back by row.
     """
-    outputs = served.session.run(served.run_names if served.hidden_outputs else None, inputs)
+    if served.device is not None:  # the device path: IO binding, the outputs' device twins kept for monitoring
+        outputs = served.device.run(inputs, rows)
+    else:
+        outputs = served.session.run(served.run_names if served.hidden_outputs else None, inputs)
     if served.batching:
         for name, array in zip(served.run_names, outputs, strict=True):
             if array.shape[:1] != (rows,):

@@ -70,20 +70,11 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def ServerMetadata(self, request, context):
-        return pb.ServerMetadataResponse(name="driftline", version=__version__, extensions=EXTENSIONS)
+        return server_metadata()
 
     @status.unary
     async def ModelMetadata(self, request, context):
-        served = self.repository.get(request.name, request.version).served
-        slot = self.repository.slot(request.name)
-        return pb.ModelMetadataResponse(
-            name=served.name,
-            versions=[str(v) for v in sorted(slot.loaded)],
-            platform=PLATFORM,
-            inputs=[_tensor_metadata(i) for i in served.inputs],
-            outputs=[_tensor_metadata(_answered(o, served.batching)) for o in served.outputs]
-            + _attribution_metadata(served),
-        )
+        return model_metadata(self.repository, request.name, request.version)
 
     @status.unary
     async def ModelConfig(self, request, context):
@@ -233,6 +224,24 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
 
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name="driftline", version=__version__, extensions=EXTENSIONS)
+
+
+def model_metadata(repository: ModelRepository, name: str, version: str = "") -> pb.ModelMetadataResponse:
+    """ModelMetadata's answer (the compiled door is handed it serialized, to answer byte for byte alike)."""
+    served = repository.get(name, version).served
+    slot = repository.slot(name)
+    return pb.ModelMetadataResponse(
+        name=served.name,
+        versions=[str(v) for v in sorted(slot.loaded)],
+        platform=PLATFORM,
+        inputs=[_tensor_metadata(i) for i in served.inputs],
+        outputs=[_tensor_metadata(_answered(o, served.batching)) for o in served.outputs]
+        + _attribution_metadata(served),
+    )
+
+
 class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
@@ -251,6 +260,7 @@ class DriftlineService(driftline_pb2_grpc.DriftlineServicer):
             version=str(served.version),
             feature_names=served.metadata.feature_names,
             execution_providers=served.providers,
+            device_path=served.device_path,
             metadata_json=_readable_metadata(served.metadata, admin),
             registry="",
             profile_json=served.profile.to_json() if admin and served.profile is not None else "",

@@ -21,6 +21,9 @@ class ServerSettings:
     port: int = 8001  # 0 picks a free port; the chosen one is printed on start
     models: tuple[str, ...] = field(default_factory=tuple)  # "NAME" or "NAME:VERSION"; empty: every model, latest
     device: str = "auto"  # "auto" (CUDA when a GPU is visible), "cpu" or "cuda"
+    # A version on the CUDA provider keeps its batches on the GPU (server/device_batch.py) unless "off".
+    device_path: str = "auto"
+    device_memory_mib: int | None = None  # the bound on the device path's pools; None: a quarter of the GPU
     intra_op_threads: int = 1  # per onnxruntime call: small tabular batches gain nothing from more
     inference_threads: int = field(default_factory=lambda: os.cpu_count() or 1)  # concurrent onnxruntime calls
     # Hostile-world bounds (issue 13): one message, one stream, every queue (README "Serving").
@@ -76,8 +79,7 @@ class ServerSettings:
         return schema.policy.with_overrides(self.model_validation.get(model))
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        _check_device(self)
         for label, port in (("port", self.port), ("metrics port", self.metrics_port), ("HTTP port", self.http_port)):
             if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{label} must be 0-65535, got {port}")
@@ -99,6 +101,15 @@ class ServerSettings:
             raise ValueError("max_message_bytes, stream_window and max_queued_bytes must be >= 1")
         if self.intra_op_threads < 0 or self.inference_threads < 1:
             raise ValueError("intra_op_threads must be >= 0 and inference_threads >= 1")
+
+
+def _check_device(settings: ServerSettings) -> None:
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {settings.device!r}")
+    if settings.device_path not in ("auto", "off"):
+        raise ValueError(f"device path must be auto or off, not {settings.device_path!r}")
+    if settings.device_memory_mib is not None and settings.device_memory_mib < 1:
+        raise ValueError(f"device memory must be at least 1 MiB, got {settings.device_memory_mib}")
 
 
 FRONT_ENDS = ("auto", "compiled", "python")  # what serves the gRPC port (server/front_end.py)

@@ -59,7 +59,7 @@ def running_server(registry: Path, *extra: str) -> Iterator[RunningServer]:
         # A replica of its own: with the host name, a server would resume the drift state an earlier test's server
         # wrote to a shared registry (restarts resume; tests/server/test_fleet_drift.py tests that on purpose).
         extra = ("--replica-id", f"test-{next(_servers)}-{os.getpid()}", *extra)
-    if FRONT_END and "--front-end" not in extra and "--tls-cert" not in extra:  # TLS: the Python door's alone so far
+    if FRONT_END and "--front-end" not in extra:
         extra = ("--front-end", FRONT_END, *extra)  # the whole suite against one door: DRIFTLINE_TEST_FRONT_END
     process = subprocess.Popen(
         [sys.executable, "-m", "driftline", "serve", "--registry", str(registry), "--port", "0", *extra],

@@ -1,37 +1,52 @@
-// One call on the public port: a ModelInfer taken by the batcher, or any call forwarded to the Python door.
+// The calls on the public port: a unary call (a ModelInfer the batcher takes, a read the door answers itself, or
+// any call forwarded to the Python door), and a ModelStreamInfer whose messages the batcher takes one by one.
 #pragma once
 
 #include <mutex>
 
 #include "door.h"
+#include "reads.h"
 
 namespace door {
 
-class Call;
+// A request held by the door's queue: the batch answers it, refuses it, or hands it back to the Python door.
+class Call {
+ public:
+  virtual ~Call() = default;
+  virtual void Answer(const inference::ModelInferResponse& response) = 0;
+  virtual void Refuse(const grpc::Status& status) = 0;
+  virtual void Forward() = 0;  // the Python door answers it (its bytes are still here)
+  virtual const inference::ModelInferRequest& request() const = 0;
+  bool cancelled() const { return cancelled_.load(); }
 
-// The forwarded call's side towards the Python server; its reactions are the Call's.
+ protected:
+  std::atomic<bool> cancelled_{false};
+};
+
+class Rpc;
+
+// The forwarded call's side towards the Python server; its reactions are the Rpc's.
 class Upstream : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  explicit Upstream(Call* call) : call_(call) {}
+  explicit Upstream(Rpc* call) : call_(call) {}
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone(const grpc::Status& status) override;
 
  private:
-  Call* call_;
+  Rpc* call_;
 };
 
-class Call : public grpc::ServerGenericBidiReactor {
+// Any call but ModelStreamInfer.
+class Rpc : public grpc::ServerGenericBidiReactor, public Call {
  public:
-  Call(Door* door, grpc::GenericCallbackServerContext* context);
+  Rpc(Door* door, grpc::GenericCallbackServerContext* context);
 
   // Answers for a request the batcher took (any thread).
-  void Answer(const inference::ModelInferResponse& response);
-  void Refuse(const grpc::Status& status);
-  void Forward();  // the Python door answers it (its bytes are still here)
-
-  const inference::ModelInferRequest& request() const { return request_; }
-  bool cancelled() const { return cancelled_.load(); }
+  void Answer(const inference::ModelInferResponse& response) override;
+  void Refuse(const grpc::Status& status) override;
+  void Forward() override;
+  const inference::ModelInferRequest& request() const override { return request_; }
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -49,10 +64,10 @@ class Call : public grpc::ServerGenericBidiReactor {
 
   Door* door_;
   grpc::GenericCallbackServerContext* context_;
+  bool read_rpc_ = false;  // a read the door may answer itself (reads.h)
   grpc::ByteBuffer down_;  // from the client (a ModelInfer's request, kept for forwarding)
   grpc::ByteBuffer up_;    // from the Python server, or our answer
   inference::ModelInferRequest request_;
-  std::atomic<bool> cancelled_{false};
 
   std::recursive_mutex mu_;
   bool forwarding_ = false, upstream_closed_ = false, hold_released_ = false, metadata_copied_ = false;
@@ -60,15 +75,25 @@ class Call : public grpc::ServerGenericBidiReactor {
   Upstream upstream_{this};
 };
 
+grpc::ServerGenericBidiReactor* NewStream(Door* door, grpc::GenericCallbackServerContext* context);  // stream.cc
+
 class Service : public grpc::CallbackGenericService {
  public:
   explicit Service(Door* door) : door_(door) {}
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override {
-    return new Call(door_, context);
+    // While Python traces calls a stream is forwarded whole: its span and its messages' spans are the Python door's.
+    if (context->method() == "/inference.GRPCInferenceService/ModelStreamInfer" && !door_->traceparents())
+      return NewStream(door_, context);
+    return new Rpc(door_, context);
   }
 
  private:
   Door* door_;
 };
+
+// Shared by both kinds of call.
+bool Forwardable(grpc::string_ref key);  // client metadata that travels to the Python door
+// A tabular version's request, checked as the Python door checks it; false leaves it to the Python door.
+bool Fits(const inference::ModelInferRequest& r, const ModelSpec& spec, Pending* pending);
 
 }  // namespace door

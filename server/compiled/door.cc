@@ -61,8 +61,9 @@ std::string Mib(int64_t size) {
 }
 
 Door::Door(const std::string& listen, const std::string& upstream, int max_message_bytes, int64_t max_queued_bytes,
-           bool reuse_port, Messages messages, BatchHandler handler)
-    : messages_(std::move(messages)), handler_(std::move(handler)), max_queued_bytes_(max_queued_bytes) {
+           bool reuse_port, Messages messages, BatchHandler handler, const Options& options)
+    : messages_(std::move(messages)), handler_(std::move(handler)), traceparents_(options.traceparents),
+      max_queued_bytes_(max_queued_bytes) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // the public port enforces the bound; the private hop passes what it took
   args.SetMaxSendMessageSize(-1);
@@ -70,7 +71,16 @@ Door::Door(const std::string& listen, const std::string& upstream, int max_messa
   stub_ = std::make_unique<grpc::GenericStub>(channel_);
   service_ = std::make_unique<Service>(this);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port_);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert.empty()) {  // the private hop to the Python door stays plaintext: a local unix socket
+    grpc::SslServerCredentialsOptions ssl(options.tls_client_ca.empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = options.tls_client_ca;
+    ssl.pem_key_cert_pairs.push_back({options.tls_key, options.tls_cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(listen, credentials, &port_);
   builder.SetMaxReceiveMessageSize(max_message_bytes);
   builder.SetMaxSendMessageSize(max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, reuse_port ? 1 : 0);
@@ -100,6 +110,41 @@ std::map<std::string, int64_t> Door::Waiting() {
   return waiting;
 }
 
+// Under mu_: as the Python door counts a request its batcher refused (a failure of the version it asked for).
+void Door::CountRefused(const std::string& model, const Pending& pending, grpc::StatusCode code, bool expired) {
+  const std::string& version = queues_[model].spec->version;
+  Refused& counted = refused_[{model, version, static_cast<int>(code)}];
+  if (counted.count == 0) {
+    counted.model = model;
+    counted.version = version;
+    counted.code = static_cast<int>(code);
+  }
+  counted.count += 1;
+  counted.ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - pending.enqueued).count();
+  counted.expired += expired ? 1 : 0;
+}
+
+std::vector<Refused> Door::TakeRefused() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Refused> taken;
+  for (auto& [key, counted] : refused_) taken.push_back(std::move(counted));
+  refused_.clear();
+  return taken;
+}
+
+bool Door::Admit(int64_t size, int64_t* held) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *held = held_bytes_;
+  if (held_bytes_ && held_bytes_ + size > max_queued_bytes_) return false;  // a lone request always gets in
+  held_bytes_ += size;
+  return true;
+}
+
+void Door::Release(int64_t size) {
+  std::lock_guard<std::mutex> lock(mu_);
+  held_bytes_ -= size;
+}
+
 std::shared_ptr<const ModelSpec> Door::Spec(const std::string& model) {
   std::lock_guard<std::mutex> lock(mu_);
   auto found = specs_.find(model);
@@ -118,12 +163,14 @@ bool Door::Enqueue(const std::string& model, Pending pending, std::string* refus
       *refusal = Format(messages_.queue_full, {{"model", model},
                                                {"version", queue.spec->version},
                                                {"waiting", std::to_string(queue.waiting.size())}});
+      CountRefused(model, pending, grpc::StatusCode::UNAVAILABLE, false);
       return false;
     }
     const int64_t size = static_cast<int64_t>(pending.data.size() * sizeof(float));
     if (held_bytes_ && held_bytes_ + size > max_queued_bytes_) {  // a lone request always gets in
       *refusal = Format(messages_.server_busy,
                         {{"held", Mib(held_bytes_)}, {"size", Mib(size)}, {"limit", Mib(max_queued_bytes_)}});
+      CountRefused(model, pending, grpc::StatusCode::UNAVAILABLE, false);
       return false;
     }
     held_bytes_ += size;
@@ -148,10 +195,12 @@ Batch Door::Take(const std::string& model, Queue& queue, std::vector<std::pair<C
     queue.rows -= taken.rows;
     if (taken.call->cancelled() || now >= taken.deadline) held_bytes_ -= taken.data.size() * sizeof(float);
     if (taken.call->cancelled()) {
+      CountRefused(model, taken, grpc::StatusCode::CANCELLED, false);
       refused->emplace_back(taken.call, grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
       continue;
     }
     if (now >= taken.deadline) {
+      CountRefused(model, taken, grpc::StatusCode::DEADLINE_EXCEEDED, true);
       char waited[32];
       std::snprintf(waited, sizeof waited, "%.1f",
                     std::chrono::duration<double, std::milli>(Clock::now() - taken.enqueued).count());

@@ -1,7 +1,8 @@
-// The compiled gRPC front end: one C++ server owns the public port. ModelInfer requests it can check against a
-// served version's signature are decoded, queued and batched here and handed to Python once per batch; every
-// other call (and every ModelInfer it does not take: errors, parameters, other model kinds) is forwarded byte
-// for byte to the Python grpc.aio server on a private socket, so both doors answer alike.
+// The compiled gRPC front end: one C++ server owns the public port. ModelInfer requests (and ModelStreamInfer
+// messages: stream.cc) it can check against a served version's signature are decoded, queued and batched here and
+// handed to Python once per batch; the cheap reads are answered here (reads.h); every other call (and every
+// request it does not take: errors, parameters, other model kinds) is forwarded byte for byte to the Python
+// grpc.aio server on a private socket, so both doors answer alike.
 #pragma once
 
 #include <grpcpp/generic/async_generic_service.h>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "grpc_service.pb.h"
+#include "reads.h"
 
 namespace door {
 
@@ -60,6 +62,7 @@ struct Pending {
   Clock::time_point enqueued;
   std::chrono::system_clock::time_point deadline;
   double tag = 0;  // its place in the fair order between callers
+  std::string traceparent;  // the caller's W3C traceparent, kept only while Python traces (Options::traceparents)
 };
 
 // A model's waiting requests. Callers share it by rows, as the Python batcher shares its queue (server/batcher.py,
@@ -91,15 +94,37 @@ struct Batch {
 using BatchHandler = std::function<void(uint64_t id, const std::string& model, const std::string& version,
                                         int64_t width, std::vector<Pending>& members)>;
 
+// How the public port listens, beyond the address: TLS from PEM text (empty: plaintext; a client CA: mutual TLS,
+// a verified client certificate required, as the Python door's ssl_server_credentials), and whether requests keep
+// their traceparent for Python's spans.
+struct Options {
+  std::string tls_cert, tls_key, tls_client_ca;
+  bool traceparents = false;
+};
+
+// Requests the queue refused for one model version with one status, since the last read (ModelStatistics and the
+// failure metrics count them in Python, read every 0.25 s: no Python call per refusal).
+struct Refused {
+  std::string model, version;
+  int code;
+  int64_t count = 0, ns = 0, expired = 0;  // ns: their time in the door, summed; expired: deadlines passed in queue
+};
+
 class Door {
  public:
   Door(const std::string& listen, const std::string& upstream, int max_message_bytes, int64_t max_queued_bytes,
-       bool reuse_port, Messages messages, BatchHandler handler);
+       bool reuse_port, Messages messages, BatchHandler handler, const Options& options = {});
   ~Door();
   int port() const { return port_; }
+  bool traceparents() const { return traceparents_; }
   void SetModel(const std::string& name, std::shared_ptr<const ModelSpec> spec);
   void DropModel(const std::string& name);
   std::map<std::string, int64_t> Waiting();  // requests queued per model, for the queue-depth metric
+  std::vector<Refused> TakeRefused();         // refusals counted since the last call
+  // --max-queued-bytes is one budget for both doors: the Python door's queued requests draw on this count too.
+  bool Admit(int64_t size, int64_t* held);    // false (and what is held) when over the bound
+  void Release(int64_t size);
+  int64_t max_queued_bytes() const { return max_queued_bytes_; }
   // The batch's answers: outputs as contiguous row-major bytes, one per spec output, with their trailing dims.
   struct Output {
     std::string name, datatype;
@@ -117,7 +142,10 @@ class Door {
   std::shared_ptr<const ModelSpec> Spec(const std::string& model);
   bool Enqueue(const std::string& model, Pending pending, std::string* refusal);
   grpc::GenericStub& upstream() { return *stub_; }
-  std::atomic<uint64_t> batched{0}, forwarded{0};  // calls taken here, calls the Python door answered
+  // Calls (and stream messages) taken here, those the Python door answered, reads answered here (reads.h).
+  std::atomic<uint64_t> batched{0}, forwarded{0}, answered{0};
+  std::atomic<int64_t> stream_window{16};  // --stream-window: a stream's messages between read and answered
+  Reads reads;  // the cheap reads' answers, as Python last told them
   void Dequeued(Call* call);
 
  private:
@@ -130,6 +158,7 @@ class Door {
   void Loop();
   Batch Take(const std::string& model, Queue& queue, std::vector<std::pair<Call*, grpc::Status>>* refused);
   std::unique_ptr<Batch> Claim(uint64_t id);
+  void CountRefused(const std::string& model, const Pending& pending, grpc::StatusCode code, bool expired);
 
   Messages messages_;
   BatchHandler handler_;
@@ -138,6 +167,7 @@ class Door {
   std::unique_ptr<grpc::CallbackGenericService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  bool traceparents_ = false;
 
   std::mutex mu_;
   std::condition_variable wake_;
@@ -147,6 +177,7 @@ class Door {
   uint64_t next_id_ = 1;
   int64_t max_queued_bytes_, held_bytes_ = 0;  // input bytes of requests queued or executing (--max-queued-bytes)
   bool stopping_ = false;
+  std::map<std::tuple<std::string, std::string, int>, Refused> refused_;  // (model, version, code): since last read
   std::thread loop_;
 };
 

@@ -1,5 +1,6 @@
-// A call on the public port. ModelInfer reads its one message and asks the door to batch it; a request the door
-// does not take, and every other method, is forwarded to the Python grpc.aio server as bytes, both ways, with
+// A call on the public port. ModelInfer reads its one message and asks the door to batch it; the cheap reads
+// (reads.h) are answered here when the door knows the answer; a request the door does not take, and every other
+// method, is forwarded to the Python grpc.aio server as bytes, both ways, with
 // its metadata, deadline and cancellation: one port answers the whole protocol, and whatever the Python door
 // would answer (errors included) is what the client gets.
 #include <grpcpp/impl/codegen/proto_utils.h>
@@ -16,13 +17,14 @@ namespace {
 
 const char kModelInfer[] = "/inference.GRPCInferenceService/ModelInfer";
 
+}  // namespace
+
 bool Forwardable(grpc::string_ref key) {
   std::string k(key.data(), key.size());
   return !k.empty() && k[0] != ':' && k.rfind("grpc-", 0) != 0 && k != "content-type" && k != "te" &&
          k != "user-agent";
 }
 
-// A tabular version's request, checked as the Python door checks it; false leaves it to the Python door.
 bool Fits(const inference::ModelInferRequest& r, const ModelSpec& spec, Pending* pending) {
   if (r.parameters_size() || r.inputs_size() != 1 || r.raw_input_contents_size() > 1) return false;
   if (!r.model_version().empty() && r.model_version() != spec.version) return false;
@@ -59,10 +61,9 @@ bool Fits(const inference::ModelInferRequest& r, const ModelSpec& spec, Pending*
   return true;
 }
 
-}  // namespace
-
-Call::Call(Door* door, grpc::GenericCallbackServerContext* context) : door_(door), context_(context) {
-  if (context_->method() == kModelInfer) {
+Rpc::Rpc(Door* door, grpc::GenericCallbackServerContext* context) : door_(door), context_(context) {
+  read_rpc_ = Reads::Answers(context_->method());
+  if (context_->method() == kModelInfer || read_rpc_) {
     StartRead(&down_);
   } else {
     std::lock_guard<std::recursive_mutex> lock(mu_);
@@ -70,14 +71,21 @@ Call::Call(Door* door, grpc::GenericCallbackServerContext* context) : door_(door
   }
 }
 
-void Call::OnReadDone(bool ok) {
+void Rpc::OnReadDone(bool ok) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  if (!forwarding_) {  // a ModelInfer's one message
+  if (!forwarding_) {  // a ModelInfer's or a read's one message
     if (!ok) {
       StartForwarding(false);  // no message: the Python door says what is wrong
       return;
     }
-    Take();
+    if (!read_rpc_) {
+      Take();
+    } else if (door_->reads.Answer(context_->method(), down_, &up_)) {
+      door_->answered += 1;
+      StartWriteAndFinish(&up_, grpc::WriteOptions(), grpc::Status::OK);
+    } else {
+      StartForwarding(true);
+    }
     return;
   }
   if (!ok || upstream_closed_) {
@@ -88,7 +96,7 @@ void Call::OnReadDone(bool ok) {
   upstream_.StartWrite(&down_);
 }
 
-void Call::Take() {
+void Rpc::Take() {
   grpc::ByteBuffer copy(down_);
   grpc::ProtoBufferReader reader(&copy);
   Pending pending{this, context_->peer(), "", 0, {}, {}, Clock::now(), context_->deadline()};
@@ -97,6 +105,10 @@ void Call::Take() {
       Fits(request_, *spec, &pending)) {
     request_.clear_raw_input_contents();  // copied into the batch; the call keeps its bytes (down_) for forwarding
     request_.clear_inputs();
+    if (door_->traceparents()) {  // Python makes the call's span (tracing on only)
+      auto found = context_->client_metadata().find("traceparent");
+      if (found != context_->client_metadata().end()) pending.traceparent.assign(found->second.data(), found->second.size());
+    }
     door_->batched += 1;
     std::string refusal;
     if (!door_->Enqueue(request_.model_name(), std::move(pending), &refusal)) {
@@ -107,7 +119,7 @@ void Call::Take() {
   StartForwarding(true);
 }
 
-void Call::Answer(const inference::ModelInferResponse& response) {
+void Rpc::Answer(const inference::ModelInferResponse& response) {
   bool own = false;
   grpc::Status serialized =
       grpc::SerializationTraits<inference::ModelInferResponse>::Serialize(response, &up_, &own);
@@ -118,14 +130,14 @@ void Call::Answer(const inference::ModelInferResponse& response) {
   StartWriteAndFinish(&up_, grpc::WriteOptions(), grpc::Status::OK);
 }
 
-void Call::Refuse(const grpc::Status& status) { Finish(status); }
+void Rpc::Refuse(const grpc::Status& status) { Finish(status); }
 
-void Call::Forward() {
+void Rpc::Forward() {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   StartForwarding(true);
 }
 
-void Call::StartForwarding(bool have_message) {
+void Rpc::StartForwarding(bool have_message) {
   forwarding_ = true;
   door_->forwarded += 1;
   for (const auto& [key, value] : context_->client_metadata()) {
@@ -140,7 +152,7 @@ void Call::StartForwarding(bool have_message) {
   upstream_.StartRead(&up_);
   if (have_message) {
     upstream_.StartWrite(&down_);
-  } else if (context_->method() == kModelInfer) {  // the client half-closed without a message
+  } else if (context_->method() == kModelInfer || read_rpc_) {  // the client half-closed without a message
     upstream_.StartWritesDone();
     hold_released_ = true;
     upstream_.RemoveHold();
@@ -150,14 +162,14 @@ void Call::StartForwarding(bool have_message) {
   upstream_.StartCall();
 }
 
-void Call::ReleaseHold() {
+void Rpc::ReleaseHold() {
   if (!hold_released_) {
     hold_released_ = true;
     upstream_.RemoveHold();
   }
 }
 
-void Call::UpstreamWrote(bool ok) {
+void Rpc::UpstreamWrote(bool ok) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (ok && !upstream_closed_) {
     StartRead(&down_);
@@ -166,7 +178,7 @@ void Call::UpstreamWrote(bool ok) {
   }
 }
 
-void Call::UpstreamRead(bool ok) {
+void Rpc::UpstreamRead(bool ok) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (!ok) {
     upstream_closed_ = true;
@@ -183,7 +195,7 @@ void Call::UpstreamRead(bool ok) {
   StartWrite(&up_);
 }
 
-void Call::OnWriteDone(bool ok) {
+void Rpc::OnWriteDone(bool ok) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (!forwarding_) return;  // our own answer (StartWriteAndFinish)
   if (ok) upstream_.StartRead(&up_);
@@ -191,7 +203,7 @@ void Call::OnWriteDone(bool ok) {
   upstream_.RemoveHold();
 }
 
-void Call::UpstreamDone(const grpc::Status& status) {
+void Rpc::UpstreamDone(const grpc::Status& status) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (!metadata_copied_) {
     metadata_copied_ = true;
@@ -205,13 +217,13 @@ void Call::UpstreamDone(const grpc::Status& status) {
   Finish(status);
 }
 
-void Call::OnCancel() {
+void Rpc::OnCancel() {
   cancelled_ = true;
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (forwarding_) upstream_context_.TryCancel();
 }
 
-void Call::OnDone() { delete this; }
+void Rpc::OnDone() { delete this; }
 
 void Upstream::OnReadDone(bool ok) { call_->UpstreamRead(ok); }
 void Upstream::OnWriteDone(bool ok) { call_->UpstreamWrote(ok); }

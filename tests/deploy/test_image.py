@@ -22,11 +22,13 @@ import zipfile
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from dockerfile import parse_file
 
 from deploy_support import ENTRYPOINT, INSTALL, ROOT, entrypoint_env, free_port, run_entrypoint
+from helpers import wait_until
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -70,6 +72,32 @@ def test_the_dockerfile_installs_and_starts_with_the_scripts_the_tests_run():
     assert device_arg.value[0] == "DEVICE=cpu"
     cuda_from = by_stage["base-cuda"][0].value[0]
     assert cuda_from == "${CUDA_IMAGE}"
+
+
+def test_the_image_builds_the_compiled_door_on_the_runtimes_base():
+    by_stage = stages()
+    door = by_stage["door"]
+    # The extension is tied to its Python (cpython-311 on the CPU base, Ubuntu's 3.12 on the CUDA one) and to its
+    # distribution's library names: built on the very base the runtime runs on, for either DEVICE.
+    assert door[0].value[0] == "base-${DEVICE}"
+    copied = {c.value[-1]: c.value[0] for c in door if c.cmd == "COPY"}
+    assert copied == {"proto": "proto", "server/compiled": "server/compiled"}  # what build.py reads
+    (build,) = [c for c in door if c.cmd == "RUN"]
+    assert build.value[0] == "sh /tmp/install.sh door /src /door"
+    assert "--mount=type=bind,source=deploy/docker/install.sh,target=/tmp/install.sh" in build.flags
+    runtime = by_stage["runtime"]
+    steps = [c for c in runtime if c.cmd == "RUN" and "install.sh" in c.value[0]]
+    assert [s.value[0] for s in steps] == ["sh /tmp/install.sh runtime /tmp/dist /opt/driftline ${DEVICE}",
+                                           "sh /tmp/install.sh door-runtime /tmp/door /opt/driftline"]
+    assert "--mount=type=bind,from=door,source=/door,target=/tmp/door" in steps[1].flags
+    # The build uses build.py --strict: a door that does not build fails the image instead of leaving it out.
+    script = INSTALL.read_text()
+    assert '"$src/server/compiled/build.py" --strict' in script
+    build_py = (ROOT / "server" / "compiled" / "build.py").read_text()
+    listed = re.search(r"APT_PACKAGES = \(([^)]*)\)", build_py).group(1)
+    wanted = set(re.findall(r'"([^"]+)"', listed))
+    installed = set(re.search(r'^DOOR_BUILD_PACKAGES="([^"]*)"', script, re.M).group(1).split())
+    assert wanted <= installed, f"install.sh's door build lacks {wanted - installed} (server/compiled/build.py)"
 
 
 def test_the_cuda_variant_installs_the_gpu_packages():
@@ -116,6 +144,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_holds_every_package_and_module(wheel: Path):
+    assert "driftline/server/compiled/__init__.py" in zipfile.ZipFile(wheel).namelist()  # where the door goes
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     names = set(zipfile.ZipFile(wheel).namelist())
     for package, folder in setuptools["package-dir"].items():
@@ -178,3 +207,64 @@ def test_the_entrypoint_serves_from_environment_variables_and_flags_win(installe
         assert server.port == flag_port  # the flag, not DRIFTLINE_GRPC_PORT
         with grpc.insecure_channel(f"127.0.0.1:{flag_port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
+
+
+BUILT_DOOR = sorted((ROOT / "server" / "compiled").glob("_door*.so"))
+needs_door = pytest.mark.skipif(not BUILT_DOOR or shutil.which("dpkg-query") is None,
+                                reason="the compiled gRPC front end is not built here (make setup), or no dpkg")
+
+
+def owner(library: str) -> str:
+    """The Debian package that ships a shared library (by its soname's path, usrmerge either way)."""
+    path = Path(library)
+    moved = Path(library.removeprefix("/usr")) if library.startswith("/usr/") else Path("/usr" + library)
+    for candidate in (path, moved, path.resolve()):
+        found = subprocess.run(["dpkg", "-S", str(candidate)], capture_output=True, text=True)
+        if found.returncode == 0:
+            return found.stdout.split(":")[0]
+    raise AssertionError(f"no package ships {library}")
+
+
+@needs_door
+def test_the_door_runtime_packages_are_those_of_the_libraries_it_links():
+    listed = subprocess.run(["sh", str(INSTALL), "door-packages", str(BUILT_DOOR[0])], capture_output=True,
+                            text=True, check=True).stdout.split()
+    loaded = re.findall(r"=> (/\S+)", subprocess.run(["ldd", str(BUILT_DOOR[0])], capture_output=True, text=True,
+                                                      check=True).stdout)
+    assert set(listed) == {owner(lib) for lib in loaded}
+    grpc_cpp = next(lib for lib in loaded if "libgrpc++.so" in lib)
+    protobuf = next(lib for lib in loaded if "/libprotobuf.so" in lib)
+    assert {owner(grpc_cpp), owner(protobuf)} <= set(listed)  # Debian 12: libgrpc++1.51, libprotobuf32
+
+
+@needs_door
+def test_the_image_serves_through_the_compiled_door(installed: Path, registry: Path, tmp_path: Path):
+    """The Dockerfile's door-runtime step on this machine (every library present: no apt), then the entrypoint
+    serving through the extension it placed in the environment."""
+    door = tmp_path / "door"
+    door.mkdir()
+    shutil.copy2(BUILT_DOOR[0], door)
+    packages = subprocess.run(["sh", str(INSTALL), "door-packages", str(BUILT_DOOR[0])], capture_output=True,
+                              text=True, check=True).stdout
+    (door / "runtime-packages").write_text(packages)
+    env = image_env(installed)
+    done = subprocess.run(["sh", str(INSTALL), "door-runtime", str(door), str(installed)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    placed = list(installed.glob("lib/python*/site-packages/driftline/server/compiled/_door*.so"))
+    assert [p.name for p in placed] == [BUILT_DOOR[0].name]
+    port = free_port()
+    env = image_env(installed, DRIFTLINE_REGISTRY=str(registry), DRIFTLINE_GRPC_PORT=str(port),
+                    DRIFTLINE_HTTP_PORT=str(free_port()), DRIFTLINE_METRICS_PORT=str(free_port()),
+                    DRIFTLINE_WORKERS="1")
+    with run_entrypoint("--front-end", "compiled", env=env) as server:
+        assert "compiled gRPC front end" in "".join(server.log)
+        with grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}") as client:
+            rows = np.array([[120.0, 400.0, 3, 2, 1, 20.0, 1, 1990, 3, 5.0, 1.0]], dtype=np.float32)
+            request = grpcclient.InferInput("input", list(rows.shape), "FP32")
+            request.set_data_from_numpy(rows)
+            answer = client.infer("housing", [request])
+            assert answer.as_numpy("prediction").shape == (1, 1)
+    # On stop the door says what it did: the call was batched in C++, not forwarded to the Python door.
+    wait_until(lambda: "1 calls batched in C++" in "".join(server.log), "the door's count of batched calls",
+               limit_s=30)

@@ -47,7 +47,8 @@ def layout_and_batch(rng: np.random.Generator, rows: int) -> tuple[BinLayout, np
 
 
 @pytest.mark.parametrize(("dtype", "threads", "blocks"),
-                         [(np.float64, 8, 3), (np.float32, 16, 64), (np.float64, 32, 1)])
+                         [(np.float64, 8, 3), (np.float32, 16, 64), (np.float64, 32, 1),
+                          (np.float64, 5, 2), (np.float32, 15, 3)])  # 5 columns: one column per thread
 def test_cuda_update_matches_cpu(dtype: type, threads: int, blocks: int) -> None:
     rng = np.random.default_rng(threads)
     layout, X = layout_and_batch(rng, 120)
@@ -63,6 +64,29 @@ def test_cuda_update_matches_cpu(dtype: type, threads: int, blocks: int) -> None
     assert_same(gpu, state_of(X, layout))
 
 
+@pytest.mark.parametrize("rows", [1, 7, 1000])
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_and_global_statistics_match_cpu_at_odd_batch_sizes(rows: int, shared: bool) -> None:
+    layout, X = layout_and_batch(np.random.default_rng(rows), rows)
+    X = X.astype(np.float32)
+    stream = cuda.stream()
+    gpu = empty_state(layout)
+    # the launch helper picks the grid (on the simulator a small fixed device: 1000 rows wrap it)
+    update_from_device(gpu, cuda.to_device(X, stream=stream), *layout_to_device(layout, stream=stream),
+                       stream=stream, shared=shared)
+    assert_same(gpu, state_of(X, layout))
+
+
+def test_a_layout_too_wide_for_shared_memory_uses_global_atomics() -> None:
+    wide = BinLayout.from_columns([np.arange(600.0).tolist()] * 5, [None] * 5)  # 5 x 601 bins > SHARED_CELLS
+    X = np.random.default_rng(3).uniform(-5, 605, (20, 5))
+    gpu = empty_state(wide)
+    update_from_device(gpu, cuda.to_device(X), *layout_to_device(wide))
+    assert_same(gpu, state_of(X, wide))
+    with pytest.raises(ValueError, match="shared memory"):
+        update_from_device(empty_state(wide), cuda.to_device(X), *layout_to_device(wide), shared=True)
+
+
 def test_cuda_update_of_an_empty_batch_changes_nothing() -> None:
     layout, X = layout_and_batch(np.random.default_rng(0), 10)
     state = state_of(X, layout)
@@ -76,8 +100,11 @@ def test_cuda_update_checks_its_inputs() -> None:
     device_layout = layout_to_device(layout)
     with pytest.raises(ValueError, match="columns"):
         update_from_device(empty_state(layout), cuda.to_device(np.ascontiguousarray(X[:, :3])), *device_layout)
-    with pytest.raises(ValueError, match="narrower"):
-        narrow = BinLayout.from_columns([[1.0]] * 5, [None] * 5)
-        update_from_device(empty_state(narrow), cuda.to_device(X), *device_layout)
+    for shared in (True, False):
+        narrow = empty_state(BinLayout.from_columns([[1.0]] * 5, [None] * 5))
+        before = narrow.copy()
+        with pytest.raises(ValueError, match="narrower"):
+            update_from_device(narrow, cuda.to_device(X), *device_layout, shared=shared)
+        assert_same(narrow, before)  # nothing folded in
     with pytest.raises(ValueError, match="float32 or float64"):
         update_from_device(empty_state(layout), cuda.to_device(np.zeros((4, 5), dtype=np.int32)), *device_layout)

@@ -64,3 +64,45 @@ def test_cuda_twin_equals_cpu_kernel(name: str) -> None:
     assert empty.shape == (0, F, e.n_outputs)
     with pytest.raises(ValueError, match="float32 device rows"):
         shap_values_cuda(model, cuda.to_device(batch.astype(np.float64)))
+
+
+def small_model(name: str = "hgb-regressor"):  # noqa: ANN201
+    make, y = MODELS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = make().fit(X, y)
+    e = read_tree_ensemble(export_onnx(est, F))
+    return prepare(e.with_cover(compute_cover(e, X)))
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1000])
+def test_shared_and_global_paths_equal_the_cpu_kernel_at_odd_batch_sizes(rows: int) -> None:
+    prepared = small_model()
+    batch = np.ascontiguousarray(np.resize(X, (rows, F)))  # 1000 rows: X repeated, NaNs included
+    want, _ = shap_values(prepared, batch)
+    # 40 splits a slice: several slices, so blocks go through the barriers and reload shared memory
+    model = prepare_cuda(prepared, shared_path_entries=40)
+    assert len(model.slices) > 2 and model.fits_shared
+    stream = cuda.stream()
+    device_rows = cuda.to_device(batch, stream=stream)
+    for shared in (True, False):
+        phi, _ = shap_values_cuda(model, device_rows, shared=shared, stream=stream, to_host=True)
+        assert isinstance(phi, np.ndarray)
+        np.testing.assert_allclose(phi, want, rtol=0, atol=1e-12)
+    # the launch helper's own choice (shared memory from SHARED_MIN_ROWS rows), left on the device
+    phi, _ = shap_values_cuda(model, device_rows, stream=stream)
+    assert hasattr(phi, "copy_to_host")
+    np.testing.assert_allclose(phi.copy_to_host(stream=stream), want, rtol=0, atol=1e-12)
+
+
+def test_host_rows_are_copied_over_and_too_long_paths_stay_in_global_memory() -> None:
+    prepared = small_model()
+    want, _ = shap_values(prepared, X[:3])
+    model = prepare_cuda(prepared, shared_path_entries=1)  # every path is longer than one split
+    assert not model.fits_shared
+    phi, _ = shap_values_cuda(model, X[:3], to_host=True)  # numpy rows in: copied to the device first
+    np.testing.assert_allclose(phi, want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="shared memory"):
+        shap_values_cuda(model, X[:3], shared=True)
+    with pytest.raises(ValueError, match="shared_path_entries"):
+        prepare_cuda(prepared, shared_path_entries=0)

@@ -80,3 +80,23 @@ def test_cuda_row_word_stats_of_wordless_rows_and_an_empty_batch() -> None:
     row_word_stats_cuda(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), 5, 2, *none)
     with pytest.raises(ValueError, match="tokens_out"):
         row_word_stats_cuda(np.zeros(0, dtype=np.int64), offsets, 5, 2, np.empty(2), *out[1:])
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1000])
+def test_launch_helper_grids_and_a_stream_at_odd_batch_sizes(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    ids, offsets = batch(rng, rows, 30, 8)
+    cpu = np.full((3, rows), np.nan)
+    row_word_stats(ids, offsets, 30, 10, cpu[0], cpu[1], cpu[2])
+    counts = np.zeros(38, dtype=np.int64)
+    count_ids(ids, counts)
+    stream = cuda.stream()
+    device = [cuda.to_device(np.full(rows, np.nan), stream=stream) for _ in range(3)]
+    row_word_stats_cuda(cuda.to_device(ids, stream=stream), cuda.to_device(offsets, stream=stream), 30, 10,
+                        *device, stream=stream)  # device outputs: nothing waited for until read back
+    np.testing.assert_array_equal(np.vstack([d.copy_to_host(stream=stream) for d in device]), cpu)
+    host = np.zeros(38, dtype=np.int64)
+    count_ids_cuda(ids, host, stream=stream)  # host counts: copied back, the stream waited for
+    np.testing.assert_array_equal(host, counts)
+    with pytest.raises(ValueError, match="threads_per_block"):
+        count_ids_cuda(ids, host, threads_per_block=0)

@@ -162,7 +162,7 @@ def test_tritonclient_works_unchanged(registry: Path):
         for result in received:
             np.testing.assert_array_equal(result.as_numpy("prediction"), answer.as_numpy("prediction"))
         client.close()
-    # The unary calls were batched in C++ (the stream and the metadata calls were forwarded).
+    # The calls were batched in C++ (the unary call and the stream's messages; the reads were answered there too).
     wait_until(lambda: any("calls batched in C++" in line for line in server.log), "the door's last line", 30)
     line = next(line for line in server.log if "calls batched in C++" in line)
     assert " 0 calls batched" not in line, line

@@ -14,9 +14,13 @@ def settings(**changes) -> ServerSettings:
     return ServerSettings(registry="unused", **changes)
 
 
-def test_auto_and_python_serve_on_the_python_door():
-    assert front_end.choose(settings()) == "python"  # auto: python until the compiled door passes the whole suite
+def test_python_serves_on_the_python_door():
     assert front_end.choose(settings(front_end="python")) == "python"
+
+
+def test_auto_serves_on_the_compiled_door_where_it_is_built():
+    pytest.importorskip("driftline.server.compiled._door", reason="the compiled gRPC front end is not built")
+    assert front_end.choose(settings()) == "compiled"
 
 
 def test_compiled_without_the_extension_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch):
@@ -27,10 +31,10 @@ def test_compiled_without_the_extension_says_how_to_get_it(monkeypatch: pytest.M
     assert front_end.choose(settings()) == "python"
 
 
-def test_compiled_with_tls_is_refused_with_the_reason(tmp_path):
+def test_compiled_serves_tls_too(tmp_path):  # tests/server/test_compiled_tls.py serves it
     pytest.importorskip("driftline.server.compiled._door", reason="the compiled gRPC front end is not built")
-    with pytest.raises(Unsupported, match="plaintext only"):
-        front_end.choose(settings(front_end="compiled", tls_cert=str(tmp_path / "c"), tls_key=str(tmp_path / "k")))
+    assert front_end.choose(settings(front_end="compiled", tls_cert=str(tmp_path / "c"),
+                                     tls_key=str(tmp_path / "k"))) == "compiled"
 
 
 def test_an_unknown_front_end_is_a_settings_error():

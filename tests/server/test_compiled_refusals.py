@@ -1,0 +1,115 @@
+"""Requests the compiled door's C++ queue refuses are counted as the Python door counts its batcher's refusals.
+
+A full queue through either door shows up the same in ModelStatistics (the version's ``fail`` count) and in the
+Prometheus failure series (``driftline_requests{status="UNAVAILABLE"}``): the door counts its refusals in C++ and
+Python adds them to the version's figures every 0.25 s. ``--max-queued-bytes`` is one budget for both doors: bytes
+the Python door holds count against a request the C++ queue is asked to take, and the other way round.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from driftline.errors import Unavailable
+from driftline.proto import grpc_service_pb2 as pb
+from driftline.proto import grpc_service_pb2_grpc
+from driftline.trainer import synthetic
+from helpers import driftline, running_server, wait_until
+
+pytest.importorskip("driftline.server.compiled._door",
+                    reason="the compiled gRPC front end is not built (make setup, with libgrpc++-dev installed)")
+
+from driftline.server import front_end, front_end_messages  # noqa: E402
+from driftline.server.compiled import _door  # noqa: E402
+
+ROWS = synthetic.housing(64, seed=11).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("compiled-refusals") / "registry"
+    driftline("train", "housing", "--registry", str(root), "--rows", "600", "--param", "n_estimators=10")
+    return root
+
+
+def infer(rows: np.ndarray) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="housing")
+    request.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
+    request.raw_input_contents.append(rows.tobytes())
+    return request
+
+
+def failures(metrics_url: str, status: str) -> float:
+    """driftline_requests_total of housing version 1 with this status (labels in whatever order they come)."""
+    text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
+    total = 0.0
+    for labels, value in re.findall(r"^driftline_requests_total\{([^}]*)\} (\S+)$", text, re.M):
+        if set(labels.split(",")) == {'model="housing"', 'version="1"', f'status="{status}"'}:
+            total += float(value)
+    return total
+
+
+@pytest.mark.parametrize("door", ["python", "compiled"])
+def test_a_full_queue_is_counted_in_statistics_and_metrics_through_either_door(registry: Path, door: str):
+    big = np.repeat(ROWS, 40, axis=0)  # 2,560 rows a request, one request a batch
+    with (running_server(registry, "--front-end", door, "--no-http", "--metrics-port", "0", "--max-queue-size", "1",
+                         "--max-concurrent-batches", "1", "--max-batch-size", str(len(big)),
+                         "--model", "housing:1") as server, grpc.insecure_channel(server.address) as channel):
+        metrics_url = re.search(r"metrics (http://\S+/metrics)", "".join(server.log)).group(1)
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        calls = [stub.ModelInfer.future(infer(big), timeout=120) for _ in range(64)]
+        refused = 0
+        for call in calls:
+            try:
+                call.result()
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE and "queue full" in error.details()
+                refused += 1
+        assert refused, "64 requests at once never filled a queue of one"
+
+        def statistics() -> pb.ModelStatistics:
+            return stub.ModelStatistics(pb.ModelStatisticsRequest(name="housing"), timeout=30).model_stats[0]
+
+        # The door's refusals reach Python's figures every 0.25 s: wait for them, then they must be exact.
+        wait_until(lambda: statistics().inference_stats.fail.count >= refused, "refusals in ModelStatistics", 60)
+        stats = statistics()
+        assert stats.inference_stats.fail.count == refused
+        assert stats.inference_stats.success.count == 64 - refused
+        assert failures(metrics_url, "UNAVAILABLE") == refused
+
+
+@pytest.fixture
+def door():
+    """A compiled door on a free port, serving nothing but its queue (its private socket leads nowhere)."""
+    opened = _door.Door("127.0.0.1:0", "unix:/nonexistent/driftline.sock", 1 << 20, 1000, False,
+                        front_end_messages.table(), lambda *batch: None)
+    opened.set_model("housing", "1", "input", ROWS.shape[1], [("prediction", "FP32", 4)], (256, 500, 1024, 2))
+    yield opened
+    opened.shutdown(0)
+
+
+def test_max_queued_bytes_is_one_budget_for_both_doors(door):
+    budget = front_end.SharedBudget(door)  # what the Python door's request path draws on behind the door
+    budget.admit(600)
+    with pytest.raises(Unavailable) as busy:
+        budget.admit(600)
+    assert str(busy.value) == front_end_messages.SERVER_BUSY.format(
+        held="0.0 MiB", size="0.0 MiB", limit="0.0 MiB")
+    # The C++ queue counts what the Python door holds: 20 rows (880 bytes) on top of 600 are over the bound of 1,000.
+    with grpc.insecure_channel(f"127.0.0.1:{door.port}") as channel:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(infer(ROWS[:20]), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert refused.value.details().startswith("server busy: queued requests already hold 0.0 MiB")
+        [(model, version, code, count, ns, expired)] = door.refused()
+        assert (model, version, code, count, expired) == ("housing", "1", grpc.StatusCode.UNAVAILABLE.value[0], 1, 0)
+        assert ns >= 0 and door.refused() == []  # read once: each refusal is counted once
+    budget.release(600)
+    budget.admit(600)  # released: the budget has room again
+    budget.release(600)
