@@ -23,14 +23,23 @@ from driftline.proto import grpc_service_pb2 as pb
 SERVICE = "inference.GRPCInferenceService"
 
 
-def handlers(model: str, width: int) -> dict[str, grpc.RpcMethodHandler]:
+def answers(model: str, width: int) -> dict:
+    """Every method's constant answer (``empty_cpp_server.py`` serializes these for the C++ empty server, so
+    that both send the same bytes)."""
     answer = pb.ModelInferResponse(model_name=model, model_version="1")
     answer.outputs.add(name="prediction", datatype="FP32", shape=[1, 1])
     answer.raw_output_contents.append(np.zeros(1, dtype="<f4").tobytes())
-    stream_answer = pb.ModelStreamInferResponse(infer_response=answer)
     metadata = pb.ModelMetadataResponse(name=model, versions=["1"], platform="empty")
     metadata.inputs.add(name="input", datatype="FP32", shape=[-1, width])
     metadata.outputs.add(name="prediction", datatype="FP32", shape=[-1, 1])
+    return {"ModelInfer": answer, "ModelStreamInfer": pb.ModelStreamInferResponse(infer_response=answer),
+            "ModelMetadata": metadata, "ServerLive": pb.ServerLiveResponse(live=True),
+            "ServerReady": pb.ServerReadyResponse(ready=True), "ModelReady": pb.ModelReadyResponse(ready=True)}
+
+
+def handlers(model: str, width: int) -> dict[str, grpc.RpcMethodHandler]:
+    constant = answers(model, width)
+    answer, stream_answer, metadata = constant["ModelInfer"], constant["ModelStreamInfer"], constant["ModelMetadata"]
 
     async def model_infer(request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         return answer
@@ -43,13 +52,13 @@ def handlers(model: str, width: int) -> dict[str, grpc.RpcMethodHandler]:
         return metadata
 
     async def live(request, context):
-        return pb.ServerLiveResponse(live=True)
+        return constant["ServerLive"]
 
     async def ready(request, context):
-        return pb.ServerReadyResponse(ready=True)
+        return constant["ServerReady"]
 
     async def model_ready(request, context):
-        return pb.ModelReadyResponse(ready=True)
+        return constant["ModelReady"]
 
     def unary(fn, request_type, response_type):
         return grpc.unary_unary_rpc_method_handler(fn, request_deserializer=request_type.FromString,
@@ -82,13 +91,18 @@ async def serve(host: str, port: int, model: str, width: int) -> None:
     await server.stop(1.0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(description: str | None) -> argparse.Namespace:
+    """The command line of both empty servers (this one and empty_cpp_server.py)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed once listening)")
     p.add_argument("--model", default="housing", help="the name it answers to (any name is served)")
     p.add_argument("--width", type=int, default=11, help="features per row in ModelMetadata")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__)
     asyncio.run(serve(args.host, args.port, args.model, args.width))
 
 

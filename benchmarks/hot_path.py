@@ -8,6 +8,8 @@ unless ``--reference``) from the same run. Targets:
 - ``plain``: ``baseline_server.py``, a 120-line grpc.aio server calling onnxruntime per request in a thread pool;
 - ``plain-inline``: the same calling onnxruntime on the event loop (faster for a microsecond model);
 - ``empty``: ``empty_server.py``, handlers that answer a constant: the transport's floor;
+- ``empty-cpp``: ``empty_cpp_server.py``, the same constants from a gRPC C++ callback-API server that does not
+  parse the request (built on first use with g++ and the system's grpc++): the floor of issue 18's "within 3x";
 - ``driftline``: ``driftline serve`` with its defaults (drift, validation, attribution sampling, metrics) on the
   Python gRPC door (``--front-end python``);
 - ``compiled``: the same with ``--front-end compiled`` (the C++ door of server/compiled/, built by ``make setup``;
@@ -56,7 +58,8 @@ LOADS = {
     "r64-shap": ("64-row unary asking for every row's attributions, c=8",
                  ["--rows-per-request", "64", "--outputs", "prediction,attribution"], 8),
 }
-BUILTIN = ("plain", "plain-inline", "empty", "driftline", "compiled")  # compiled: driftline's --front-end compiled
+# compiled: driftline's --front-end compiled; empty-cpp: empty_cpp_server.py
+BUILTIN = ("plain", "plain-inline", "empty", "empty-cpp", "driftline", "compiled")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -106,6 +109,8 @@ def argvs(args: argparse.Namespace, registry: Path, model_file: Path) -> dict[st
         "plain-inline": [*plain, "--inline"],
         "empty": [sys.executable, str(harness.BENCH_DIR / "empty_server.py"), "--host", harness.HOST, "--port", "0",
                   "--model", args.model],
+        "empty-cpp": [sys.executable, str(harness.BENCH_DIR / "empty_cpp_server.py"), "--host", harness.HOST,
+                      "--port", "0", "--model", args.model],
         "driftline": harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0",
                                                   "--front-end", "python"),
         "compiled": harness.driftline_serve_argv(registry, args.model, "--metrics-port", "0", "--http-port", "0",

@@ -11,8 +11,6 @@ did not sample gets no spans from either door. The compiled door's calls were ba
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -21,8 +19,8 @@ import pytest
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.trainer import synthetic
+from otlp_receiver import Receiver, receiving
 from helpers import driftline, running_server, wait_until
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 pytest.importorskip("driftline.server.compiled._door",
                     reason="the compiled gRPC front end is not built (make setup, with libgrpc++-dev installed)")
@@ -32,48 +30,10 @@ MODEL_INFER = "inference.GRPCInferenceService/ModelInfer"
 DOORS = ("python", "compiled")
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace endpoint keeping every span it is sent, by the service that sent it."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict] = []
-        self.lock = threading.Lock()
-
-    def Export(self, request, context):
-        with self.lock:
-            for resource in request.resource_spans:
-                service = _attributes(resource.resource.attributes)["service.name"]
-                for scope in resource.scope_spans:
-                    self.spans.extend({"name": s.name, "trace": s.trace_id.hex(), "id": s.span_id.hex(),
-                                       "parent": s.parent_span_id.hex(), "kind": s.kind, "service": service,
-                                       "attributes": _attributes(s.attributes), "status": s.status.code,
-                                       "links": [(link.trace_id.hex(), link.span_id.hex()) for link in s.links]}
-                                      for s in scope.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def of(self, service: str) -> list[dict]:
-        with self.lock:
-            return [s for s in self.spans if s["service"] == service]
-
-
-def _attributes(pairs) -> dict:
-    values = {}
-    for kv in pairs:
-        kind = kv.value.WhichOneof("value")
-        values[kv.key] = getattr(kv.value, kind) if kind else None
-    return values
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    collector = Receiver()
-    server = grpc.server(ThreadPoolExecutor(4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    collector.endpoint = f"http://127.0.0.1:{port}"
-    yield collector
-    server.stop(0)
+    with receiving() as collector:
+        yield collector
 
 
 @pytest.fixture(scope="module")

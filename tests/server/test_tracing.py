@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,13 +17,13 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.trainer import synthetic
+from otlp_receiver import Receiver, receiving
 from helpers import driftline, running_server
 
 ROWS = synthetic.housing(64, seed=5).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
@@ -34,57 +32,10 @@ STREAM_INFER = "inference.GRPCInferenceService/ModelStreamInfer"
 WAIT_S = 60
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace endpoint that keeps every span it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict] = []
-        self.lock = threading.Lock()
-
-    def Export(self, request, context):
-        with self.lock:
-            for resource in request.resource_spans:
-                service = _attributes(resource.resource.attributes).get("service.name")
-                for scope in resource.scope_spans:
-                    self.spans.extend(_span(s, service) for s in scope.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def wait_for(self, found: Callable[[list[dict]], object]) -> object:
-        """found(spans) once it is truthy: spans arrive in the exporter's batches, off the response path."""
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            with self.lock:
-                result = found(list(self.spans))
-            if result or time.monotonic() > deadline:
-                return result
-            time.sleep(0.05)
-
-
-def _attributes(pairs) -> dict:
-    values = {}
-    for kv in pairs:
-        kind = kv.value.WhichOneof("value")
-        values[kv.key] = getattr(kv.value, kind) if kind else None
-    return values
-
-
-def _span(span, service: str) -> dict:
-    return {"name": span.name, "trace": span.trace_id.hex(), "id": span.span_id.hex(),
-            "parent": span.parent_span_id.hex(), "kind": span.kind, "service": service,
-            "attributes": _attributes(span.attributes), "status": span.status.code,
-            "links": [(link.trace_id.hex(), link.span_id.hex()) for link in span.links]}
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    collector = Receiver()
-    server = grpc.server(ThreadPoolExecutor(4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    collector.endpoint = f"http://127.0.0.1:{port}"
-    yield collector
-    server.stop(0)
+    with receiving() as collector:
+        yield collector
 
 
 def otel_env(receiver: Receiver, service: str) -> dict[str, str]:
