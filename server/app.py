@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from concurrent.futures import Executor
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
+from driftline.errors import InvalidInput
 from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 from driftline.registry import open_registry
 from driftline.server.auth import AdminGuard
@@ -103,6 +105,7 @@ def build(settings: ServerSettings) -> Built:
     if settings.reflection:
         reflection.enable(server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    _check_tls_files(settings)  # else a bad file reads as "port in use": both gRPC libraries only fail to bind
     door = None
     try:
         if front_end.choose(settings) == "compiled":
@@ -118,6 +121,18 @@ def build(settings: ServerSettings) -> Built:
     # the second front end, same path; driftline's own reads (version, drift) too
     http = HttpApi(inference, path, guard, settings.max_message_bytes, driftline_service, monitoring)
     return Built(server, port, repository, pool, admin, peers, health, http, peer_server, door)
+
+
+def _check_tls_files(settings: ServerSettings) -> None:
+    """The PEM files load as a certificate with its key (and a CA), or start fails saying which and why."""
+    if not settings.tls_cert:
+        return
+    try:
+        metrics.tls_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"cannot serve TLS with --tls-cert {settings.tls_cert} --tls-key {settings.tls_key}"
+                           + (f" --tls-client-ca {settings.tls_client_ca}" if settings.tls_client_ca else "")
+                           + f": {exc}; give PEM files of a certificate, its private key and a CA") from exc
 
 
 def _bind(server: grpc.aio.Server, settings: ServerSettings, host: str) -> int:

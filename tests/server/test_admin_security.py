@@ -171,3 +171,18 @@ def test_mutual_tls_refuses_clients_without_a_certificate(registry: Path, pki: P
             assert served_version(channel) == ["1"]
     finally:
         stop(process)
+
+
+@pytest.mark.parametrize("front_end", ["python", "compiled"])
+def test_a_certificate_that_does_not_load_is_named_at_start(registry: Path, pki: Path, tmp_path: Path,
+                                                           front_end: str):
+    if front_end == "compiled":
+        pytest.importorskip("driftline.server.compiled._door", reason="the compiled gRPC front end is not built")
+    broken = tmp_path / "server.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    result = driftline("serve", "--registry", str(registry), "--port", "0", "--workers", "1", "--no-http",
+                       "--no-metrics", "--front-end", front_end, "--tls-cert", str(broken), "--tls-key",
+                       str(pki / "server.key"), check=False)
+    assert result.returncode != 0
+    assert f"cannot serve TLS with --tls-cert {broken}" in result.stderr
+    assert "port is in use" not in result.stderr
