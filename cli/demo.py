@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     step("2. Serve it over the Open Inference Protocol (gRPC and HTTP/REST)")
     with server(root) as (address, http), grpc.insecure_channel(address) as channel, Client(address) as client:
         info = driftline_pb2_grpc.DriftlineStub(channel).VersionInfo(dpb.VersionInfoRequest(name="housing"))
-        print(f"gRPC at {address} ({door_name(root)}), HTTP at {http}; housing version {info.version} runs on "
+        print(f"gRPC at {address} ({door_name()}), HTTP at {http}; housing version {info.version} runs on "
               f"{', '.join(info.execution_providers)} (device path: {info.device_path})")
         doors(channel, http)
 
@@ -185,21 +185,18 @@ def publish_with_snapshot(registry: Registry, trained) -> tuple[int, dict]:
     return version, metadata.extra[snapshot.LINEAGE_KEY]
 
 
-def door_name(root: Path) -> str:
+def door_name() -> str:
     """Which door `--front-end auto` put on the gRPC port."""
     from driftline.server.front_end import why_not_compiled
-    from driftline.server.settings import ServerSettings
 
-    reason = why_not_compiled(ServerSettings(registry=str(root)))
-    return "the Python gRPC door" if reason else "the compiled gRPC door"
+    return "the Python gRPC door" if why_not_compiled() else "the compiled gRPC door"
 
 
 def compiled_door(registry: Registry, root: Path, channel: grpc.Channel, address: str) -> None:
     """A numbers-only price model through both doors: the same answers, unary and streamed."""
     from driftline.server.front_end import why_not_compiled
-    from driftline.server.settings import ServerSettings
 
-    reason = why_not_compiled(ServerSettings(registry=str(root)))
+    reason = why_not_compiled()
     if reason is not None:
         print(f"  not here: {reason}")
         return

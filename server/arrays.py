@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from driftline.datatypes import NUMPY_OF, oip_from_ort
 from driftline.errors import Unavailable
 
 CPU = "cpu"
@@ -64,7 +65,7 @@ def ortvalue_view(value: Any, xp: ModuleType) -> Any:
     """An onnxruntime output (OrtValue) as an ``xp`` array sharing its memory; the array keeps ``value`` alive."""
     if xp is np:
         return value.numpy()
-    dtype = np.dtype(_NUMPY_OF_ORT[value.data_type()])
+    dtype = NUMPY_OF[oip_from_ort(value.data_type())]
     shape = tuple(value.shape())
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     memory = xp.cuda.UnownedMemory(value.data_ptr(), size, value)
@@ -80,10 +81,3 @@ def kernel_array(array: Any) -> Any:
         return cuda.to_device(np.ascontiguousarray(array))
     return array
 
-
-_NUMPY_OF_ORT = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
-    "tensor(uint64)": np.uint64, "tensor(uint32)": np.uint32, "tensor(uint16)": np.uint16,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}

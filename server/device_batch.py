@@ -32,7 +32,7 @@ from driftline.registry import TensorSpec
 from driftline.server import metrics
 from driftline.server.arrays import CUDA, ortvalue_view, to_host
 from driftline.server.device_memory import LazyDeviceMemory, out_of_memory
-from driftline.server.providers import CPU, CUDA as CUDA_PROVIDER, gpu_visible
+from driftline.server.providers import CUDA as CUDA_PROVIDER, gpu_visible
 
 log = logging.getLogger("driftline.server")
 
@@ -190,10 +190,11 @@ def eligible(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str
 
 
 def runner_for(name: str, version: int, session: ort.InferenceSession, inputs: Sequence[TensorSpec],
-               run_outputs: Sequence[TensorSpec], model_bytes: bytes, device_memory: LazyDeviceMemory | None,
-               intra_op_threads: int) -> tuple[DeviceRunner | None, str]:
+               run_outputs: Sequence[TensorSpec], device_memory: LazyDeviceMemory | None,
+               cpu_session: Callable[[], ort.InferenceSession]) -> tuple[DeviceRunner | None, str]:
     """The version's device runner and why (the reason is logged and shown): the device path needs a visible GPU,
-    the CUDA provider in what the session really runs on, settings that allow it and a numeric signature."""
+    the CUDA provider in what the session really runs on, settings that allow it and a numeric signature.
+    ``cpu_session`` opens the same model on the CPU, for batches that run out of device memory."""
     if device_memory is None:
         return None, "off in the settings"
     if CUDA_PROVIDER not in session.get_providers() or not gpu_visible():
@@ -205,11 +206,4 @@ def runner_for(name: str, version: int, session: ort.InferenceSession, inputs: S
         memory = device_memory.get()
     except Unavailable as exc:
         return None, str(exc)
-
-    def cpu_session() -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        return ort.InferenceSession(model_bytes, sess_options=options, providers=[CPU])
-
     return DeviceRunner(name, version, session, run_outputs, memory, cpu_session, memory.device_id), ""

@@ -35,15 +35,11 @@ from driftline.server.service import model_metadata, server_metadata
 from driftline.server.settings import ServerSettings
 
 log = logging.getLogger("driftline.server")
-# What ``auto`` picks when the extension is built: the compiled door, since the whole test suite passes through it
-# (and `make test` runs the protocol tests through the Python door too); what still differs between the doors is
-# in the README ("The compiled gRPC front end", "Not the same yet").
-AUTO_PICKS_COMPILED = True
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-def why_not_compiled(settings: ServerSettings) -> str | None:
-    """Why the compiled door cannot serve with these settings (None: it can)."""
+def why_not_compiled() -> str | None:
+    """Why the compiled door cannot serve here (None: it can): only a missing extension stops it."""
     try:
         from driftline.server.compiled import _door  # noqa: F401
     except ImportError as exc:
@@ -56,12 +52,12 @@ def choose(settings: ServerSettings) -> str:
     """``compiled`` or ``python``: what serves the gRPC port (raises when ``compiled`` was asked and cannot be)."""
     if settings.front_end == "python":
         return "python"
-    reason = why_not_compiled(settings)
+    reason = why_not_compiled()
     if settings.front_end == "compiled":
         if reason is not None:
             raise Unsupported(f"--front-end compiled: {reason}")
         return "compiled"
-    return "compiled" if AUTO_PICKS_COMPILED and reason is None else "python"
+    return "compiled" if reason is None else "python"  # auto: the whole suite passes through either door
 
 
 def takes(endpoint) -> bool:  # noqa: ANN001 - a repository Endpoint
@@ -137,7 +133,7 @@ class CompiledDoor:
         for name in repository.names():
             self.publish(name)
         repository.on_change.append(self.publish)
-        self.depth = loop.create_task(self._every_quarter_second())
+        self.ticker = loop.create_task(self._every_quarter_second())
 
     async def _every_quarter_second(self) -> None:
         """What the C++ queue counts reaches the version's figures every 0.25 s, as metrics are handed to
@@ -270,7 +266,7 @@ class CompiledDoor:
     async def stop(self, grace_s: float) -> None:
         """Stop taking calls; calls taken are answered within the grace (the batches still run meanwhile)."""
         await self.loop.run_in_executor(None, self.door.shutdown, grace_s)
-        self.depth.cancel()
+        self.ticker.cancel()
         self._count_refused()  # the last ones, before the figures are flushed for the last time
         batched, forwarded = self.door.counts()
         # Stream messages count one by one, as calls do.

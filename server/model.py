@@ -21,7 +21,7 @@ from driftline.registry.table import TableSpec, table_of
 from driftline.registry.table_view import TableEncoder
 from driftline.server.device_batch import DeviceRunner, runner_for
 from driftline.server.device_memory import LazyDeviceMemory
-from driftline.server.providers import CUDA
+from driftline.server.providers import CPU, CUDA
 from driftline.server.stats import VersionStats
 from driftline.server.tensors import OutputRequest
 
@@ -117,13 +117,8 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
     ``device_memory``: the GPU pool a version on the CUDA provider keeps its batches in (None: no device path).
     """
     model_bytes = stored.read(MODEL_FILE)  # verifies the sha256 in the manifest
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        session = ort.InferenceSession(model_bytes, sess_options=options,
-                                       providers=_with_memory_bound(providers, device_memory))
+        session = open_session(model_bytes, _with_memory_bound(providers, device_memory), intra_op_threads)
     except Exception as exc:  # onnxruntime raises its own exception types for bad models
         raise CorruptArtifact(f"{stored.model} version {stored.version}: onnxruntime cannot load model.onnx: {exc}") from exc
     try:
@@ -142,8 +137,8 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
     batching = all(len(t.shape) >= 1 and t.shape[0] == -1 for t in inputs + outputs)
     profile = _profile(stored)
     run_specs = (*outputs, *(_spec(o) for o in session.get_outputs() if o.name in hidden))  # in run order
-    device, why_cpu = runner_for(stored.model, stored.version, session, inputs, run_specs, model_bytes,
-                                 device_memory, intra_op_threads)
+    device, why_cpu = runner_for(stored.model, stored.version, session, inputs, run_specs, device_memory,
+                                 lambda: open_session(model_bytes, [CPU], intra_op_threads))
     served = ServedVersion(
         name=stored.model,
         version=stored.version,
@@ -168,6 +163,15 @@ def load_version(stored: StoredVersion, providers: list[str], intra_op_threads: 
     log.info("loaded %s version %d on %s; device path %s%s", served.name, served.version, ", ".join(served.providers),
              served.device_path, f" ({why_cpu})" if why_cpu and CUDA in served.providers else "")
     return served
+
+
+def open_session(model_bytes: bytes, providers: list, intra_op_threads: int) -> ort.InferenceSession:
+    """A version's onnxruntime session (the served one, and the device path's CPU fallback)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
 
 
 def _with_memory_bound(providers: list[str], device_memory: LazyDeviceMemory | None) -> list:

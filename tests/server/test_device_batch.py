@@ -110,10 +110,11 @@ def test_a_cpu_server_keeps_the_cpu_path(registry):
     and the runner would say why."""
     version = served(registry, "housing")
     assert version.device_path == "cpu" and version.device is None
-    runner, why = runner_for("housing", 1, version.session, version.inputs, version.outputs, b"", LazyDeviceMemory(64),
-                             1)
+    cpu = lambda: version.session  # noqa: E731 - never opened here
+    runner, why = runner_for("housing", 1, version.session, version.inputs, version.outputs, LazyDeviceMemory(64),
+                             cpu)
     assert runner is None and why == "the session runs on the CPU"
-    assert runner_for("housing", 1, version.session, version.inputs, version.outputs, b"", None, 1) == (
+    assert runner_for("housing", 1, version.session, version.inputs, version.outputs, None, cpu) == (
         None, "off in the settings")
 
 
