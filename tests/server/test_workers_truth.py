@@ -111,19 +111,24 @@ def test_statistics_and_drift_answer_with_the_live_workers_while_one_is_dead(ver
         client = triton.InferenceServerClient(url=server.address)
         client.get_model_metadata("housing")
         client.close()
-        kill_one_worker(server)
-        channel = grpc.insecure_channel(server.address)  # a new connection: it reaches the live worker
-        grpc.channel_ready_future(channel).result(timeout=30)  # a connect that raced the kill is simply redone
-        call = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStatistics.with_call
-        statistics, answered = call(pb.ModelStatisticsRequest(name="housing"), timeout=30)
-        assert [s.version for s in statistics.model_stats] == ["2"]
-        report, reported = driftline_pb2_grpc.MonitoringStub(channel).DriftReport.with_call(
-            dpb.DriftRequest(name="housing"), timeout=30)
-        assert report.version == "2"
-        if not any(RESTARTED in line for line in list(server.log)):  # the dead worker is not back yet
+        # The supervisor is paused so the dead worker stays dead while we ask: restarted, it could answer
+        # before its "serving again" line reached the log, and the answer would rightly miss no one.
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            kill_one_worker(server)
+            channel = grpc.insecure_channel(server.address)  # a new connection: it reaches the live worker
+            grpc.channel_ready_future(channel).result(timeout=30)  # a connect that raced the kill is simply redone
+            call = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStatistics.with_call
+            statistics, answered = call(pb.ModelStatisticsRequest(name="housing"), timeout=30)
+            assert [s.version for s in statistics.model_stats] == ["2"]
+            report, reported = driftline_pb2_grpc.MonitoringStub(channel).DriftReport.with_call(
+                dpb.DriftRequest(name="housing"), timeout=30)
+            assert report.version == "2"
             assert dict(answered.trailing_metadata()).get("x-driftline-missing-workers") in ("0", "1")
             assert dict(reported.trailing_metadata()).get("x-driftline-missing-workers") in ("0", "1")
-        channel.close()
+            channel.close()
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
         wait_for_restart(server)
         out = driftline("swap", "housing", "1", "--server", server.address).stdout
         assert "on 2 worker(s)" in out  # the restarted worker is reached again
