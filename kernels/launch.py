@@ -1,4 +1,5 @@
-"""Launch sizes for the CUDA twins: threads per block and blocks, picked from the batch and the device.
+"""How the CUDA twins launch: threads per block and blocks, picked from the batch and the device, and a
+device view of each argument.
 
 Every kernel of the ``*_cuda`` modules walks its work items with a grid-stride loop, so any grid gives the
 right answer; the grid only decides how fast. :func:`launch_for` sizes it:
@@ -13,7 +14,8 @@ right answer; the grid only decides how fast. :func:`launch_for` sizes it:
 memory per block (numba caches the attributes after the first read). Under numba's simulator
 (``NUMBA_ENABLE_CUDASIM=1``) there are no such attributes: :data:`SIMULATOR_LIMITS` is a fixed, deliberately
 small device (every simulated thread is a Python thread) whose grids still make several blocks and a wrapping
-grid-stride loop. Pure functions of their inputs: nothing is kept between calls.
+grid-stride loop. :func:`device_view` gives a kernel argument as the device sees it. Pure functions of their
+inputs: nothing is kept between calls.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SIMULATOR_LIMITS", "DeviceLimits", "Launch", "device_limits", "launch_for", "resolve"]
+__all__ = ["SIMULATOR_LIMITS", "DeviceLimits", "Launch", "device_limits", "launch_for", "device_view", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,19 @@ def device_limits() -> DeviceLimits:
     name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
     return DeviceLimits(name, int(device.MULTIPROCESSOR_COUNT), int(device.MAX_THREADS_PER_BLOCK),
                         int(device.WARP_SIZE), int(device.MAX_SHARED_MEMORY_PER_BLOCK))
+
+
+def device_view(a, stream=0):  # noqa: ANN001, ANN201 - any array; a numba device array
+    """A device view of ``a``: numba device arrays as they are, ``__cuda_array_interface__`` arrays (CuPy,
+    PyTorch) wrapped without a copy, host arrays copied over on ``stream``."""
+    import numpy as np
+    from numba import cuda
+
+    if hasattr(a, "copy_to_host"):
+        return a
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)
+    return cuda.to_device(np.ascontiguousarray(a), stream=stream)
 
 
 @dataclass(frozen=True)

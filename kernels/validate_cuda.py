@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from driftline.kernels.launch import DeviceLimits, resolve
+from driftline.kernels.launch import DeviceLimits, device_view, resolve
 from driftline.kernels.validate import SchemaArrays, _value_bits
 
 __all__ = ["schema_to_device", "validate_rows_cuda"]
@@ -53,14 +53,6 @@ def schema_to_device(arrays: SchemaArrays, dtype: Any, *, stream: Any = None) ->
     return out
 
 
-def _device(a: Any, stream: Any) -> Any:
-    if hasattr(a, "copy_to_host"):
-        return a
-    if hasattr(a, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(a)
-    return cuda.to_device(np.ascontiguousarray(a), stream=stream)
-
-
 def validate_rows_cuda(X: Any, params: Any, meta: Any, cat_ok: Any, row_mask: Any, *, stream: Any = None,
                        to_host: bool = True, threads_per_block: int | None = None, max_blocks: int | None = None,
                        limits: DeviceLimits | None = None) -> Any:
@@ -73,7 +65,7 @@ def validate_rows_cuda(X: Any, params: Any, meta: Any, cat_ok: Any, row_mask: An
     one-element int64 device array, nothing waited for (a numpy ``row_mask`` still waits for its copy).
     """
     s = 0 if stream is None else stream
-    X = _device(X, s)
+    X = device_view(X, s)
     if len(X.shape) != 2 or X.dtype not in (np.float32, np.float64):
         raise ValueError(f"a batch must be 2-D float32 or float64 [rows, features], got {X.dtype} {tuple(X.shape)}")
     rows, cols = X.shape
@@ -83,11 +75,11 @@ def validate_rows_cuda(X: Any, params: Any, meta: Any, cat_ok: Any, row_mask: An
         raise ValueError(f"row_mask must be uint32 [{rows}], got {row_mask.dtype} {tuple(row_mask.shape)}")
     failed = cuda.to_device(np.zeros(1, dtype=np.int64), stream=s)
     on_host = isinstance(row_mask, np.ndarray)
-    mask = cuda.device_array(rows, dtype=np.uint32, stream=s) if on_host else _device(row_mask, s)
+    mask = cuda.device_array(rows, dtype=np.uint32, stream=s) if on_host else device_view(row_mask, s)
     if rows:
         grid = resolve(rows, threads_per_block, max_blocks, limits)
-        _validate_rows[grid.blocks, grid.threads_per_block, s](X, _device(params, s), _device(meta, s),
-                                                               _device(cat_ok, s), mask, failed)
+        _validate_rows[grid.blocks, grid.threads_per_block, s](X, device_view(params, s), device_view(meta, s),
+                                                               device_view(cat_ok, s), mask, failed)
     if on_host:
         row_mask[...] = mask.copy_to_host(stream=s)
     if not to_host:

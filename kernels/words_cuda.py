@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from driftline.kernels.launch import DeviceLimits, resolve
+from driftline.kernels.launch import DeviceLimits, device_view, resolve
 from driftline.kernels.words import clamp_id_py, word_flags_py
 
 __all__ = ["count_ids_cuda", "row_word_stats_cuda"]
@@ -60,15 +60,6 @@ def _is_device(a: Any) -> bool:
     return hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")
 
 
-def _to_device(a: Any, stream: Any) -> Any:
-    """A device view of ``a``: device arrays as they are (wrapped without a copy), host arrays copied over."""
-    if hasattr(a, "copy_to_host"):
-        return a
-    if hasattr(a, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(a)
-    return cuda.to_device(np.ascontiguousarray(a), stream=stream)
-
-
 def _back_to_host(device: Any, host: np.ndarray, stream: Any) -> None:
     host[...] = device.copy_to_host(stream=stream)
     if stream != 0:
@@ -98,8 +89,8 @@ def count_ids_cuda(ids: Any, counts: Any, *, threads_per_block: int | None = Non
     if counts.shape[0] == 0:
         raise ValueError("count_ids_cuda: no entry to count words in")
     grid = resolve(words, threads_per_block, max_blocks, limits)
-    counts_device = _to_device(counts, stream)
-    _count_ids[grid.blocks, grid.threads_per_block, stream](_to_device(ids, stream), counts_device)
+    counts_device = device_view(counts, stream)
+    _count_ids[grid.blocks, grid.threads_per_block, stream](device_view(ids, stream), counts_device)
     if not _is_device(counts):
         _back_to_host(counts_device, counts, stream)
     return counts
@@ -126,10 +117,10 @@ def row_word_stats_cuda(ids: Any, offsets: Any, vocabulary: int, language: int,
     if rows == 0:
         return
     grid = resolve(rows, threads_per_block, max_blocks, limits)
-    outs = [_to_device(out, stream) for out in (tokens_out, oov_out, language_out)]
+    outs = [device_view(out, stream) for out in (tokens_out, oov_out, language_out)]
     # a batch of empty texts has no ids; give the kernel a one-element array rather than a zero-size one
-    ids_device = _to_device(ids if ids.shape[0] else np.zeros(1, dtype=np.int64), stream)
-    _row_word_stats[grid.blocks, grid.threads_per_block, stream](ids_device, _to_device(offsets, stream),
+    ids_device = device_view(ids if ids.shape[0] else np.zeros(1, dtype=np.int64), stream)
+    _row_word_stats[grid.blocks, grid.threads_per_block, stream](ids_device, device_view(offsets, stream),
                                                        np.int64(vocabulary), np.int64(language), *outs)
     for device, host in zip(outs, (tokens_out, oov_out, language_out), strict=True):
         if not _is_device(host):

@@ -1,4 +1,4 @@
-"""The array module of a batch: numpy on the host, CuPy on the GPU, and views between them and the kernels.
+"""The array module of a batch: numpy on the host, CuPy on the GPU, and views between the two.
 
 A batch on the device path keeps its arrays on the GPU from onnxruntime's outputs to the drift and TreeSHAP
 kernels; the code that handles them is written once against ``xp`` (numpy or cupy, which share the calls used
@@ -70,14 +70,4 @@ def ortvalue_view(value: Any, xp: ModuleType) -> Any:
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     memory = xp.cuda.UnownedMemory(value.data_ptr(), size, value)
     return xp.ndarray(shape, dtype, xp.cuda.MemoryPointer(memory, 0))
-
-
-def kernel_array(array: Any) -> Any:
-    """What a numba.cuda kernel takes: a device array as is (numba reads ``__cuda_array_interface__``); a host
-    array, which reaches a kernel only on the CPU-bound test path and in numba's simulator, copied to the device."""
-    if isinstance(array, np.ndarray):
-        from numba import cuda
-
-        return cuda.to_device(np.ascontiguousarray(array))
-    return array
 

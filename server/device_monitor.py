@@ -18,7 +18,8 @@ import numpy as np
 
 from driftline.attribution import Explainer, TreeExplainer
 from driftline.kernels.drift import BinLayout, DriftState
-from driftline.server.arrays import kernel_array, to_host
+from driftline.kernels.launch import device_view
+from driftline.server.arrays import to_host
 
 
 def monitored_columns(xp: ModuleType, X: Any, outputs: Mapping[str, Any], order: Sequence[str]) -> Any:
@@ -63,12 +64,12 @@ class DeviceMonitoring:
 
     def batch_state(self, empty: DriftState, columns: Any) -> DriftState:
         """``empty`` (a state of the version's profile) filled with the batch's ``columns`` on the device."""
-        return self._drift.update_from_device(empty, kernel_array(columns), *self._layout)
+        return self._drift.update_from_device(empty, device_view(columns), *self._layout)
 
     def explain(self, X: Any, n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The explainer's contract for rows on the device: phi and base on the host (only sampled rows come)."""
         if self._paths is None:
             return self._host.explain(to_host(X), n_threads)
         rows = X.astype(np.float32, copy=False) if X.dtype != np.float32 else X
-        phi, base = self._treeshap.shap_values_cuda(self._paths, kernel_array(rows))
+        phi, base = self._treeshap.shap_values_cuda(self._paths, device_view(rows))
         return phi.copy_to_host(), base

@@ -20,14 +20,14 @@ from collections.abc import Sequence
 import grpc
 from opentelemetry import propagate
 from opentelemetry import trace as api
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from driftline.server import telemetry
 from driftline.server.model import ServedVersion
-from driftline.server.telemetry import BatchTrace, epoch_ns
+from driftline.server.telemetry import BatchTrace, end_server_span, epoch_ns, model_attributes, rpc_attributes
 
 METHOD = "inference.GRPCInferenceService/ModelInfer"  # what the Python door's interceptor names the span
-ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": "ModelInfer"}
+ATTRIBUTES = rpc_attributes(METHOD)
 
 
 class DoorTrace:
@@ -44,7 +44,7 @@ class DoorTrace:
                                                                          else {}),
                                      kind=SpanKind.SERVER, attributes=ATTRIBUTES, start_time=epoch_ns(enqueued))
             if span.is_recording():
-                span.set_attributes({"driftline.model": served.name, "driftline.model_version": served.version})
+                span.set_attributes(model_attributes(served.name, served.version))
             self.spans.append(span)
         members = list(zip(self.spans, enqueued_ns, strict=True))
         self.batch: BatchTrace | None = None
@@ -69,9 +69,5 @@ class DoorTrace:
         """Every request's span ends with the status its caller got."""
         self.ran()
         for span in self.spans:
-            if span.is_recording():
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code is not grpc.StatusCode.OK:
-                    span.set_status(Status(StatusCode.ERROR, f"{code.name}: {message}"))
-            span.end()
+            end_server_span(span, code, message)
         self.spans = []

@@ -152,7 +152,28 @@ def current_span() -> Any:
 def describe_request(model: str, version: int) -> None:
     current = _api.get_current_span()
     if current.is_recording():
-        current.set_attributes({"driftline.model": model, "driftline.model_version": version})
+        current.set_attributes(model_attributes(model, version))
+
+
+def model_attributes(model: str, version: int) -> dict[str, Any]:
+    """What a call's SERVER span says of the version that answered it."""
+    return {"driftline.model": model, "driftline.model_version": version}
+
+
+def rpc_attributes(name: str) -> dict[str, str]:
+    """A SERVER span's ``rpc.*`` attributes for the method ``name`` ("package.Service/Method")."""
+    return {"rpc.system": "grpc", "rpc.service": name.rpartition("/")[0], "rpc.method": name.rpartition("/")[2]}
+
+
+def end_server_span(span: Any, code: grpc.StatusCode, details: str) -> None:
+    """End a call's SERVER span with the status its caller got (either door's)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code is not grpc.StatusCode.OK:
+            span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}"))
+    span.end()
 
 
 @contextlib.contextmanager
@@ -281,10 +302,10 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 def _server_span(method: str) -> Any:
     from opentelemetry import propagate
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import SpanKind
 
     name = method.lstrip("/")
-    attributes = {"rpc.system": "grpc", "rpc.service": name.rpartition("/")[0], "rpc.method": name.rpartition("/")[2]}
+    attributes = rpc_attributes(name)
 
     @contextlib.contextmanager
     def enter(context: grpc.aio.ServicerContext) -> Iterator[None]:
@@ -304,11 +325,7 @@ def _server_span(method: str) -> Any:
             code = grpc.StatusCode.UNKNOWN
             raise
         finally:
-            if span.is_recording():
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code is not grpc.StatusCode.OK:
-                    span.set_status(Status(StatusCode.ERROR, f"{code.name}: {context.details() or ''}"))
-            span.end()
+            end_server_span(span, code, context.details() or "")
 
     return enter
 

@@ -126,3 +126,36 @@ def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 120.0,
         if time.monotonic() > give_up:
             raise AssertionError(f"{what} (waited {limit_s:g} s)")
         time.sleep(pause_s)
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.now += 60``), for monitors' time windows."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def housing_request(rows, *, raw: bool = True, **fields):  # noqa: ANN001, ANN201 - numpy rows; a ModelInferRequest
+    """tritonclient's own ModelInferRequest for the housing model: ``rows`` as raw bytes, or typed contents."""
+    from tritonclient.grpc import service_pb2
+
+    message = service_pb2.ModelInferRequest(**{"model_name": "housing", **fields})
+    tensor = message.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
+    if raw:
+        message.raw_input_contents.append(rows.tobytes())
+    else:
+        tensor.contents.fp32_contents.extend(rows.ravel().tolist())
+    return message
+
+
+DOOR_COUNTS = re.compile(r"(\d+) calls batched in C\+\+, (\d+) forwarded to the Python door")
+
+
+def door_counts(server: RunningServer) -> tuple[int, int]:
+    """What a stopped compiled door says it did: (calls batched in C++, calls forwarded to the Python door)."""
+    wait_until(lambda: any(DOOR_COUNTS.search(line) for line in list(server.log)), "the door's last line", 30)
+    match = next(m for line in list(server.log) if (m := DOOR_COUNTS.search(line)))
+    return int(match[1]), int(match[2])

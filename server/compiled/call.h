@@ -23,18 +23,17 @@ class Call {
   std::atomic<bool> cancelled_{false};
 };
 
-class Rpc;
-
-// The forwarded call's side towards the Python server; its reactions are the Rpc's.
+// A forwarded call's side towards the Python server; its reactions are its owner's (an Rpc or a Stream).
+template <class Owner>
 class Upstream : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  explicit Upstream(Rpc* call) : call_(call) {}
-  void OnReadDone(bool ok) override;
-  void OnWriteDone(bool ok) override;
-  void OnDone(const grpc::Status& status) override;
+  explicit Upstream(Owner* owner) : owner_(owner) {}
+  void OnReadDone(bool ok) override { owner_->UpstreamRead(ok); }
+  void OnWriteDone(bool ok) override { owner_->UpstreamWrote(ok); }
+  void OnDone(const grpc::Status& status) override { owner_->UpstreamDone(status); }
 
  private:
-  Rpc* call_;
+  Owner* owner_;
 };
 
 // Any call but ModelStreamInfer.
@@ -54,7 +53,7 @@ class Rpc : public grpc::ServerGenericBidiReactor, public Call {
   void OnDone() override;
 
  private:
-  friend class Upstream;
+  friend class Upstream<Rpc>;
   void Take();  // a ModelInfer's first message: batch it, or forward it
   void StartForwarding(bool have_message);
   void ReleaseHold();
@@ -72,7 +71,7 @@ class Rpc : public grpc::ServerGenericBidiReactor, public Call {
   std::recursive_mutex mu_;
   bool forwarding_ = false, upstream_closed_ = false, hold_released_ = false, metadata_copied_ = false;
   grpc::ClientContext upstream_context_;
-  Upstream upstream_{this};
+  Upstream<Rpc> upstream_{this};
 };
 
 grpc::ServerGenericBidiReactor* NewStream(Door* door, grpc::GenericCallbackServerContext* context);  // stream.cc

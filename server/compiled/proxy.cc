@@ -225,8 +225,4 @@ void Rpc::OnCancel() {
 
 void Rpc::OnDone() { delete this; }
 
-void Upstream::OnReadDone(bool ok) { call_->UpstreamRead(ok); }
-void Upstream::OnWriteDone(bool ok) { call_->UpstreamWrote(ok); }
-void Upstream::OnDone(const grpc::Status& status) { call_->UpstreamDone(status); }
-
 }  // namespace door

@@ -39,18 +39,6 @@ class Message : public Call {
   Stream* stream_;
 };
 
-// The forwarded stream's side towards the Python server; its reactions are the Stream's.
-class StreamUpstream : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  explicit StreamUpstream(Stream* stream) : stream_(stream) {}
-  void OnReadDone(bool ok) override;
-  void OnWriteDone(bool ok) override;
-  void OnDone(const grpc::Status& status) override;
-
- private:
-  Stream* stream_;
-};
-
 grpc::ByteBuffer InBand(const std::string& error) {
   inference::ModelStreamInferResponse response;
   response.set_error_message(error);
@@ -293,7 +281,7 @@ class Stream : public grpc::ServerGenericBidiReactor {
        done_ = false, deleting_ = false;
 
   grpc::ClientContext up_context_;
-  StreamUpstream upstream_{this};
+  Upstream<Stream> upstream_{this};
   grpc::ByteBuffer up_incoming_;
   std::deque<Message*> up_queue_;    // to write to the Python door
   std::deque<Message*> up_waiting_;  // written there, answer not yet back, in the order sent
@@ -316,10 +304,6 @@ void Message::Answer(const inference::ModelInferResponse& response) {
 void Message::Refuse(const grpc::Status& status) { stream_->Settle(this, InBand(status.error_message()), true); }
 
 void Message::Forward() { stream_->Forwarded(this); }
-
-void StreamUpstream::OnReadDone(bool ok) { stream_->UpstreamRead(ok); }
-void StreamUpstream::OnWriteDone(bool ok) { stream_->UpstreamWrote(ok); }
-void StreamUpstream::OnDone(const grpc::Status& status) { stream_->UpstreamDone(status); }
 
 }  // namespace
 

@@ -25,16 +25,9 @@ from driftline.server.device_batch import DeviceRunner  # noqa: E402
 from driftline.server.device_memory import HostMemory  # noqa: E402
 from driftline.server.model import load_version  # noqa: E402
 from driftline.server.monitor import DriftSettings, MonitorThread, VersionMonitor  # noqa: E402
+from helpers import Clock  # noqa: E402
 from driftline.trainer import synthetic  # noqa: E402
 from driftline.trainer.train import TrainConfig, publish, train  # noqa: E402
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

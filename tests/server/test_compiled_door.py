@@ -29,7 +29,7 @@ import tritonclient.grpc as triton
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.trainer import synthetic
-from helpers import driftline, running_server, wait_until
+from helpers import door_counts, driftline, housing_request, running_server, wait_until
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -63,13 +63,7 @@ def doors(registry: Path):
 
 
 def infer(rows: np.ndarray = ROWS[:1], *, raw: bool = True, **fields) -> pb.ModelInferRequest:
-    message = pb.ModelInferRequest(**{"model_name": "housing", **fields})
-    tensor = message.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
-    if raw:
-        message.raw_input_contents.append(rows.tobytes())
-    else:
-        tensor.contents.fp32_contents.extend(rows.ravel().tolist())
-    return message
+    return housing_request(rows, raw=raw, **fields)
 
 
 def both(doors, request: pb.ModelInferRequest) -> tuple[object, object]:
@@ -163,9 +157,7 @@ def test_tritonclient_works_unchanged(registry: Path):
             np.testing.assert_array_equal(result.as_numpy("prediction"), answer.as_numpy("prediction"))
         client.close()
     # The calls were batched in C++ (the unary call and the stream's messages; the reads were answered there too).
-    wait_until(lambda: any("calls batched in C++" in line for line in server.log), "the door's last line", 30)
-    line = next(line for line in server.log if "calls batched in C++" in line)
-    assert " 0 calls batched" not in line, line
+    assert door_counts(server)[0] != 0, server.log[-3:]
 
 
 def test_a_full_queue_is_refused_with_the_python_doors_message(registry: Path):

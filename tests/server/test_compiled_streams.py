@@ -11,7 +11,6 @@ libraries are installed).
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import onnx_models
 import pytest
 from driftline.trainer import synthetic
-from helpers import driftline, running_server, wait_until
+from helpers import door_counts, driftline, housing_request, running_server
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -30,7 +29,6 @@ pytest.importorskip("driftline.server.compiled._door",
 ROWS = synthetic.housing(64, seed=11).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
 QUIET = ("--no-http", "--no-metrics")
 SERVICE = "/inference.GRPCInferenceService/"
-STOP_LINE = re.compile(r"(\d+) calls batched in C\+\+, (\d+) forwarded to the Python door")
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +49,7 @@ def doors(registry: Path):
 
 
 def infer(rows: np.ndarray = ROWS[:1], *, raw: bool = True, **fields) -> pb.ModelInferRequest:
-    message = pb.ModelInferRequest(**{"model_name": "housing", **fields})
-    tensor = message.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
-    if raw:
-        message.raw_input_contents.append(rows.tobytes())
-    else:
-        tensor.contents.fp32_contents.extend(rows.ravel().tolist())
-    return message
+    return housing_request(rows, raw=raw, **fields)
 
 
 def tensor3() -> pb.ModelInferRequest:
@@ -215,8 +207,7 @@ def test_stream_messages_and_reads_are_served_in_c_and_follow_a_swap(registry: P
         stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="housing"), timeout=60)
         assert not stub.ModelReady(pb.ModelReadyRequest(name="housing"), timeout=30).ready
         assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready
-    wait_until(lambda: any(STOP_LINE.search(line) for line in server.log), "the door's last line", 30)
-    batched, forwarded = map(int, next(STOP_LINE.search(line) for line in server.log if STOP_LINE.search(line)).groups())
+    batched, forwarded = door_counts(server)
     # The stream's 50 messages were batched in C++; forwarded: the load, the unload and the three reads a swap
     # or unload made unknowable in C++ (another version, an unloaded model, a server no longer ready is not).
     assert batched == 50, server.log[-3:]

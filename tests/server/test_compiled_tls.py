@@ -16,7 +16,7 @@ import pytest
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
 from driftline.trainer import synthetic
-from helpers import driftline, running_server, wait_until
+from helpers import door_counts, driftline, running_server
 from pki import make_pki
 
 pytest.importorskip("driftline.server.compiled._door",
@@ -67,12 +67,6 @@ def credentials(pki: Path, client: bool) -> grpc.ChannelCredentials:
                                         certificate_chain=(pki / "client.pem").read_bytes())
 
 
-def batched_in_cpp(server) -> int:  # noqa: ANN001 - a RunningServer, stopped
-    wait_until(lambda: any("calls batched in C++" in line for line in server.log), "the door's last line", 30)
-    line = next(line for line in server.log if "calls batched in C++" in line)
-    return int(line.split("front end: ")[1].split(" calls batched")[0])
-
-
 def test_tls_serves_through_both_doors_and_plaintext_is_refused(registry: Path, pki: Path):
     tls = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"))
     answers, refusals, servers = {}, {}, {}
@@ -87,7 +81,7 @@ def test_tls_serves_through_both_doors_and_plaintext_is_refused(registry: Path, 
     assert answers["compiled"] == answers["python"]
     assert answers["compiled"][0].id == "tls-1" and answers["compiled"][0].outputs[0].shape == [len(ROWS), 1]
     assert refusals["compiled"] == refusals["python"] == grpc.StatusCode.UNAVAILABLE
-    assert batched_in_cpp(servers["compiled"]) == 1  # the ModelInfer was the door's own, over TLS
+    assert door_counts(servers["compiled"])[0] == 1  # the ModelInfer was the door's own, over TLS
 
 
 def test_mutual_tls_refuses_clients_without_a_certificate_on_both_doors(registry: Path, pki: Path):

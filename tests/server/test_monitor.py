@@ -9,14 +9,7 @@ from driftline.kernels.drift import state_of
 from driftline.registry.profile import build_profile
 from driftline.server.batcher import Batch
 from driftline.server.monitor import DriftSettings, MonitorThread, VersionMonitor
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from helpers import Clock
 
 
 @pytest.fixture(scope="module")
