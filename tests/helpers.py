@@ -128,6 +128,22 @@ def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 120.0,
         time.sleep(pause_s)
 
 
+def hold_the_version(send_slow: Callable[[], object], statistics: Callable[[], object]):  # noqa: ANN201
+    """Send a slow request (``send_slow()``: its future) and return it, and the version's ModelStatistics from
+    before, once the server says it started running it: a batch's queue time is counted when the batch starts.
+    What is sent next while it runs waits in the version's queue (or is refused when that is full)."""
+    before = statistics()
+    slow = send_slow()
+
+    def still_running() -> None:
+        assert not slow.done(), f"the slow request ended before it was seen starting: {slow.exception()}"
+
+    wait_until(lambda: statistics().inference_stats.queue.count != before.inference_stats.queue.count,
+               "the slow request never started", 120, still_running)
+    assert statistics().execution_count == before.execution_count, "the slow request already finished"
+    return slow, before
+
+
 class Clock:
     """A clock the test moves by hand (``clock.now += 60``), for monitors' time windows."""
 

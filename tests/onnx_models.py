@@ -16,6 +16,9 @@ The models (names as in Triton's example repository where there is one):
 - ``densenet_onnx``: data_0 FP32 [3, 224, 224] (no batch dimension) -> fc6_1 FP32 [1000, 1, 1], a stand-in
   for the model Triton's raw ``grpc_client.py`` example asks (channel means times a fixed [3, 1000] matrix).
 - ``softmax3``: x FP32 [-1, 4] -> probabilities FP32 [-1, 3] = softmax(x @ W3), a classifier without labels.
+- ``spin``: work that is slow on purpose, its run time set by the request: N INT64 [-1, 1] -> Y = N after a Loop
+  of max(N) turns (about a microsecond a turn in onnxruntime); ``spin(tabular=True)`` is the same as a one-feature
+  table, input FP32 [-1, 1] -> prediction FP32 [-1, 1], which the compiled door batches itself.
 """
 
 from __future__ import annotations
@@ -68,6 +71,28 @@ def _model(name: str, nodes: list, inputs: list, outputs: list, initializers: li
                               producer_name="driftline-tests")
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def spin(tabular: bool = False) -> onnx.ModelProto:
+    """See the module's list: a request of N turns holds a version that runs one batch at a time for N us."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["count_in", "one"], ["count_out"])],
+        "turn",
+        [_tensor("i", TensorProto.INT64, []), _tensor("cond_in", TensorProto.BOOL, []),
+         _tensor("count_in", TensorProto.INT64, [])],
+        [_tensor("cond_out", TensorProto.BOOL, []), _tensor("count_out", TensorProto.INT64, [])],
+        [numpy_helper.from_array(np.array(1, dtype=np.int64), "one")],
+    )
+    given, answer, elem = ("input", "prediction", TensorProto.FLOAT) if tabular else ("N", "Y", TensorProto.INT64)
+    nodes = [helper.make_node("ReduceMax", [given], ["most"], keepdims=0),
+             helper.make_node("Cast", ["most"], ["turns"], to=TensorProto.INT64),
+             helper.make_node("Loop", ["turns", "", "zero"], ["counted"], body=body),
+             helper.make_node("Sub", ["counted", "turns"], ["nothing"]),  # 0, but only once the loop has run
+             helper.make_node("Cast", ["nothing"], ["no_change"], to=elem),
+             helper.make_node("Add", [given, "no_change"], [answer])]
+    return _model("spin", nodes, [_tensor(given, elem, ["batch", 1])], [_tensor(answer, elem, ["batch", 1])],
+                  [numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")])
 
 
 def _add_sub(name: str, elem_type: int) -> onnx.ModelProto:

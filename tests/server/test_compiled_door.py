@@ -36,7 +36,6 @@ from tritonclient.grpc import service_pb2_grpc
 pytest.importorskip("driftline.server.compiled._door",
                     reason="the compiled gRPC front end is not built (make setup, with libgrpc++-dev installed)")
 
-from driftline.server.front_end_messages import QUEUE_FULL  # noqa: E402
 
 ROWS = synthetic.housing(64, seed=7).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
 QUIET = ("--no-http", "--no-metrics")
@@ -158,23 +157,6 @@ def test_tritonclient_works_unchanged(registry: Path):
         client.close()
     # The calls were batched in C++ (the unary call and the stream's messages; the reads were answered there too).
     assert door_counts(server)[0] != 0, server.log[-3:]
-
-
-def test_a_full_queue_is_refused_with_the_python_doors_message(registry: Path):
-    big = np.repeat(ROWS, 40, axis=0)  # 2,560 rows a request, one request a batch
-    with running_server(registry, "--front-end", "compiled", *QUIET, "--max-queue-size", "1",
-                        "--max-concurrent-batches", "1", "--max-batch-size", str(len(big)),
-                        "--model", "housing:1") as server, grpc.insecure_channel(server.address) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        calls = [stub.ModelInfer.future(infer(big), timeout=120) for _ in range(64)]
-        refused = []
-        for call in calls:
-            try:
-                call.result()
-            except grpc.RpcError as error:
-                refused.append((error.code(), error.details()))
-    assert refused, "64 requests at once never filled a queue of one"
-    assert set(refused) == {(grpc.StatusCode.UNAVAILABLE, QUEUE_FULL.format(model="housing", version=1, waiting=1))}
 
 
 def test_swaps_under_load_through_the_compiled_door_fail_no_request(registry: Path, tmp_path: Path):

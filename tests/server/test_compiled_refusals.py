@@ -2,7 +2,9 @@
 
 A full queue through either door shows up the same in ModelStatistics (the version's ``fail`` count) and in the
 Prometheus failure series (``driftline_requests{status="UNAVAILABLE"}``): the door counts its refusals in C++ and
-Python adds them to the version's figures every 0.25 s. ``--max-queued-bytes`` is one budget for both doors: bytes
+Python adds them to the version's figures every 0.25 s. The queue is filled for certain, not by a burst that may
+or may not outrun the batches: a slow ``spin`` request holds the version (one batch at a time, one request a batch)
+while two more arrive. ``--max-queued-bytes`` is one budget for both doors: bytes
 the Python door holds count against a request the C++ queue is asked to take, and the other way round.
 """
 
@@ -14,12 +16,14 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnx_models
 import pytest
 from driftline.errors import Unavailable
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
+from driftline.server.front_end_messages import QUEUE_FULL
 from driftline.trainer import synthetic
-from helpers import driftline, running_server, wait_until
+from helpers import door_counts, hold_the_version, running_server, wait_until
 
 pytest.importorskip("driftline.server.compiled._door",
                     reason="the compiled gRPC front end is not built (make setup, with libgrpc++-dev installed)")
@@ -30,11 +34,28 @@ from driftline.server.compiled import _door  # noqa: E402
 ROWS = synthetic.housing(64, seed=11).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
 
 
+SLOW = 3_000_000  # loop turns of the request that holds the version: seconds on a two-core machine
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``spin`` as a one-feature table (tests/onnx_models.py), so the compiled door batches its requests itself."""
     root = tmp_path_factory.mktemp("compiled-refusals") / "registry"
-    driftline("train", "housing", "--registry", str(root), "--rows", "600", "--param", "n_estimators=10")
+    reference = root.parent / "turns.csv"
+    reference.write_text("turns\n" + "".join(f"{turns}\n" for turns in range(100)))
+    onnx_models.publish(root, "spin", onnx_models.spin(tabular=True), "--reference", str(reference))
     return root
+
+
+def spin(turns: int) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="spin")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 1])
+    request.raw_input_contents.append(np.array([[turns]], dtype="<f4").tobytes())
+    return request
+
+
+def answer(response: pb.ModelInferResponse) -> int:
+    return int(np.frombuffer(response.raw_output_contents[0], "<f4")[0])
 
 
 def infer(rows: np.ndarray) -> pb.ModelInferRequest:
@@ -45,42 +66,48 @@ def infer(rows: np.ndarray) -> pb.ModelInferRequest:
 
 
 def failures(metrics_url: str, status: str) -> float:
-    """driftline_requests_total of housing version 1 with this status (labels in whatever order they come)."""
+    """driftline_requests_total of spin version 1 with this status (labels in whatever order they come)."""
     text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
     total = 0.0
     for labels, value in re.findall(r"^driftline_requests_total\{([^}]*)\} (\S+)$", text, re.M):
-        if set(labels.split(",")) == {'model="housing"', 'version="1"', f'status="{status}"'}:
+        if set(labels.split(",")) == {'model="spin"', 'version="1"', f'status="{status}"'}:
             total += float(value)
     return total
 
 
 @pytest.mark.parametrize("door", ["python", "compiled"])
-def test_a_full_queue_is_counted_in_statistics_and_metrics_through_either_door(registry: Path, door: str):
-    big = np.repeat(ROWS, 40, axis=0)  # 2,560 rows a request, one request a batch
+def test_a_full_queue_is_refused_and_counted_in_statistics_and_metrics_through_either_door(registry: Path, door: str):
     with (running_server(registry, "--front-end", door, "--no-http", "--metrics-port", "0", "--max-queue-size", "1",
-                         "--max-concurrent-batches", "1", "--max-batch-size", str(len(big)),
-                         "--model", "housing:1") as server, grpc.insecure_channel(server.address) as channel):
+                         "--max-concurrent-batches", "1", "--max-batch-size", "1") as server,
+          grpc.insecure_channel(server.address) as channel):
         metrics_url = re.search(r"metrics (http://\S+/metrics)", "".join(server.log)).group(1)
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        calls = [stub.ModelInfer.future(infer(big), timeout=120) for _ in range(64)]
-        refused = 0
-        for call in calls:
-            try:
-                call.result()
-            except grpc.RpcError as error:
-                assert error.code() == grpc.StatusCode.UNAVAILABLE and "queue full" in error.details()
-                refused += 1
-        assert refused, "64 requests at once never filled a queue of one"
 
         def statistics() -> pb.ModelStatistics:
-            return stub.ModelStatistics(pb.ModelStatisticsRequest(name="housing"), timeout=30).model_stats[0]
+            return stub.ModelStatistics(pb.ModelStatisticsRequest(name="spin"), timeout=30).model_stats[0]
+
+        slow, before = hold_the_version(lambda: stub.ModelInfer.future(spin(SLOW), timeout=300), statistics)
+        # Two more while the slow one runs: one waits in the queue (its only place), the other is refused at once.
+        calls = [stub.ModelInfer.future(spin(turns), timeout=300) for turns in (11, 12)]
+        wait_until(lambda: any(call.done() for call in calls), "neither request was answered", 120)
+        refused = next(call for call in calls if call.done())
+        error = refused.exception()
+        assert isinstance(error, grpc.RpcError), refused.result()
+        assert (error.code(), error.details()) == (
+            grpc.StatusCode.UNAVAILABLE, QUEUE_FULL.format(model="spin", version=1, waiting=1))
+        waiting = next(call for call in calls if call is not refused)
+        assert answer(waiting.result()) in (11, 12)
+        assert answer(slow.result()) == SLOW
 
         # The door's refusals reach Python's figures every 0.25 s: wait for them, then they must be exact.
-        wait_until(lambda: statistics().inference_stats.fail.count >= refused, "refusals in ModelStatistics", 60)
+        wait_until(lambda: statistics().inference_stats.fail.count > before.inference_stats.fail.count,
+                   "the refusal in ModelStatistics", 60)
         stats = statistics()
-        assert stats.inference_stats.fail.count == refused
-        assert stats.inference_stats.success.count == 64 - refused
-        assert failures(metrics_url, "UNAVAILABLE") == refused
+        assert stats.inference_stats.fail.count - before.inference_stats.fail.count == 1
+        assert stats.inference_stats.success.count - before.inference_stats.success.count == 2
+        assert failures(metrics_url, "UNAVAILABLE") == 1
+    if door == "compiled":  # and the slow and the waiting request went through the C++ queue
+        assert door_counts(server)[0] >= 2, server.log[-3:]
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Deadlines and the bounded queue, end to end, behind work that is slow on purpose.
 
-``spin`` is an ONNX model whose run time is set by the request: it loops ``max(N)`` times (about a microsecond
-per turn in onnxruntime) and answers ``Y = N``. With ``--max-concurrent-batches 1 --max-batch-size 1`` a request
+``spin`` (tests/onnx_models.py) is an ONNX model whose run time is set by the request: it loops ``max(N)`` times
+(about a microsecond per turn in onnxruntime) and answers ``Y = N``. With ``--max-concurrent-batches 1 --max-batch-size 1`` a request
 with a large N occupies the version while the next requests wait in its queue. Nothing here waits for a time
 window: a test waits until the server *says* the slow request started (ModelStatistics counts a request's queue
 time when its batch starts), and the slow request is long enough (seconds) that what follows reaches the queue
@@ -19,13 +19,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnx
 import onnx_models
 import pytest
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
-from helpers import driftline, running_server, wait_until
-from onnx import TensorProto, helper, numpy_helper
+from helpers import driftline, hold_the_version, running_server, wait_until
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -33,36 +31,10 @@ SLOW = 3_000_000  # loop turns of the request that holds the version: seconds on
 SERIAL = ("--max-concurrent-batches", "1", "--max-batch-size", "1")
 
 
-def spin() -> onnx.ModelProto:
-    """N INT64 [batch, 1] -> Y INT64 [batch, 1] = N, after a Loop of max(N) turns."""
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["count_in", "one"], ["count_out"])],
-        "turn",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("count_in", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("count_out", TensorProto.INT64, [])],
-        [numpy_helper.from_array(np.array(1, dtype=np.int64), "one")],
-    )
-    nodes = [helper.make_node("ReduceMax", ["N"], ["turns"], keepdims=0),
-             helper.make_node("Loop", ["turns", "", "zero"], ["counted"], body=body),
-             helper.make_node("Sub", ["counted", "turns"], ["nothing"]),
-             helper.make_node("Add", ["N", "nothing"], ["Y"])]
-    graph = helper.make_graph(nodes, "spin", [helper.make_tensor_value_info("N", TensorProto.INT64, ["batch", 1])],
-                              [helper.make_tensor_value_info("Y", TensorProto.INT64, ["batch", 1])],
-                              [numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx_models.OPSET)],
-                              ir_version=onnx_models.IR_VERSION, producer_name="driftline-tests")
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("deadlines") / "registry"
-    onnx_models.publish(root, "spin", spin())  # no --reference: served, no baseline
+    onnx_models.publish(root, "spin", onnx_models.spin())  # no --reference: served, no baseline
     return root
 
 
@@ -83,17 +55,9 @@ def statistics(stub) -> pb.ModelStatistics:
     return stub.ModelStatistics(pb.ModelStatisticsRequest(name="spin"), timeout=30).model_stats[0]
 
 
-def hold_the_version(stub):
-    """Send the slow request and return its future once the server has started running it."""
-    before = statistics(stub)
-    slow = stub.ModelInfer.future(request(SLOW), timeout=300)
-    def still_running() -> None:
-        assert not slow.done(), f"the slow request ended before it was seen starting: {slow.exception()}"
-
-    wait_until(lambda: statistics(stub).inference_stats.queue.count != before.inference_stats.queue.count,
-               "the slow request never started", 120, still_running)
-    assert statistics(stub).execution_count == before.execution_count, "the slow request already finished"
-    return slow, before
+def hold(stub):
+    """The slow request, once the server has started running it (helpers.hold_the_version)."""
+    return hold_the_version(lambda: stub.ModelInfer.future(request(SLOW), timeout=300), lambda: statistics(stub))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +69,7 @@ def serial(registry: Path):
 
 def test_a_request_whose_timeout_passes_in_the_queue_is_refused_by_the_server_and_never_run(serial):
     stub, _, _ = serial
-    slow, before = hold_the_version(stub)
+    slow, before = hold(stub)
     # Triton's per-request "timeout" (microseconds): the server's own deadline, checked when the queue is taken;
     # the transport's deadline is far away, so DEADLINE_EXCEEDED can only come from the server.
     with pytest.raises(grpc.RpcError) as late:
@@ -121,7 +85,7 @@ def test_a_request_whose_timeout_passes_in_the_queue_is_refused_by_the_server_an
 
 def test_a_request_whose_grpc_deadline_passes_in_the_queue_never_runs(serial):
     stub, _, _ = serial
-    slow, before = hold_the_version(stub)
+    slow, before = hold(stub)
     with pytest.raises(grpc.RpcError) as late:
         stub.ModelInfer(request(7), timeout=0.2)
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -136,7 +100,7 @@ def test_a_request_whose_grpc_deadline_passes_in_the_queue_never_runs(serial):
 
 def test_a_request_cancelled_in_the_queue_never_runs(serial):
     stub, _, _ = serial
-    slow, before = hold_the_version(stub)
+    slow, before = hold(stub)
     queued = stub.ModelInfer.future(request(7))  # no deadline: only the cancellation can keep it from running
     # the server counts the cancelled call as failed once the cancellation reaches it; cancel first, every turn
     queued.cancel()
@@ -154,7 +118,7 @@ def test_a_full_queue_answers_unavailable_at_once(registry: Path):
     with running_server(registry, *SERIAL, "--max-queue-size", "1") as server, \
             grpc.insecure_channel(server.address) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        slow, before = hold_the_version(stub)
+        slow, before = hold(stub)
         # Two more while the slow one runs: one waits in the queue (its only place), the other is refused.
         with ThreadPoolExecutor(2) as pool:
             calls = [pool.submit(stub.ModelInfer, request(turns), timeout=300) for turns in (11, 12)]
