@@ -95,6 +95,30 @@ def spin(tabular: bool = False) -> onnx.ModelProto:
                   [numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")])
 
 
+def publish_spin_table(registry: Path) -> None:
+    """``spin(tabular=True)`` published as version 1 of ``spin`` with a one-column reference (turns 0-99), so it is
+    a table: validated, monitored, and batched by the compiled door itself."""
+    reference = registry.parent / "spin-turns.csv"
+    reference.write_text("turns\n" + "".join(f"{turns}\n" for turns in range(100)))
+    publish(registry, "spin", spin(tabular=True), "--reference", str(reference))
+
+
+def spin_request(turns: int, rows: int = 1):  # noqa: ANN201 - tritonclient's ModelInferRequest
+    """A request to ``spin`` (the table) of ``rows`` rows whose largest is ``turns``."""
+    from tritonclient.grpc import service_pb2
+
+    column = np.zeros((rows, 1), dtype="<f4")
+    column[0, 0] = turns
+    request = service_pb2.ModelInferRequest(model_name="spin")
+    request.inputs.add(name="input", datatype="FP32", shape=list(column.shape))
+    request.raw_input_contents.append(column.tobytes())
+    return request
+
+
+def spin_answer(response) -> int:  # noqa: ANN001 - a ModelInferResponse
+    return int(np.frombuffer(response.raw_output_contents[0], "<f4").max())
+
+
 def _add_sub(name: str, elem_type: int) -> onnx.ModelProto:
     io = ["batch", 16]
     return _model(name, [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),

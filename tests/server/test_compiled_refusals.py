@@ -19,10 +19,11 @@ import numpy as np
 import onnx_models
 import pytest
 from driftline.errors import Unavailable
-from driftline.proto import grpc_service_pb2 as pb
-from driftline.proto import grpc_service_pb2_grpc
 from driftline.server.front_end_messages import QUEUE_FULL
 from driftline.trainer import synthetic
+from onnx_models import spin_answer, spin_request
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 from helpers import door_counts, hold_the_version, running_server, wait_until
 
 pytest.importorskip("driftline.server.compiled._door",
@@ -39,23 +40,9 @@ SLOW = 3_000_000  # loop turns of the request that holds the version: seconds on
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``spin`` as a one-feature table (tests/onnx_models.py), so the compiled door batches its requests itself."""
     root = tmp_path_factory.mktemp("compiled-refusals") / "registry"
-    reference = root.parent / "turns.csv"
-    reference.write_text("turns\n" + "".join(f"{turns}\n" for turns in range(100)))
-    onnx_models.publish(root, "spin", onnx_models.spin(tabular=True), "--reference", str(reference))
+    onnx_models.publish_spin_table(root)  # a table, so the compiled door batches its requests itself
     return root
-
-
-def spin(turns: int) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="spin")
-    request.inputs.add(name="input", datatype="FP32", shape=[1, 1])
-    request.raw_input_contents.append(np.array([[turns]], dtype="<f4").tobytes())
-    return request
-
-
-def answer(response: pb.ModelInferResponse) -> int:
-    return int(np.frombuffer(response.raw_output_contents[0], "<f4")[0])
 
 
 def infer(rows: np.ndarray) -> pb.ModelInferRequest:
@@ -81,14 +68,14 @@ def test_a_full_queue_is_refused_and_counted_in_statistics_and_metrics_through_e
                          "--max-concurrent-batches", "1", "--max-batch-size", "1") as server,
           grpc.insecure_channel(server.address) as channel):
         metrics_url = re.search(r"metrics (http://\S+/metrics)", "".join(server.log)).group(1)
-        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
         def statistics() -> pb.ModelStatistics:
             return stub.ModelStatistics(pb.ModelStatisticsRequest(name="spin"), timeout=30).model_stats[0]
 
-        slow, before = hold_the_version(lambda: stub.ModelInfer.future(spin(SLOW), timeout=300), statistics)
+        slow, before = hold_the_version(lambda: stub.ModelInfer.future(spin_request(SLOW), timeout=300), statistics)
         # Two more while the slow one runs: one waits in the queue (its only place), the other is refused at once.
-        calls = [stub.ModelInfer.future(spin(turns), timeout=300) for turns in (11, 12)]
+        calls = [stub.ModelInfer.future(spin_request(turns), timeout=300) for turns in (11, 12)]
         wait_until(lambda: any(call.done() for call in calls), "neither request was answered", 120)
         refused = next(call for call in calls if call.done())
         error = refused.exception()
@@ -96,8 +83,8 @@ def test_a_full_queue_is_refused_and_counted_in_statistics_and_metrics_through_e
         assert (error.code(), error.details()) == (
             grpc.StatusCode.UNAVAILABLE, QUEUE_FULL.format(model="spin", version=1, waiting=1))
         waiting = next(call for call in calls if call is not refused)
-        assert answer(waiting.result()) in (11, 12)
-        assert answer(slow.result()) == SLOW
+        assert spin_answer(waiting.result()) in (11, 12)
+        assert spin_answer(slow.result()) == SLOW
 
         # The door's refusals reach Python's figures every 0.25 s: wait for them, then they must be exact.
         wait_until(lambda: statistics().inference_stats.fail.count > before.inference_stats.fail.count,
@@ -129,7 +116,7 @@ def test_max_queued_bytes_is_one_budget_for_both_doors(door):
         held="0.0 MiB", size="0.0 MiB", limit="0.0 MiB")
     # The C++ queue counts what the Python door holds: 20 rows (880 bytes) on top of 600 are over the bound of 1,000.
     with grpc.insecure_channel(f"127.0.0.1:{door.port}") as channel:
-        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
             stub.ModelInfer(infer(ROWS[:20]), timeout=30)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

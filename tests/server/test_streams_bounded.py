@@ -15,10 +15,14 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnx_models
 import pytest
 from driftline.proto import grpc_service_pb2 as pb
 from driftline.proto import grpc_service_pb2_grpc
-from helpers import driftline, running_server
+from helpers import driftline, hold_the_version, running_server, wait_until
+from onnx_models import spin_answer, spin_request
+from tritonclient.grpc import service_pb2 as tpb
+from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 
 WIDTH = 11
 # Channels in one process share their TCP connection unless told not to; each client here stands for another
@@ -29,6 +33,7 @@ MESSAGES = 200
 # Measured with these streams (benchmarks/RESULTS.md, "Hostile streams"): about 85 MiB over the warm baseline with
 # the fix; 2.5 GiB and growing without it. The bound leaves room for a busy CI machine's allocator.
 RSS_BOUND_BYTES = 512 * 2**20
+SLOW = 3_000_000  # loop turns of a spin request that holds its version: seconds on a two-core machine
 SETTLE_S = 8.0  # how long the probe keeps calling after the cancel
 
 
@@ -36,6 +41,7 @@ SETTLE_S = 8.0  # how long the probe keeps calling after the cancel
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("streams") / "registry"
     driftline("train", "housing", "--registry", str(root), "--rows", "2000", "--param", "n_estimators=20")
+    onnx_models.publish_spin_table(root)
     return root
 
 
@@ -130,25 +136,41 @@ def test_abusive_streams_neither_starve_a_one_row_caller_nor_grow_memory(registr
 
 
 def test_queued_bytes_over_the_bound_are_refused_at_once(registry):
-    # Each message holds 880 KB of input: with a 1 MiB bound, a second one may not join the first in the queue.
+    """A request whose bytes do not fit beside those already held (queued or running) is refused, not queued: a
+    slow ``spin`` request of 880 KB holds its bytes while it runs, so the next 880 KB under a 1 MiB bound is refused
+    for certain (a burst might not outrun the batches)."""
+    big = 220_000  # rows of spin's one FP32 column: 880 KB of input
     with running_server(registry, "--no-http", "--no-metrics", "--max-queued-bytes", "1MiB") as server, \
             grpc.insecure_channel(server.address, options=OWN_CONNECTION) as channel:
-        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        big = message(ROWS, 3)
-        stub.ModelInfer(big, timeout=60)  # alone, a request over the bound is served: nothing else is held
-        # One stream's messages are read and queued back to back, faster than one batch runs.
-        answers = list(stub.ModelStreamInfer(iter([big] * 8), timeout=60))
-        refused = [a.error_message for a in answers if a.error_message]
-        assert refused and len(refused) < len(answers)
-        assert all("server busy" in r and "--max-queued-bytes" in r for r in refused), refused
+        stub = tpb_grpc.GRPCInferenceServiceStub(channel)
+
+        def statistics():  # noqa: ANN202 - a ModelStatistics
+            return stub.ModelStatistics(tpb.ModelStatisticsRequest(name="spin"), timeout=30).model_stats[0]
+
+        def hold():  # noqa: ANN202 - the slow call's future, once it runs
+            return hold_the_version(lambda: stub.ModelInfer.future(spin_request(SLOW, big), timeout=300),
+                                    statistics)[0]
+
+        assert spin_answer(stub.ModelInfer(spin_request(3, big), timeout=60)) == 3  # alone, over the bound: served
         # A unary call over the bound gets the status, UNAVAILABLE, as a full queue does.
-        calls = [stub.ModelInfer.future(big, timeout=60) for _ in range(8)]
-        codes = []
-        for call in calls:
-            try:
-                call.result()
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as exc:
-                codes.append(exc.code())
-                assert "--max-queued-bytes" in exc.details()
-        assert grpc.StatusCode.OK in codes and grpc.StatusCode.UNAVAILABLE in codes, codes
+        slow = hold()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(spin_request(5, big), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+        assert "server busy" in refused.value.details() and "--max-queued-bytes" in refused.value.details()
+        assert spin_answer(slow.result()) == SLOW
+        # A stream's message over the bound is answered in-band, and the stream goes on.
+        started = []
+
+        def messages():  # noqa: ANN202 - the stream's requests: the next is written once the slow one runs
+            before = statistics().inference_stats.queue.count
+            yield spin_request(SLOW, big)
+            wait_until(lambda: statistics().inference_stats.queue.count != before, "the slow message never ran", 120)
+            started.append(statistics().execution_count)
+            yield spin_request(5, big)
+
+        answers = list(stub.ModelStreamInfer(messages(), timeout=300))
+        assert len(answers) == 2 and started, answers
+        assert not answers[0].error_message and spin_answer(answers[0].infer_response) == SLOW
+        assert "server busy" in answers[1].error_message and "--max-queued-bytes" in answers[1].error_message
+        assert spin_answer(stub.ModelInfer(spin_request(7, big), timeout=60)) == 7  # held bytes were given back
