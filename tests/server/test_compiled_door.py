@@ -30,6 +30,7 @@ from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.trainer import synthetic
 from helpers import door_counts, driftline, housing_request, running_server, wait_until
+from onnx_models import spin_answer, spin_request
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -48,6 +49,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
         driftline("train", "housing", "--registry", str(root), "--rows", "600", "--seed", seed,
                   "--param", "n_estimators=10")
     onnx_models.publish(root, "tensor3", onnx_models.tensor3())  # not tabular: always the Python door's
+    onnx_models.publish_spin_table(root)  # slow on purpose, when a test needs the queue to fill
     return root
 
 
@@ -223,25 +225,26 @@ def queued(metrics_url: str) -> float:
 
 
 def test_connections_share_the_c_queue_by_rows(registry: Path):
-    """One connection queues big requests; another's one-row request goes next, not behind them all (as the
-    Python batcher shares its queue: server/batcher.py). The order of the answers says it, not the time."""
-    big = np.random.default_rng(0).uniform(0, 1000, (300_000, 11)).astype(np.float32)  # a batch each
+    """One connection queues slow requests; another's request goes next, not behind them all (as the Python
+    batcher shares its queue: server/batcher.py). The order of the answers says it, not the time."""
+    turns = 1_000_000  # each flooding request holds the version for about a second: far longer than the 0.25 s
+    # between two readings of the queue depth, so at most one more starts between the reading and the small call
     own = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own: callers are connections
     with (running_server(registry, "--front-end", "compiled", "--no-http", "--metrics-port", "0", "--no-drift",
-                         "--model", "housing:1", "--max-concurrent-batches", "1", "--max-batch-size",
-                         str(len(big))) as server,
+                         "--model", "spin:1", "--max-concurrent-batches", "1", "--max-batch-size", "1") as server,
           grpc.insecure_channel(server.address, options=own) as flooding,
           grpc.insecure_channel(server.address, options=own) as other):
         metrics_url = re.search(r"metrics (http://\S+/metrics)", "".join(server.log)).group(1)
         done: list[str] = []
-        floods = [service_pb2_grpc.GRPCInferenceServiceStub(flooding).ModelInfer.future(infer(big), timeout=300)
+        floods = [service_pb2_grpc.GRPCInferenceServiceStub(flooding).ModelInfer.future(spin_request(turns),
+                                                                                          timeout=300)
                   for _ in range(8)]
         for call in floods:
             call.add_done_callback(lambda _: done.append("big"))
-        wait_until(lambda: queued(metrics_url) >= 5, "the big requests never queued up", 120)
-        service_pb2_grpc.GRPCInferenceServiceStub(other).ModelInfer(infer(), timeout=300)
+        wait_until(lambda: queued(metrics_url) >= 5, "the slow requests never queued up", 120)
+        assert spin_answer(service_pb2_grpc.GRPCInferenceServiceStub(other).ModelInfer(spin_request(0),
+                                                                                        timeout=300)) == 0
         done.append("small")
         for call in floods:
-            assert call.result().outputs[0].shape[0] == len(big)
-    # First come, first served would answer the small request after every big one queued before it (5 or more).
+            assert spin_answer(call.result()) == turns
     assert done.count("big") == 8 and done[::-1].index("small") >= 3, done
