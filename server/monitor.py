@@ -211,7 +211,6 @@ class VersionMonitor:
         """Rows whose prediction leans on a value no training row had (a 120 m2 garage, an unseen district)."""
         outside = (rows < self._low) | (rows > self._high)
         driven = outside & (shares >= self.settings.driver_share)
-        self.attribution.sampled_rows += len(rows)
         for r in np.flatnonzero(driven.any(axis=1)):
             f = int(np.argmax(np.where(driven[r], shares[r], -1.0)))
             name = self.features[f]
@@ -229,6 +228,8 @@ class VersionMonitor:
                 low, high = self._training_range[f]
                 value = f"{name}={float(rows[r, f]):g} (training range {low:g}..{high:g})"
             self.attribution.flag(f"{value} drives {shares[r, f]:.0%} of the answer ({answer})")
+        # Counted after their flags: a report that counts these rows holds what they flagged (reports read it unlocked).
+        self.attribution.sampled_rows += len(rows)
 
     def states(self) -> tuple[DriftState, DriftState]:
         """Copies of (window, since live), safe to read while updates go on."""

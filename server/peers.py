@@ -10,6 +10,7 @@ that is dead or restarting is left out and named (``Answers.missing``), never a 
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 
 PEER_MARKER = ("x-driftline-peer", "1")
 PEER_TIMEOUT_S = 60.0
-PEER_CONNECT_S = 1.0  # a unix socket on this machine accepts at once, or its worker is not running
 _MISSING = object()
 _STUBS = {
     "inference": grpc_service_pb2_grpc.GRPCInferenceServiceStub,
@@ -33,6 +33,23 @@ _STUBS = {
 
 def socket_path(directory: str, index: int) -> str:
     return str(Path(directory) / f"worker-{index}.sock")
+
+
+def listening(path: str) -> bool:
+    """Whether a worker listens on this unix socket now. The kernel answers at once (refused, or no such file,
+    when its worker is dead or not started yet), however busy the worker is: a live worker is never taken for a
+    dead one because its machine was slow, which would leave it out of a swap."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        return True  # a full accept queue: listening, only busy
+    except OSError:  # refused, or no such file
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def is_peer_call(context: grpc.aio.ServicerContext) -> bool:
@@ -52,7 +69,7 @@ class Peers:
         # Peers pass the same admin checks as anyone: forwarded admin calls carry the token.
         self._metadata = (PEER_MARKER,) + ((("authorization", f"Bearer {admin_token}"),) if admin_token else ())
         self._indexes = [] if directory is None else [i for i in range(count) if i != index]
-        self._addresses = {i: f"unix:{socket_path(directory, i)}" for i in self._indexes} if directory else {}
+        self._paths = {i: socket_path(directory, i) for i in self._indexes} if directory else {}
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._connecting: dict[int, asyncio.Lock] = {}
         self._closing: set[asyncio.Future] = set()
@@ -102,9 +119,11 @@ class Peers:
             current = self._channels.get(index)
             if current is not None and current is not stale:
                 return current  # another call reconnected meanwhile
-            channel = grpc.aio.insecure_channel(self._addresses[index])
+            if not listening(self._paths[index]):
+                return None
+            channel = grpc.aio.insecure_channel(f"unix:{self._paths[index]}")
             try:
-                await asyncio.wait_for(channel.channel_ready(), PEER_CONNECT_S)
+                await asyncio.wait_for(channel.channel_ready(), PEER_TIMEOUT_S)
             except TimeoutError:
                 await channel.close()
                 return None

@@ -17,6 +17,7 @@ def moto_s3(*buckets: str) -> Iterator[dict[str, str]]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    atomic = _conditional_puts_atomic()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{server._server.server_port}", "AWS_ACCESS_KEY_ID": "testing",
@@ -38,6 +39,29 @@ def moto_s3(*buckets: str) -> Iterator[dict[str, str]]:
                 os.environ[key] = value
         _forget_s3_clients()
         server.stop()
+        atomic()
+
+
+def _conditional_puts_atomic():  # noqa: ANN202 - a function that undoes it
+    """S3 answers a PUT with ``If-None-Match: *`` atomically (the registry claims a version number with one);
+    moto 5 checks that the key is absent and then stores it without a lock, so two of the server's threads can
+    both win. One PUT at a time gives the fake the real service's contract; returns what puts it back."""
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    original, one_at_a_time = S3Response.put_object, threading.Lock()
+
+    def put_object(self):  # noqa: ANN001, ANN202 - moto's own signature
+        with one_at_a_time:
+            return original(self)
+
+    S3Response.put_object = put_object
+
+    def undo() -> None:
+        S3Response.put_object = original
+
+    return undo
 
 
 def _forget_s3_clients() -> None:

@@ -37,7 +37,8 @@ def server(registry: Path):
 
 def bench(server, *args: str) -> dict:
     result = driftline("bench", "--server", server.address, "--model", "housing", "--server-pid",
-                       str(server.process.pid), "--json", "--warmup-requests", "20", "--duration", "120", *args)
+                       str(server.process.pid), "--json", "--warmup-requests", "20", "--warmup", "120",
+                       "--duration", "120", *args)  # bounded by the counts: the times only stop a hung run
     return json.loads(result.stdout)
 
 
@@ -86,7 +87,7 @@ def test_open_loop_counts(server):
 
 def test_text_report(server):
     result = driftline("bench", "--server", server.address, "--model", "housing", "--requests", "50",
-                       "--warmup-requests", "0", "--concurrency", "2")
+                       "--warmup-requests", "0", "--concurrency", "2", "--duration", "120")
     assert "completed  50 in" in result.stdout
     assert "errors     0" in result.stdout
 

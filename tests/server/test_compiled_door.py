@@ -175,7 +175,7 @@ def test_swaps_under_load_through_the_compiled_door_fail_no_request(registry: Pa
                     try:
                         answer = stub.ModelInfer(infer(ROWS[:8]), timeout=60)
                         versions.append(answer.model_version)
-                        timeline.append((sent, answer.model_version))
+                        timeline.append((sent, time.monotonic(), answer.model_version))
                     except grpc.RpcError as error:
                         failures.append((error.code(), error.details()))
 
@@ -198,10 +198,11 @@ def test_swaps_under_load_through_the_compiled_door_fail_no_request(registry: Pa
                 thread.join(timeout=60)
     assert failures == []
     assert set(versions) == {"1", "2"}
-    # Once a swap has returned, every request sent after it (until the next swap is asked) gets the new version,
-    # though it may have waited in the C++ queue: the version is chosen when its batch reaches Python.
+    # Once a swap has returned, every request sent after it gets the new version, though it may have waited in the
+    # C++ queue (the version is chosen when its batch reaches Python), unless it was still unanswered when the next
+    # swap was asked (then that swap may have reached its batch first).
     for (_, returned, target), (following, _, _) in zip(swaps, [*swaps[1:], (float("inf"), 0, "")], strict=True):
-        after = {version for sent, version in list(timeline) if returned < sent < following}
+        after = {version for sent, answered, version in list(timeline) if returned < sent and answered < following}
         assert after == {target}, (target, after)
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.trainer import synthetic
-from helpers import RunningServer, driftline, running_server
+from helpers import RunningServer, driftline, running_server, wait_until
 
 METRICS_LINE = re.compile(r"; metrics http://127\.0\.0\.1:(\d+)/metrics")
 REQUESTS, ROWS_EACH = 20, 100
@@ -155,8 +155,12 @@ def test_a_swap_moves_the_served_version(server):
     assert value(after, "driftline_requests_total", model="swapme", version="2", status="OK") == 2
     assert value(after, "driftline_drift_window_rows", model="swapme", version="1") is None  # retired
     # Tracing is off here, yet the JSON log line of the swap names the caller's trace.
-    logged = [json.loads(line) for line in list(server.log) if line.startswith("{")]
-    [swapped] = [line for line in logged if line["message"].startswith("swapme: now serving version 2")]
+    def swapped_lines() -> list[dict]:  # the server's stdout reaches server.log through a pipe and a thread
+        logged = [json.loads(line) for line in list(server.log) if line.startswith("{")]
+        return [line for line in logged if line["message"].startswith("swapme: now serving version 2")]
+
+    wait_until(swapped_lines, "the swap's log line", 60)
+    [swapped] = swapped_lines()
     assert (swapped["trace_id"], swapped["parent_span_id"]) == (trace_id, parent_id)
 
 
@@ -169,11 +173,12 @@ def test_workers_add_up(registry: Path):
         send(server.address, "housing", shifted_rows(REQUESTS * ROWS_EACH, seed=6), REQUESTS, clients=8)
         total = REQUESTS * ROWS_EACH
         # The other worker's request figures reach the shared files within a quarter of a second (metrics.FLUSH_S).
-        samples = scrape_until(server, lambda s: value(s, "driftline_drift_window_rows", model="housing",
-                                                       version="1") == total
-                               and value(s, "driftline_requests_total", model="housing", version="1",
-                                         status="OK") == REQUESTS)
+        # A scrape may fall between two series of one hand-over: wait for every series asserted below.
         v1 = {"model": "housing", "version": "1"}
+        samples = scrape_until(server, lambda s: value(s, "driftline_drift_window_rows", **v1) == total
+                               and value(s, "driftline_requests_total", **v1, status="OK") == REQUESTS
+                               and value(s, "driftline_inference_rows_total", **v1) == total
+                               and value(s, "driftline_batch_rows_sum", **v1) == total)
         assert value(samples, "driftline_requests_total", **v1, status="OK") == REQUESTS
         assert value(samples, "driftline_inference_rows_total", **v1) == total
         assert value(samples, "driftline_batch_rows_sum", **v1) == total

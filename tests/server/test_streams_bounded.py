@@ -2,8 +2,9 @@
 
 A real server, real gRPC clients on their own channels. One stream writes 200 messages of 20,000 rows and
 cancels; another writes without end and never reads its answers; meanwhile a third client's 1-row unary calls
-must keep answering within a 1-second gRPC deadline, the server's RSS must stay under a bound, and the cancelled
-stream's queued messages must be dropped, not computed. The full-size repro with drift monitoring on, and its
+must keep being answered after a few batches (counted in batches, not seconds: the order the queue serves them
+in, which a busy machine does not change), the server's RSS must stay under a bound, and the cancelled stream's
+queued messages must be dropped, not computed. The full-size repro with drift monitoring on, and its
 numbers, is ``benchmarks/stream_abuse.py``.
 """
 
@@ -34,7 +35,8 @@ MESSAGES = 200
 # the fix; 2.5 GiB and growing without it. The bound leaves room for a busy CI machine's allocator.
 RSS_BOUND_BYTES = 512 * 2**20
 SLOW = 3_000_000  # loop turns of a spin request that holds its version: seconds on a two-core machine
-SETTLE_S = 8.0  # how long the probe keeps calling after the cancel
+SETTLE_PROBES = 100  # one-row calls after the cancel, while what the stream left behind is dropped or run
+STARVED_AFTER_BATCHES = 10  # batches finished, on average, while a one-row call waits
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +103,17 @@ def test_abusive_streams_neither_starve_a_one_row_caller_nor_grow_memory(registr
         one_row, big = message(1, 1), message(ROWS, 2)
         stub.ModelInfer(big, timeout=60)  # warm: the first large batch sizes onnxruntime's arena once
         baseline = peak = rss(server.process.pid)
-        answered: list[float] = []
+        answered: list[int] = []  # per one-row call: batches the server finished while it waited
+
+        def executions() -> int:
+            return stub.ModelStatistics(pb.ModelStatisticsRequest(name="housing"), timeout=60).model_stats[0] \
+                .execution_count
 
         def probe() -> None:
             nonlocal peak
-            # Each call must come back within 1 s: a DEADLINE_EXCEEDED here fails the test.
-            stub.ModelInfer(one_row, timeout=1.0)
-            answered.append(time.monotonic())
+            before = executions()
+            stub.ModelInfer(one_row, timeout=60)  # a liveness bound: how long it waited is counted in batches
+            answered.append(executions() - before)
             peak = max(peak, rss(server.process.pid))
             time.sleep(0.02)
 
@@ -118,20 +124,27 @@ def test_abusive_streams_neither_starve_a_one_row_caller_nor_grow_memory(registr
         try:
             while not cancelling.all_written.is_set():
                 probe()
+            during = list(answered)
             cancelling.close()
             rows_at_cancel = executed_rows(stub)
-            settle = time.monotonic() + SETTLE_S
-            while time.monotonic() < settle:
+            for _ in range(SETTLE_PROBES):
                 probe()
             rows_after_cancel = executed_rows(stub) - rows_at_cancel
         finally:
             cancelling.close()
             never_reading.close()
-        assert len(answered) > 50
+        # Not starved: a one-row call waits for the batches already running and its turn in the shared queue (a
+        # few batches, counted from just before it was sent to just after it came back: 5 or 6 on average here),
+        # not behind the stream's window (16 messages read ahead: first come, first served would make every call
+        # wait for 14 or more). The average, over the dozens of calls made while the stream writes, is steady
+        # where one call's count is not.
+        assert len(during) >= 5 and sum(during) / len(during) <= STARVED_AFTER_BATCHES, during
         assert peak - baseline < RSS_BOUND_BYTES, f"RSS grew {(peak - baseline) / 2**20:.0f} MiB"
-        # What was in flight when the stream went away is dropped: at most the batches already running finish
-        # (2 by default), never the stream's whole window, nor what the never-reading stream still writes.
-        assert rows_after_cancel < 3 * ROWS + len(answered), rows_after_cancel
+        # What was in flight when the stream went away is dropped: the batches already running finish (2 by
+        # default), and those it started before the cancellation reached the server (read just after close(), the
+        # count may precede it by a batch or two), never the stream's window of 16, nor what the never-reading
+        # stream still writes.
+        assert rows_after_cancel < 6 * ROWS + len(answered), rows_after_cancel
         assert never_reading.written < MESSAGES, "the server kept reading a stream whose answers nobody reads"
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 from pathlib import Path
 
 import grpc
@@ -167,3 +168,29 @@ class _NoQueue:
         import queue
 
         raise queue.Empty
+
+
+def test_a_live_worker_that_is_slow_to_answer_is_waited_for_not_left_out(versions: Path, tmp_path: Path):
+    """Only a dead worker is left out: one paused (as a busy machine may pause it) is still listening, and the
+    combined answers wait for it, as a swap must, or that worker would go on serving the version swapped out."""
+    registry = tmp_path / "registry"
+    shutil.copytree(versions, registry)
+    with running_server(registry, "--workers", "2") as server:
+        paused = min(worker_pids(server.process.pid))
+        os.kill(paused, signal.SIGSTOP)
+        channels = [grpc.insecure_channel(server.address) for _ in range(6)]  # connections spread by the kernel
+        try:
+            calls = [grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStatistics.future(
+                pb.ModelStatisticsRequest(name="housing"), timeout=120) for channel in channels]
+            # Paused well past the second a peer once had to connect in; how long the answers then take is not
+            # asserted, only who answered.
+            time.sleep(3)
+        finally:
+            os.kill(paused, signal.SIGCONT)
+        for call in calls:
+            assert [s.version for s in call.result().model_stats] == ["2"]
+            assert dict(call.trailing_metadata()).get("x-driftline-missing-workers") is None
+        for channel in channels:
+            channel.close()
+        out = driftline("swap", "housing", "1", "--server", server.address).stdout
+        assert "on 2 worker(s)" in out
