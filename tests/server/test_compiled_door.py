@@ -29,7 +29,7 @@ import tritonclient.grpc as triton
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.trainer import synthetic
-from helpers import door_counts, driftline, housing_request, running_server, wait_until
+from helpers import door_counts, driftline, hold_the_version, housing_request, running_server, wait_until
 from onnx_models import spin_answer, spin_request
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -228,24 +228,32 @@ def queued(metrics_url: str) -> float:
 def test_connections_share_the_c_queue_by_rows(registry: Path):
     """One connection queues slow requests; another's request goes next, not behind them all (as the Python
     batcher shares its queue: server/batcher.py). The order of the answers says it, not the time."""
-    turns = 1_000_000  # each flooding request holds the version for about a second: far longer than the 0.25 s
-    # between two readings of the queue depth, so at most one more starts between the reading and the small call
     own = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own: callers are connections
     with (running_server(registry, "--front-end", "compiled", "--no-http", "--metrics-port", "0", "--no-drift",
                          "--model", "spin:1", "--max-concurrent-batches", "1", "--max-batch-size", "1") as server,
           grpc.insecure_channel(server.address, options=own) as flooding,
           grpc.insecure_channel(server.address, options=own) as other):
         metrics_url = re.search(r"metrics (http://\S+/metrics)", "".join(server.log)).group(1)
+        flood = service_pb2_grpc.GRPCInferenceServiceStub(flooding)
         done: list[str] = []
-        floods = [service_pb2_grpc.GRPCInferenceServiceStub(flooding).ModelInfer.future(spin_request(turns),
-                                                                                          timeout=300)
-                  for _ in range(8)]
+
+        def statistics() -> pb.ModelStatistics:
+            return flood.ModelStatistics(pb.ModelStatisticsRequest(name="spin"), timeout=30).model_stats[0]
+
+        # The flooding connection's first request holds the version (seconds), so nothing leaves the queue while
+        # the others line up behind it and the small request arrives.
+        held, _ = hold_the_version(lambda: flood.ModelInfer.future(spin_request(5_000_000), timeout=300), statistics)
+        # The rest take a fraction of a second each: the order their answers arrive in is the order they ran.
+        rest = range(300_000, 300_007)
+        floods = [held] + [flood.ModelInfer.future(spin_request(turns), timeout=300) for turns in rest]
         for call in floods:
             call.add_done_callback(lambda _: done.append("big"))
-        wait_until(lambda: queued(metrics_url) >= 5, "the slow requests never queued up", 120)
+        wait_until(lambda: queued(metrics_url) >= 7, "the slow requests never queued up", 120)
+        assert not held.done(), "the request holding the version ended before the small one was sent"
         assert spin_answer(service_pb2_grpc.GRPCInferenceServiceStub(other).ModelInfer(spin_request(0),
                                                                                         timeout=300)) == 0
         done.append("small")
-        for call in floods:
-            assert spin_answer(call.result()) == turns
-    assert done.count("big") == 8 and done[::-1].index("small") >= 3, done
+        assert [spin_answer(call.result()) for call in floods] == [5_000_000, *rest]
+    # First come, first served would answer the small request after all 8; shared by rows, it goes right after the
+    # request that held the version (or after the next one too, where the two connections' shares tie).
+    assert done.count("big") == 8 and done.index("small") <= 2, done
