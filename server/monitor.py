@@ -228,7 +228,7 @@ class VersionMonitor:
                 low, high = self._training_range[f]
                 value = f"{name}={float(rows[r, f]):g} (training range {low:g}..{high:g})"
             self.attribution.flag(f"{value} drives {shares[r, f]:.0%} of the answer ({answer})")
-        # Counted after their flags: a report that counts these rows holds what they flagged (reports read it unlocked).
+        # Counted after their flags: a report (read without a lock) that counts these rows holds what they flagged.
         self.attribution.sampled_rows += len(rows)
 
     def states(self) -> tuple[DriftState, DriftState]:

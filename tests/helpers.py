@@ -154,11 +154,12 @@ class Clock:
         return self.now
 
 
-def housing_request(rows, *, raw: bool = True, **fields):  # noqa: ANN001, ANN201 - numpy rows; a ModelInferRequest
-    """tritonclient's own ModelInferRequest for the housing model: ``rows`` as raw bytes, or typed contents."""
+def table_request(rows, *, model: str = "housing", raw: bool = True, **fields):  # noqa: ANN001, ANN201 - numpy rows
+    """tritonclient's own ModelInferRequest for a table (one FP32 ``input``; the housing model unless ``model``
+    says otherwise): ``rows`` as raw bytes, or typed contents."""
     from tritonclient.grpc import service_pb2
 
-    message = service_pb2.ModelInferRequest(**{"model_name": "housing", **fields})
+    message = service_pb2.ModelInferRequest(**{"model_name": model, **fields})  # fields may name another model
     tensor = message.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
     if raw:
         message.raw_input_contents.append(rows.tobytes())

@@ -17,35 +17,35 @@ def moto_s3(*buckets: str) -> Iterator[dict[str, str]]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    atomic = _conditional_puts_atomic()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{server._server.server_port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    _forget_s3_clients()
-    try:
-        import boto3
-
-        for bucket in buckets:
-            boto3.client("s3").create_bucket(Bucket=bucket)
-        yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with _conditional_puts_atomic():
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{server._server.server_port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         _forget_s3_clients()
-        server.stop()
-        atomic()
+        try:
+            import boto3
+
+            for bucket in buckets:
+                boto3.client("s3").create_bucket(Bucket=bucket)
+            yield env
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            _forget_s3_clients()
+            server.stop()
 
 
-def _conditional_puts_atomic():  # noqa: ANN202 - a function that undoes it
+@contextmanager
+def _conditional_puts_atomic() -> Iterator[None]:
     """S3 answers a PUT with ``If-None-Match: *`` atomically (the registry claims a version number with one);
     moto 5 checks that the key is absent and then stores it without a lock, so two of the server's threads can
-    both win. One PUT at a time gives the fake the real service's contract; returns what puts it back."""
+    both win. One PUT at a time gives the fake the real service's contract while the block runs."""
     import threading
 
     from moto.s3.responses import S3Response
@@ -57,11 +57,10 @@ def _conditional_puts_atomic():  # noqa: ANN202 - a function that undoes it
             return original(self)
 
     S3Response.put_object = put_object
-
-    def undo() -> None:
+    try:
+        yield
+    finally:
         S3Response.put_object = original
-
-    return undo
 
 
 def _forget_s3_clients() -> None:

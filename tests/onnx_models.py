@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers import RunningServer, driftline
+from helpers import RunningServer, driftline, table_request
 
 OPSET = 17
 IR_VERSION = 8  # onnxruntime accepts it; opset 17 needs at least 8
@@ -95,6 +95,9 @@ def spin(tabular: bool = False) -> onnx.ModelProto:
                   [numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")])
 
 
+SLOW_TURNS = 3_000_000  # turns of a spin request that holds its version: seconds on a two-core machine
+
+
 def publish_spin_table(registry: Path) -> None:
     """``spin(tabular=True)`` published as version 1 of ``spin`` with a one-column reference (turns 0-99), so it is
     a table: validated, monitored, and batched by the compiled door itself."""
@@ -105,14 +108,9 @@ def publish_spin_table(registry: Path) -> None:
 
 def spin_request(turns: int, rows: int = 1):  # noqa: ANN201 - tritonclient's ModelInferRequest
     """A request to ``spin`` (the table) of ``rows`` rows whose largest is ``turns``."""
-    from tritonclient.grpc import service_pb2
-
     column = np.zeros((rows, 1), dtype="<f4")
     column[0, 0] = turns
-    request = service_pb2.ModelInferRequest(model_name="spin")
-    request.inputs.add(name="input", datatype="FP32", shape=list(column.shape))
-    request.raw_input_contents.append(column.tobytes())
-    return request
+    return table_request(column, model="spin")
 
 
 def spin_answer(response) -> int:  # noqa: ANN001 - a ModelInferResponse

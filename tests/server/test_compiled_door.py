@@ -29,7 +29,7 @@ import tritonclient.grpc as triton
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
 from driftline.trainer import synthetic
-from helpers import door_counts, driftline, hold_the_version, housing_request, running_server, wait_until
+from helpers import door_counts, driftline, hold_the_version, table_request, running_server, wait_until
 from onnx_models import spin_answer, spin_request
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -64,7 +64,7 @@ def doors(registry: Path):
 
 
 def infer(rows: np.ndarray = ROWS[:1], *, raw: bool = True, **fields) -> pb.ModelInferRequest:
-    return housing_request(rows, raw=raw, **fields)
+    return table_request(rows, raw=raw, **fields)
 
 
 def both(doors, request: pb.ModelInferRequest) -> tuple[object, object]:

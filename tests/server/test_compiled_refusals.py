@@ -21,10 +21,10 @@ import pytest
 from driftline.errors import Unavailable
 from driftline.server.front_end_messages import QUEUE_FULL
 from driftline.trainer import synthetic
-from onnx_models import spin_answer, spin_request
+from onnx_models import SLOW_TURNS, spin_answer, spin_request
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
-from helpers import door_counts, hold_the_version, running_server, wait_until
+from helpers import door_counts, hold_the_version, running_server, table_request, wait_until
 
 pytest.importorskip("driftline.server.compiled._door",
                     reason="the compiled gRPC front end is not built (make setup, with libgrpc++-dev installed)")
@@ -35,21 +35,11 @@ from driftline.server.compiled import _door  # noqa: E402
 ROWS = synthetic.housing(64, seed=11).select(list(synthetic.FEATURES)).to_numpy().astype(np.float32)
 
 
-SLOW = 3_000_000  # loop turns of the request that holds the version: seconds on a two-core machine
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compiled-refusals") / "registry"
     onnx_models.publish_spin_table(root)  # a table, so the compiled door batches its requests itself
     return root
-
-
-def infer(rows: np.ndarray) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="housing")
-    request.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
-    request.raw_input_contents.append(rows.tobytes())
-    return request
 
 
 def failures(metrics_url: str, status: str) -> float:
@@ -73,7 +63,8 @@ def test_a_full_queue_is_refused_and_counted_in_statistics_and_metrics_through_e
         def statistics() -> pb.ModelStatistics:
             return stub.ModelStatistics(pb.ModelStatisticsRequest(name="spin"), timeout=30).model_stats[0]
 
-        slow, before = hold_the_version(lambda: stub.ModelInfer.future(spin_request(SLOW), timeout=300), statistics)
+        slow, before = hold_the_version(lambda: stub.ModelInfer.future(spin_request(SLOW_TURNS), timeout=300),
+                                        statistics)
         # Two more while the slow one runs: one waits in the queue (its only place), the other is refused at once.
         calls = [stub.ModelInfer.future(spin_request(turns), timeout=300) for turns in (11, 12)]
         wait_until(lambda: any(call.done() for call in calls), "neither request was answered", 120)
@@ -84,7 +75,7 @@ def test_a_full_queue_is_refused_and_counted_in_statistics_and_metrics_through_e
             grpc.StatusCode.UNAVAILABLE, QUEUE_FULL.format(model="spin", version=1, waiting=1))
         waiting = next(call for call in calls if call is not refused)
         assert spin_answer(waiting.result()) in (11, 12)
-        assert spin_answer(slow.result()) == SLOW
+        assert spin_answer(slow.result()) == SLOW_TURNS
 
         # The door's refusals reach Python's figures every 0.25 s: wait for them, then they must be exact.
         wait_until(lambda: statistics().inference_stats.fail.count > before.inference_stats.fail.count,
@@ -118,7 +109,7 @@ def test_max_queued_bytes_is_one_budget_for_both_doors(door):
     with grpc.insecure_channel(f"127.0.0.1:{door.port}") as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.ModelInfer(infer(ROWS[:20]), timeout=30)
+            stub.ModelInfer(table_request(ROWS[:20]), timeout=30)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert refused.value.details().startswith("server busy: queued requests already hold 0.0 MiB")
         [(model, version, code, count, ns, expired)] = door.refused()

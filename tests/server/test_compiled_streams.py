@@ -19,7 +19,7 @@ import numpy as np
 import onnx_models
 import pytest
 from driftline.trainer import synthetic
-from helpers import door_counts, driftline, housing_request, running_server
+from helpers import door_counts, driftline, table_request, running_server
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -49,7 +49,7 @@ def doors(registry: Path):
 
 
 def infer(rows: np.ndarray = ROWS[:1], *, raw: bool = True, **fields) -> pb.ModelInferRequest:
-    return housing_request(rows, raw=raw, **fields)
+    return table_request(rows, raw=raw, **fields)
 
 
 def tensor3() -> pb.ModelInferRequest:

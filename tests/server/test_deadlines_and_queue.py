@@ -1,11 +1,11 @@
 """Deadlines and the bounded queue, end to end, behind work that is slow on purpose.
 
 ``spin`` (tests/onnx_models.py) is an ONNX model whose run time is set by the request: it loops ``max(N)`` times
-(about a microsecond per turn in onnxruntime) and answers ``Y = N``. With ``--max-concurrent-batches 1 --max-batch-size 1`` a request
-with a large N occupies the version while the next requests wait in its queue. Nothing here waits for a time
-window: a test waits until the server *says* the slow request started (ModelStatistics counts a request's queue
-time when its batch starts), and the slow request is long enough (seconds) that what follows reaches the queue
-while it runs.
+(about a microsecond per turn in onnxruntime) and answers ``Y = N``. With ``--max-concurrent-batches 1
+--max-batch-size 1`` a request with a large N occupies the version while the next requests wait in its queue.
+Nothing here waits for a time window: a test waits until the server *says* the slow request started
+(ModelStatistics counts a request's queue time when its batch starts), and the slow request is long enough
+(seconds) that what follows reaches the queue while it runs.
 
 Also here, because ``spin`` was published without a reference: a drift report on such a version is refused with
 FAILED_PRECONDITION (no baseline), not NOT_FOUND.
@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import onnx_models
+from onnx_models import SLOW_TURNS
 import pytest
 from driftline.proto import driftline_pb2 as dpb
 from driftline.proto import driftline_pb2_grpc
@@ -27,7 +28,6 @@ from helpers import driftline, hold_the_version, running_server, wait_until
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-SLOW = 3_000_000  # loop turns of the request that holds the version: seconds on a two-core machine
 SERIAL = ("--max-concurrent-batches", "1", "--max-batch-size", "1")
 
 
@@ -57,7 +57,7 @@ def statistics(stub) -> pb.ModelStatistics:
 
 def hold(stub):
     """The slow request, once the server has started running it (helpers.hold_the_version)."""
-    return hold_the_version(lambda: stub.ModelInfer.future(request(SLOW), timeout=300), lambda: statistics(stub))
+    return hold_the_version(lambda: stub.ModelInfer.future(request(SLOW_TURNS), timeout=300), lambda: statistics(stub))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_a_request_whose_timeout_passes_in_the_queue_is_refused_by_the_server_an
         stub.ModelInfer(request(7, timeout=1000), timeout=300)
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, late.value.details()
     assert "in the queue; nothing was run" in late.value.details()
-    assert answer(slow.result()) == SLOW
+    assert answer(slow.result()) == SLOW_TURNS
     after = statistics(stub)
     assert after.execution_count - before.execution_count == 1  # the slow request only: the late one never ran
     assert after.inference_count - before.inference_count == 1
@@ -89,7 +89,7 @@ def test_a_request_whose_grpc_deadline_passes_in_the_queue_never_runs(serial):
     with pytest.raises(grpc.RpcError) as late:
         stub.ModelInfer(request(7), timeout=0.2)
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert answer(slow.result()) == SLOW
+    assert answer(slow.result()) == SLOW_TURNS
     assert answer(stub.ModelInfer(request(5), timeout=60)) == 5
     after = statistics(stub)
     # Two calls ran (the slow one and the last one); the expired one left the queue without costing compute.
@@ -107,7 +107,7 @@ def test_a_request_cancelled_in_the_queue_never_runs(serial):
     wait_until(lambda: statistics(stub).inference_stats.fail.count != before.inference_stats.fail.count
                or queued.done(), "the cancellation never reached the server", 120, queued.cancel)
     assert queued.cancelled()
-    assert answer(slow.result()) == SLOW
+    assert answer(slow.result()) == SLOW_TURNS
     assert answer(stub.ModelInfer(request(5), timeout=60)) == 5
     after = statistics(stub)
     assert after.execution_count - before.execution_count == 2  # the slow one and the last one
@@ -135,7 +135,7 @@ def test_a_full_queue_answers_unavailable_at_once(registry: Path):
             assert statistics(stub).execution_count == before.execution_count
             waiting = next(c for c in calls if c is not refused)
             assert answer(waiting.result()) in (11, 12)
-        assert answer(slow.result()) == SLOW
+        assert answer(slow.result()) == SLOW_TURNS
 
 
 def test_drift_report_of_a_version_without_reference_is_a_failed_precondition(serial):

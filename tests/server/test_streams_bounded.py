@@ -18,12 +18,10 @@ import grpc
 import numpy as np
 import onnx_models
 import pytest
-from driftline.proto import grpc_service_pb2 as pb
-from driftline.proto import grpc_service_pb2_grpc
-from helpers import driftline, hold_the_version, running_server, wait_until
-from onnx_models import spin_answer, spin_request
-from tritonclient.grpc import service_pb2 as tpb
-from tritonclient.grpc import service_pb2_grpc as tpb_grpc
+from helpers import driftline, hold_the_version, running_server, table_request, wait_until
+from onnx_models import SLOW_TURNS, spin_answer, spin_request
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 
 WIDTH = 11
 # Channels in one process share their TCP connection unless told not to; each client here stands for another
@@ -34,7 +32,6 @@ MESSAGES = 200
 # Measured with these streams (benchmarks/RESULTS.md, "Hostile streams"): about 85 MiB over the warm baseline with
 # the fix; 2.5 GiB and growing without it. The bound leaves room for a busy CI machine's allocator.
 RSS_BOUND_BYTES = 512 * 2**20
-SLOW = 3_000_000  # loop turns of a spin request that holds its version: seconds on a two-core machine
 SETTLE_PROBES = 100  # one-row calls after the cancel, while what the stream left behind is dropped or run
 STARVED_AFTER_BATCHES = 10  # batches finished, on average, while a one-row call waits
 
@@ -48,11 +45,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def message(rows: int, seed: int) -> pb.ModelInferRequest:
-    x = np.random.default_rng(seed).uniform(1, 100, size=(rows, WIDTH)).astype("<f4")
-    request = pb.ModelInferRequest(model_name="housing")
-    request.inputs.add(name="input", datatype="FP32", shape=x.shape)
-    request.raw_input_contents.append(x.tobytes())
-    return request
+    return table_request(np.random.default_rng(seed).uniform(1, 100, size=(rows, WIDTH)).astype("<f4"))
 
 
 def rss(pid: int) -> int:
@@ -60,9 +53,12 @@ def rss(pid: int) -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) * 1024
 
 
+def statistics(stub, model: str = "housing") -> pb.ModelStatistics:
+    return stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=60).model_stats[0]
+
+
 def executed_rows(stub) -> int:
-    stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="housing"), timeout=30).model_stats[0]
-    return sum(b.batch_size * b.compute_infer.count for b in stats.batch_stats)
+    return sum(b.batch_size * b.compute_infer.count for b in statistics(stub).batch_stats)
 
 
 class Stream:
@@ -72,7 +68,7 @@ class Stream:
         self.channel = grpc.insecure_channel(address, options=OWN_CONNECTION)
         self.written = self.answered = 0
         self.all_written = threading.Event()
-        self.call = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self.channel).ModelStreamInfer(
+        self.call = service_pb2_grpc.GRPCInferenceServiceStub(self.channel).ModelStreamInfer(
             self._messages(request, count))
         if read:
             threading.Thread(target=self._read, daemon=True).start()
@@ -99,21 +95,17 @@ def test_abusive_streams_neither_starve_a_one_row_caller_nor_grow_memory(registr
     # Drift monitoring on, as served by default: its queue of executed batches is bounded in rows too.
     with running_server(registry, "--no-http", "--no-metrics") as server, \
             grpc.insecure_channel(server.address, options=OWN_CONNECTION) as channel:
-        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         one_row, big = message(1, 1), message(ROWS, 2)
         stub.ModelInfer(big, timeout=60)  # warm: the first large batch sizes onnxruntime's arena once
         baseline = peak = rss(server.process.pid)
         answered: list[int] = []  # per one-row call: batches the server finished while it waited
 
-        def executions() -> int:
-            return stub.ModelStatistics(pb.ModelStatisticsRequest(name="housing"), timeout=60).model_stats[0] \
-                .execution_count
-
         def probe() -> None:
             nonlocal peak
-            before = executions()
+            before = statistics(stub).execution_count
             stub.ModelInfer(one_row, timeout=60)  # a liveness bound: how long it waited is counted in batches
-            answered.append(executions() - before)
+            answered.append(statistics(stub).execution_count - before)
             peak = max(peak, rss(server.process.pid))
             time.sleep(0.02)
 
@@ -155,14 +147,11 @@ def test_queued_bytes_over_the_bound_are_refused_at_once(registry):
     big = 220_000  # rows of spin's one FP32 column: 880 KB of input
     with running_server(registry, "--no-http", "--no-metrics", "--max-queued-bytes", "1MiB") as server, \
             grpc.insecure_channel(server.address, options=OWN_CONNECTION) as channel:
-        stub = tpb_grpc.GRPCInferenceServiceStub(channel)
-
-        def statistics():  # noqa: ANN202 - a ModelStatistics
-            return stub.ModelStatistics(tpb.ModelStatisticsRequest(name="spin"), timeout=30).model_stats[0]
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
         def hold():  # noqa: ANN202 - the slow call's future, once it runs
-            return hold_the_version(lambda: stub.ModelInfer.future(spin_request(SLOW, big), timeout=300),
-                                    statistics)[0]
+            return hold_the_version(lambda: stub.ModelInfer.future(spin_request(SLOW_TURNS, big), timeout=300),
+                                    lambda: statistics(stub, "spin"))[0]
 
         assert spin_answer(stub.ModelInfer(spin_request(3, big), timeout=60)) == 3  # alone, over the bound: served
         # A unary call over the bound gets the status, UNAVAILABLE, as a full queue does.
@@ -171,19 +160,20 @@ def test_queued_bytes_over_the_bound_are_refused_at_once(registry):
             stub.ModelInfer(spin_request(5, big), timeout=60)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
         assert "server busy" in refused.value.details() and "--max-queued-bytes" in refused.value.details()
-        assert spin_answer(slow.result()) == SLOW
+        assert spin_answer(slow.result()) == SLOW_TURNS
         # A stream's message over the bound is answered in-band, and the stream goes on.
         started = []
 
         def messages():  # noqa: ANN202 - the stream's requests: the next is written once the slow one runs
-            before = statistics().inference_stats.queue.count
-            yield spin_request(SLOW, big)
-            wait_until(lambda: statistics().inference_stats.queue.count != before, "the slow message never ran", 120)
-            started.append(statistics().execution_count)
+            before = statistics(stub, "spin").inference_stats.queue.count
+            yield spin_request(SLOW_TURNS, big)
+            wait_until(lambda: statistics(stub, "spin").inference_stats.queue.count != before,
+                       "the slow message never ran", 120)
+            started.append(statistics(stub, "spin").execution_count)
             yield spin_request(5, big)
 
         answers = list(stub.ModelStreamInfer(messages(), timeout=300))
         assert len(answers) == 2 and started, answers
-        assert not answers[0].error_message and spin_answer(answers[0].infer_response) == SLOW
+        assert not answers[0].error_message and spin_answer(answers[0].infer_response) == SLOW_TURNS
         assert "server busy" in answers[1].error_message and "--max-queued-bytes" in answers[1].error_message
         assert spin_answer(stub.ModelInfer(spin_request(7, big), timeout=60)) == 7  # held bytes were given back
