@@ -22,6 +22,7 @@ from driftline.proto import driftline_pb2_grpc, grpc_service_pb2_grpc
 
 PEER_MARKER = ("x-driftline-peer", "1")
 PEER_TIMEOUT_S = 60.0
+PEER_PROBE_S = 0.25  # while a peer connects, how often to ask whether it still listens
 _MISSING = object()
 _STUBS = {
     "inference": grpc_service_pb2_grpc.GRPCInferenceServiceStub,
@@ -50,6 +51,20 @@ def listening(path: str) -> bool:
     finally:
         probe.close()
     return True
+
+
+async def wait_connected(channel: grpc.aio.Channel, path: str) -> bool:
+    """Wait for ``channel`` to connect while its worker still listens: a worker that is only slow is waited for
+    (up to PEER_TIMEOUT_S); one that died meanwhile (even just after it was seen listening, while its process was
+    still closing its sockets) is given up on within PEER_PROBE_S, where gRPC would keep retrying the connect."""
+    for _ in range(int(PEER_TIMEOUT_S / PEER_PROBE_S)):
+        try:
+            await asyncio.wait_for(channel.channel_ready(), PEER_PROBE_S)
+            return True
+        except TimeoutError:
+            if not listening(path):
+                return False
+    return False
 
 
 def is_peer_call(context: grpc.aio.ServicerContext) -> bool:
@@ -119,12 +134,11 @@ class Peers:
             current = self._channels.get(index)
             if current is not None and current is not stale:
                 return current  # another call reconnected meanwhile
-            if not listening(self._paths[index]):
+            path = self._paths[index]
+            if not listening(path):
                 return None
-            channel = grpc.aio.insecure_channel(f"unix:{self._paths[index]}")
-            try:
-                await asyncio.wait_for(channel.channel_ready(), PEER_TIMEOUT_S)
-            except TimeoutError:
+            channel = grpc.aio.insecure_channel(f"unix:{path}")
+            if not await wait_connected(channel, path):
                 await channel.close()
                 return None
             self._channels[index] = channel

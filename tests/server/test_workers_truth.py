@@ -58,7 +58,7 @@ def _alive(pid: int) -> bool:
         state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
     except FileNotFoundError:
         return False
-    return "Z" not in state.split()[1]  # a zombie has closed its sockets; its parent has yet to reap it
+    return "Z" not in state.split()[1]  # a zombie is dead (its threads may take a few ms more to close its sockets)
 
 
 def wait_for_restart(server, restarts: int = 1) -> None:
